@@ -1,0 +1,60 @@
+"""The build and run-time configuration fastmm reports (show_config, info)."""
+import platform
+
+from fastmm import _gemm, _threads
+from fastmm._cpu import read_caches
+
+
+def cpu_features():
+    """The SIMD features relevant to fastmm that /proc/cpuinfo lists."""
+    wanted = ("sse2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw",
+              "avx512vl", "avx512_vnni", "avx512_bf16")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [w for w in wanted if w in flags]
+    except OSError:
+        pass
+    return []
+
+
+def config():
+    """Everything show_config prints, as a dict."""
+    from fastmm import __version__
+    caches = read_caches()
+    return {
+        "version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "openmp": _threads.HAVE_OPENMP,
+        "num_threads": _threads.get_num_threads(),
+        "cpu_count": _threads.cpu_count(),
+        "forked_child_single_thread": _threads.in_forked_child(),
+        "cpu_features": cpu_features(),
+        "caches": {f"L{lvl}": f"{c.size // 1024} KiB, {c.ways}-way"
+                   for lvl, c in sorted(caches.items())},
+        "kernels_compiled": _gemm.compiled_kernels(),
+        "kernels_supported": _gemm.available_kernels(),
+        "kernel": _gemm.kernel_info(),
+    }
+
+
+def show_config():
+    """Print fastmm's version, threading, CPU features and kernel choice."""
+    cfg = config()
+    kern = cfg["kernel"]
+    print(f"fastmm {cfg['version']} (Python {cfg['python']}, {cfg['machine']})")
+    print(f"  OpenMP:      {'yes' if cfg['openmp'] else 'no (serial build)'}")
+    print(f"  threads:     {cfg['num_threads']} (CPUs available: {cfg['cpu_count']})"
+          + (" [forked child: 1]" if cfg["forked_child_single_thread"] else ""))
+    print(f"  CPU:         {' '.join(cfg['cpu_features']) or 'unknown'}")
+    print(f"  caches:      " + "; ".join(f"{k} {v}" for k, v in cfg["caches"].items()))
+    print(f"  kernels:     compiled {cfg['kernels_compiled']}, "
+          f"runnable {cfg['kernels_supported']}")
+    print(f"  kernel:      {kern['name']}")
+    for dt in ("float32", "float64"):
+        b = kern[dt]
+        print(f"    {dt}: MR x NR = {b['MR']} x {b['NR']}, "
+              f"MC = {b['MC']}, KC = {b['KC']}, NC = {b['NC']}")

@@ -1,0 +1,18 @@
+# cython: language_level=3
+# The GEMM driver's interface for the other compiled modules.
+
+from fastmm._epilogue cimport Epilogue
+
+# C := alpha * A @ B + beta * C (then the epilogue, if ep != NULL).
+# A is m x k, B is k x n, C is m x n; strides in elements, any sign.
+# Returns 0, or -1 when scratch memory could not be allocated.
+cdef int sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+               const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+               const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+               float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+               const Epilogue* ep, int nthreads) noexcept nogil
+cdef int dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+               const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+               const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+               double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+               const Epilogue* ep, int nthreads) noexcept nogil

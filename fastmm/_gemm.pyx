@@ -1,0 +1,362 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The GEMM driver: the five Goto/BLIS loops around the micro-kernel.
+
+    C := alpha * A @ B + beta * C,   A: m x k, B: k x n, C: m x n, any strides.
+
+    jc  over n in NC columns     B panel and C columns
+    pc  over k in KC             pack B[pc:pc+KC, jc:jc+NC] once, shared by all threads
+    ic  over m in MC rows        each thread packs its own A block
+    jr  over the panel in NR     one packed B micro-panel, kept in L1
+    ir  over the block in MR     one micro-kernel call per MR x NR tile of C
+
+All threads run the same loops (one OpenMP region per call) and meet at a
+barrier around each shared B panel.  Every element of C is computed by one
+thread in a fixed order, so results do not depend on the thread count.
+"""
+from libc.stdlib cimport free
+from libc.string cimport memset
+from cython.parallel cimport parallel
+
+from fastmm._pack cimport real, pack_a, pack_b
+from fastmm._epilogue cimport apply_epilogue
+
+cdef extern from "kernels/dispatch.h" nogil:
+    ctypedef void (*fmm_sgemm_ukr_t)(Py_ssize_t k, float alpha, const float* a,
+                                     const float* b, float beta, float* c,
+                                     Py_ssize_t ldc)
+    ctypedef void (*fmm_dgemm_ukr_t)(Py_ssize_t k, double alpha, const double* a,
+                                     const double* b, double beta, double* c,
+                                     Py_ssize_t ldc)
+    ctypedef struct fmm_kernel_t:
+        const char* name
+        int (*cpu_supports)()
+        int s_mr, s_nr
+        fmm_sgemm_ukr_t sgemm
+        int d_mr, d_nr
+        fmm_dgemm_ukr_t dgemm
+    const fmm_kernel_t* fmm_kernels
+    int fmm_kernel_count()
+    int FMM_MAX_TILE
+
+cdef extern from "_parallel.h" nogil:
+    int fmm_thread_num()
+    int fmm_team_size()
+    void fmm_barrier()
+
+cdef extern from "<stdlib.h>" nogil:
+    void* aligned_alloc(size_t alignment, size_t size)
+
+
+# Everything the loops need about one element type's kernel.
+cdef struct Blocking:
+    int MR, NR
+    Py_ssize_t MC, KC, NC
+    void* ukr
+
+cdef Blocking _sblk, _dblk
+cdef const fmm_kernel_t* _kernel = NULL
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef void* _alloc(size_t size) noexcept nogil:
+    # 64-byte aligned (the kernels' panels), size rounded up as C11 requires
+    size = (size + 63) & ~(<size_t>63)
+    return aligned_alloc(64, size if size else 64)
+
+
+cdef inline void _run_ukr(const Blocking* blk, Py_ssize_t kc, real alpha,
+                          const real* a_panel, const real* b_panel, real beta,
+                          real* c, Py_ssize_t ldc) noexcept nogil:
+    if real is float:
+        (<fmm_sgemm_ukr_t>blk.ukr)(kc, alpha, a_panel, b_panel, beta, c, ldc)
+    else:
+        (<fmm_dgemm_ukr_t>blk.ukr)(kc, alpha, a_panel, b_panel, beta, c, ldc)
+
+
+cdef void _scale_c(Py_ssize_t m, Py_ssize_t n, real beta, real* c,
+                   Py_ssize_t rs_c, Py_ssize_t cs_c) noexcept nogil:
+    # C := beta * C, where beta == 0 writes zeros without reading C
+    cdef Py_ssize_t i, j
+    for i in range(m):
+        for j in range(n):
+            if beta == 0:
+                c[i * rs_c + j * cs_c] = 0
+            else:
+                c[i * rs_c + j * cs_c] = beta * c[i * rs_c + j * cs_c]
+
+
+cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
+                       Py_ssize_t k, real alpha,
+                       const real* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                       const real* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                       real beta, real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+                       const Epilogue* ep, real* a_packed, real* b_packed,
+                       int tid, int nt) noexcept nogil:
+    """One thread's share of the product; all threads of the team call it."""
+    cdef int MR = blk.MR, NR = blk.NR
+    cdef Py_ssize_t MC = blk.MC, KC = blk.KC, NC = blk.NC
+    cdef Py_ssize_t jb, pb, ib, irb, jc, pc, ic, jr, ir, nc, kc, mc, mr, nr, i, j, jp
+    cdef Py_ssize_t n_panels, row0, row1, jp0, jp1, mt
+    cdef int ti_n, tj_n, ti, tj
+    cdef real beta_pc
+    cdef real* c_tile
+    cdef real* c_ij
+    cdef real tile[1024]   # FMM_MAX_TILE: edge tiles and strided C go through it
+    cdef bint last_pc
+
+    # Thread grid: split the rows of C (threads share the B panel, each packs
+    # its own A block); when there are fewer MR-row strips than threads, split
+    # the NR-column micro-panels too.
+    mt = _ceil_div(m, MR)
+    ti_n = nt
+    while ti_n > 1 and (ti_n > mt or nt % ti_n != 0):
+        ti_n -= 1
+    tj_n = nt // ti_n
+    ti = tid // tj_n
+    tj = tid % tj_n
+    row0 = (mt * ti // ti_n) * MR
+    row1 = min(m, (mt * (ti + 1) // ti_n) * MR)
+
+    for jb in range(_ceil_div(n, NC)):                # LOOP 5: n in NC (B, C)
+        jc = jb * NC
+        nc = min(NC, n - jc)
+        n_panels = _ceil_div(nc, NR)
+        for pb in range(_ceil_div(k, KC)):            # LOOP 4: k in KC (A, B)
+            pc = pb * KC
+            kc = min(KC, k - pc)
+            beta_pc = beta if pc == 0 else 1
+            last_pc = pc + kc >= k
+            # all threads pack the shared B panel, NR columns at a time
+            for jp in range(n_panels * tid // nt, n_panels * (tid + 1) // nt):
+                pack_b(kc, min(NR, nc - jp * NR),
+                       b + pc * rs_b + (jc + jp * NR) * cs_b, rs_b, cs_b,
+                       b_packed + jp * NR * kc, NR)
+            fmm_barrier()
+            jp0 = n_panels * tj // tj_n
+            jp1 = n_panels * (tj + 1) // tj_n
+            for ib in range(_ceil_div(row1 - row0, MC)):  # LOOP 3: m in MC (A, C)
+                ic = row0 + ib * MC
+                mc = min(MC, row1 - ic)
+                pack_a(mc, kc, a + ic * rs_a + pc * cs_a, rs_a, cs_a,
+                       a_packed, MR)
+                for jr in range(jp0, jp1):            # LOOP 2: NR panels of B
+                    j = jc + jr * NR
+                    nr = min(NR, n - j)
+                    for irb in range(_ceil_div(mc, MR)):  # LOOP 1: MR strips of A
+                        ir = irb * MR
+                        mr = min(MR, mc - ir)
+                        c_ij = c + (ic + ir) * rs_c + j * cs_c
+                        if mr == MR and nr == NR and cs_c == 1:
+                            _run_ukr(blk, kc, alpha, a_packed + ir * kc,
+                                     b_packed + jr * NR * kc, beta_pc,
+                                     c_ij, rs_c)
+                            if last_pc and ep != NULL:
+                                apply_epilogue(c_ij, rs_c, 1, MR, NR, ic + ir, j,
+                                               ep)
+                        else:
+                            _run_ukr(blk, kc, alpha, a_packed + ir * kc,
+                                     b_packed + jr * NR * kc, <real>0,
+                                     tile, NR)
+                            for i in range(mr):
+                                c_tile = c_ij + i * rs_c
+                                if beta_pc == 0:
+                                    for jp in range(nr):
+                                        c_tile[jp * cs_c] = tile[i * NR + jp]
+                                else:
+                                    for jp in range(nr):
+                                        c_tile[jp * cs_c] = (tile[i * NR + jp]
+                                            + beta_pc * c_tile[jp * cs_c])
+                            if last_pc and ep != NULL:
+                                apply_epilogue(c_ij, rs_c, cs_c, mr, nr, ic + ir,
+                                               j, ep)
+            # the next pc iteration repacks B: wait until nobody reads it
+            fmm_barrier()
+
+
+cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
+               const real* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+               const real* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+               real beta, real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+               const Epilogue* ep, int nthreads) noexcept nogil:
+    cdef Blocking blk
+    cdef Py_ssize_t mc_max, kc_max, nc_max, t
+    cdef real* a_packed
+    cdef real* b_packed
+    cdef Epilogue ep_t
+    cdef int nt
+    if m <= 0 or n <= 0:
+        return 0
+    if k == 0 or alpha == 0:
+        # BLAS: A and B are not read
+        _scale_c(m, n, beta, c, rs_c, cs_c)
+        if ep != NULL:
+            for t in range(m):
+                apply_epilogue(c + t * rs_c, rs_c, cs_c, 1, n, t, 0, ep)
+        return 0
+    if cs_c != 1 and rs_c == 1:
+        # Kernels write rows of C contiguously.  A column-major C is the
+        # row-major C^T = B^T A^T: swap the operands instead of scattering.
+        if ep != NULL:
+            ep_t = ep[0]
+            ep_t.bias_along_rows = not ep_t.bias_along_rows
+            ep = &ep_t
+        m, n = n, m
+        a, b = b, a
+        rs_a, cs_a, rs_b, cs_b = cs_b, rs_b, cs_a, rs_a
+        rs_c, cs_c = cs_c, rs_c
+    blk = _sblk if real is float else _dblk
+    kc_max = min(blk.KC, k)
+    mc_max = min(blk.MC, _ceil_div(m, blk.MR) * blk.MR)
+    nc_max = min(blk.NC, _ceil_div(n, blk.NR) * blk.NR)
+    nt = max(1, nthreads)
+    b_packed = <real*>_alloc(sizeof(real) * kc_max
+                               * _ceil_div(nc_max, blk.NR) * blk.NR)
+    a_packed = <real*>_alloc(sizeof(real) * nt * kc_max
+                               * _ceil_div(mc_max, blk.MR) * blk.MR)
+    if a_packed == NULL or b_packed == NULL:
+        free(a_packed)
+        free(b_packed)
+        return -1
+    if nt == 1:
+        _gemm_thread(&blk, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
+                     beta, c, rs_c, cs_c, ep, a_packed, b_packed, 0, 1)
+    else:
+        with parallel(num_threads=nt):
+            _gemm_thread(&blk, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
+                         beta, c, rs_c, cs_c, ep,
+                         a_packed + fmm_thread_num() * kc_max * (
+                             _ceil_div(mc_max, blk.MR) * blk.MR),
+                         b_packed, fmm_thread_num(), fmm_team_size())
+    free(a_packed)
+    free(b_packed)
+    return 0
+
+
+cdef int sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+               const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+               const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+               float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+               const Epilogue* ep, int nthreads) noexcept nogil:
+    return _gemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
+                 beta, c, rs_c, cs_c, ep, nthreads)
+
+
+cdef int dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+               const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+               const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+               double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+               const Epilogue* ep, int nthreads) noexcept nogil:
+    return _gemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
+                 beta, c, rs_c, cs_c, ep, nthreads)
+
+
+# ---- kernel selection (once at import; FASTMM_KERNEL or select_kernel) ----
+
+def available_kernels():
+    """Names of the kernel families this CPU can run, best first."""
+    return [fmm_kernels[i].name.decode() for i in range(fmm_kernel_count())
+            if fmm_kernels[i].cpu_supports()]
+
+
+def compiled_kernels():
+    """Names of all kernel families in this build, best first."""
+    return [fmm_kernels[i].name.decode() for i in range(fmm_kernel_count())]
+
+
+def select_kernel(name=None):
+    """Use kernel family ``name`` (None: the best this CPU supports).
+
+    Returns the name chosen.  A family this CPU cannot run, or one this build
+    lacks, falls back to the best supported one with a RuntimeWarning.
+    """
+    import warnings
+    from fastmm._cpu import block_sizes
+    global _kernel, _sblk, _dblk
+    supported = available_kernels()
+    if name is None or name == "":
+        name = supported[0]
+    elif name not in supported:
+        known = compiled_kernels()
+        why = ("this CPU lacks its instructions" if name in known
+               else f"unknown kernel; choose from {known}")
+        warnings.warn(f"fastmm: kernel {name!r} unavailable ({why}); "
+                      f"using {supported[0]!r}", RuntimeWarning, stacklevel=2)
+        name = supported[0]
+    cdef int i
+    for i in range(fmm_kernel_count()):
+        if fmm_kernels[i].name.decode() == name:
+            _kernel = &fmm_kernels[i]
+    _sblk.MR, _sblk.NR = _kernel.s_mr, _kernel.s_nr
+    _sblk.MC, _sblk.KC, _sblk.NC = block_sizes(_sblk.MR, _sblk.NR, 4)
+    _sblk.ukr = <void*>_kernel.sgemm
+    _dblk.MR, _dblk.NR = _kernel.d_mr, _kernel.d_nr
+    _dblk.MC, _dblk.KC, _dblk.NC = block_sizes(_dblk.MR, _dblk.NR, 8)
+    _dblk.ukr = <void*>_kernel.dgemm
+    return name
+
+
+def kernel_info():
+    """The kernel family in use and its register and cache block sizes."""
+    return {"name": _kernel.name.decode(), "float32": _blocking_dict(&_sblk),
+            "float64": _blocking_dict(&_dblk)}
+
+
+cdef dict _blocking_dict(const Blocking* blk):
+    return {"MR": blk.MR, "NR": blk.NR, "MC": blk.MC, "KC": blk.KC,
+            "NC": blk.NC}
+
+
+def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c):
+    """Call kernel family ``name``'s micro-kernel once (for tests).
+
+    a_packed: (k, MR), b_packed: (k, NR), c: (MR, NR) with unit column stride;
+    all of one dtype, float32 or float64.  Updates c in place.
+    """
+    import numpy as np
+    cdef int i
+    cdef const fmm_kernel_t* kern = NULL
+    for i in range(fmm_kernel_count()):
+        if fmm_kernels[i].name.decode() == name:
+            kern = &fmm_kernels[i]
+    if kern == NULL or not kern.cpu_supports():
+        raise ValueError(f"kernel {name!r} is not available on this CPU")
+    dtype = c.dtype
+    if dtype not in (np.float32, np.float64):
+        raise TypeError("run_ukernel works on float32 or float64")
+    cdef int mr = kern.s_mr if dtype == np.float32 else kern.d_mr
+    cdef int nr = kern.s_nr if dtype == np.float32 else kern.d_nr
+    if k < 1 or a_packed.shape != (k, mr) or b_packed.shape != (k, nr) \
+            or c.shape != (mr, nr) or c.strides[1] != c.itemsize:
+        raise ValueError(f"shapes must be ({k}, {mr}), ({k}, {nr}), ({mr}, {nr})")
+    # the contract promises the kernel 64-byte aligned panels
+    ap = _aligned_copy(np, a_packed, dtype)
+    bp = _aligned_copy(np, b_packed, dtype)
+    cdef float[:, ::1] sa, sb
+    cdef double[:, ::1] da, db
+    cdef float[:, :] sc
+    cdef double[:, :] dc
+    if dtype == np.float32:
+        sa, sb, sc = ap, bp, c
+        kern.sgemm(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
+                   c.strides[0] // 4)
+    else:
+        da, db, dc = ap, bp, c
+        kern.dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
+                   c.strides[0] // 8)
+    return c
+
+
+def _aligned_copy(np, arr, dtype):
+    nbytes = arr.size * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    out = raw[start:start + nbytes].view(dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+import os as _os
+select_kernel(_os.environ.get("FASTMM_KERNEL") or None)

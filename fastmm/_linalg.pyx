@@ -1,0 +1,320 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""fastmm.matmul and fastmm.gemm: validate, promote, allocate, hand to the driver.
+
+matmul keeps np.matmul's exact semantics by taking its own path only where
+its answer is certain to match numpy's (native, aligned float32/float64
+ndarrays; an ``out`` of the result's dtype); everything else goes to np.matmul
+itself, so other dtypes, array subclasses, ufunc keywords and numpy's error
+messages stay numpy's.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+
+from fastmm._gemm cimport sgemm, dgemm
+from fastmm._epilogue cimport Epilogue
+from fastmm._threads cimport threads_for
+from fastmm._pack cimport real
+
+cnp.import_array()
+
+cdef object _np_matmul = np.matmul
+cdef object _may_share_memory = np.may_share_memory
+cdef object _copyto = np.copyto
+cdef object _broadcast_shapes = np.broadcast_shapes
+cdef type _ndarray = np.ndarray
+cdef object _f32 = np.dtype(np.float32)
+cdef object _f64 = np.dtype(np.float64)
+
+
+cdef inline bint _native_float(object x):
+    """x is an exact ndarray of native-order, aligned float32 or float64."""
+    if type(x) is not _ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(arr)
+    return ((t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64)
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
+
+
+cdef bint _writes_twice(cnp.ndarray x):
+    """A zero stride on an axis of length > 1: one element stands for several."""
+    cdef int d
+    for d in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_STRIDE(x, d) == 0 and cnp.PyArray_DIM(x, d) > 1:
+            return True
+    return False
+
+
+cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
+                  const real* a, const Py_ssize_t* s_a,
+                  const real* b, const Py_ssize_t* s_b, real beta,
+                  real* c, const Py_ssize_t* s_c, Py_ssize_t count, int nb,
+                  const Py_ssize_t* shape, const Py_ssize_t* bs_a,
+                  const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+                  const Epilogue* ep) noexcept nogil:
+    """``count`` products over a broadcast batch of ``nb`` dimensions.
+
+    s_* are the (row, column) strides of each matrix, bs_* the batch strides
+    (0 where an operand is broadcast); all in elements.  Small products run
+    one per thread over the stack; large ones get the threads themselves.
+    """
+    cdef Py_ssize_t t, rem, idx, off_a, off_b, off_c
+    cdef int d, err = 0
+    cdef double flops = 2.0 * m * n * k
+    cdef int nt_one = threads_for(flops)
+    cdef int nt_all = threads_for(flops * count) if count > 1 else nt_one
+    cdef int nt_stack = nt_all if nt_one < nt_all else 1
+    for t in prange(count, nogil=True, num_threads=nt_stack,
+                    schedule="static"):
+        off_a = 0
+        off_b = 0
+        off_c = 0
+        rem = t
+        for d in range(nb - 1, -1, -1):
+            idx = rem % shape[d]
+            rem = rem // shape[d]
+            off_a = off_a + idx * bs_a[d]
+            off_b = off_b + idx * bs_b[d]
+            off_c = off_c + idx * bs_c[d]
+        if real is float:
+            err |= sgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1],
+                         b + off_b, s_b[0], s_b[1], beta, c + off_c,
+                         s_c[0], s_c[1], ep, 1 if nt_stack > 1 else nt_one)
+        else:
+            err |= dgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1],
+                         b + off_b, s_b[0], s_b[1], beta, c + off_c,
+                         s_c[0], s_c[1], ep, 1 if nt_stack > 1 else nt_one)
+    return err
+
+
+cdef int _strides(cnp.ndarray x, int core, int vec_axis, Py_ssize_t* s,
+                  Py_ssize_t* bs, int nb) except -1:
+    """Element strides of x's core (row, column) and its right-aligned batch.
+
+    core: how many trailing axes are matrix axes (1 for a vector operand, whose
+    missing axis gets stride 0 at position vec_axis)."""
+    cdef int nd = cnp.PyArray_NDIM(x), d, xd
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    if core == 2:
+        s[0] = cnp.PyArray_STRIDE(x, nd - 2) // item
+        s[1] = cnp.PyArray_STRIDE(x, nd - 1) // item
+    else:
+        s[vec_axis] = 0
+        s[1 - vec_axis] = cnp.PyArray_STRIDE(x, nd - 1) // item
+    for d in range(nb):
+        xd = d - (nb - (nd - core))
+        if xd < 0 or cnp.PyArray_DIM(x, xd) == 1:
+            bs[d] = 0
+        else:
+            bs[d] = cnp.PyArray_STRIDE(x, xd) // item
+    return 0
+
+
+cdef int run_product(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, tuple batch,
+                     int core_a, int core_b, double alpha, double beta,
+                     const Epilogue* ep) except -1:
+    """c[batch] = alpha * a[batch] @ b[batch] + beta * c, all of c's dtype.
+
+    core_a/core_b: 1 for a vector operand (numpy's 1-D matmul rules)."""
+    cdef int nb = len(batch), d, err
+    cdef Py_ssize_t shape[64]
+    cdef Py_ssize_t bs_a[64]
+    cdef Py_ssize_t bs_b[64]
+    cdef Py_ssize_t bs_c[64]
+    cdef Py_ssize_t s_a[2]
+    cdef Py_ssize_t s_b[2]
+    cdef Py_ssize_t s_c[2]
+    cdef Py_ssize_t count = 1, m, n, k
+    cdef int nd_c = cnp.PyArray_NDIM(c), core_c = nd_c - nb
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(c)
+    for d in range(nb):
+        shape[d] = batch[d]
+        count *= shape[d]
+    k = cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 1)
+    m = cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 2) if core_a == 2 else 1
+    n = cnp.PyArray_DIM(b, cnp.PyArray_NDIM(b) - 1) if core_b == 2 else 1
+    _strides(a, core_a, 0, s_a, bs_a, nb)
+    _strides(b, core_b, 1, s_b, bs_b, nb)
+    # c's core axes: (m, n), (n,) or (m,) or none, as numpy drops vector axes
+    s_c[0] = 0
+    s_c[1] = 0
+    if core_a == 2 and core_b == 2:
+        s_c[0] = cnp.PyArray_STRIDE(c, nd_c - 2) // item
+        s_c[1] = cnp.PyArray_STRIDE(c, nd_c - 1) // item
+    elif core_a == 2:
+        s_c[0] = cnp.PyArray_STRIDE(c, nd_c - 1) // item
+    elif core_b == 2:
+        s_c[1] = cnp.PyArray_STRIDE(c, nd_c - 1) // item
+    for d in range(nb):
+        bs_c[d] = cnp.PyArray_STRIDE(c, d) // item
+    if count == 0 or m == 0 or n == 0:
+        return 0
+    if cnp.PyArray_TYPE(c) == cnp.NPY_FLOAT32:
+        with nogil:
+            err = _batched[float](m, n, k, <float>alpha,
+                                  <float*>cnp.PyArray_DATA(a), s_a,
+                                  <float*>cnp.PyArray_DATA(b), s_b, <float>beta,
+                                  <float*>cnp.PyArray_DATA(c), s_c, count, nb,
+                                  shape, bs_a, bs_b, bs_c, ep)
+    else:
+        with nogil:
+            err = _batched[double](m, n, k, alpha,
+                                   <double*>cnp.PyArray_DATA(a), s_a,
+                                   <double*>cnp.PyArray_DATA(b), s_b, beta,
+                                   <double*>cnp.PyArray_DATA(c), s_c, count, nb,
+                                   shape, bs_a, bs_b, bs_c, ep)
+    if err:
+        raise MemoryError("fastmm: could not allocate GEMM packing buffers")
+    return 0
+
+
+cdef object _numpy_matmul(x1, x2, out, dict kwargs):
+    if out is None:
+        return _np_matmul(x1, x2, **kwargs)
+    return _np_matmul(x1, x2, out=out, **kwargs)
+
+
+def matmul(x1, x2, out=None, **kwargs):
+    """Matrix product with exactly np.matmul's semantics.
+
+    float32/float64 operands (and their mixes, promoted as numpy promotes)
+    run on fastmm's blocked, multi-threaded kernels; every other input is
+    passed to np.matmul unchanged.  ``out`` may be given positionally or by
+    keyword, with any strides, and is returned as given.
+    """
+    if type(x1) is list or type(x1) is tuple:
+        x1 = np.asarray(x1)
+    if type(x2) is list or type(x2) is tuple:
+        x2 = np.asarray(x2)
+    if type(out) is tuple and len(<tuple>out) == 1:
+        out = (<tuple>out)[0]
+    if kwargs or not (_native_float(x1) and _native_float(x2)):
+        return _numpy_matmul(x1, x2, out, kwargs)
+    cdef cnp.ndarray a = <cnp.ndarray>x1, b = <cnp.ndarray>x2, c, target
+    cdef int nd_a = cnp.PyArray_NDIM(a), nd_b = cnp.PyArray_NDIM(b)
+    if nd_a == 0 or nd_b == 0:
+        return _numpy_matmul(x1, x2, out, kwargs)   # numpy's error
+    dtype = _f64 if (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
+                     or cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT64) else _f32
+    if out is not None and not (_native_float(out) and out.dtype == dtype
+                                and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+        return _numpy_matmul(x1, x2, out, kwargs)   # casting or numpy's error
+    cdef int core_a = 2 if nd_a >= 2 else 1, core_b = 2 if nd_b >= 2 else 1
+    cdef tuple shape_a = x1.shape, shape_b = x2.shape
+    cdef Py_ssize_t ka = shape_a[nd_a - 1]
+    cdef Py_ssize_t kb = shape_b[nd_b - 2] if core_b == 2 else shape_b[0]
+    if ka != kb:
+        _raise_numpy_error(x1, x2)
+    cdef tuple batch = ()
+    if nd_a > 2 or nd_b > 2:
+        try:
+            batch = _broadcast_shapes(shape_a[:nd_a - core_a],
+                                      shape_b[:nd_b - core_b])
+        except ValueError:
+            _raise_numpy_error(x1, x2)
+    shape = batch
+    if core_a == 2:
+        shape += (shape_a[nd_a - 2],)
+    if core_b == 2:
+        shape += (shape_b[nd_b - 1],)
+    if out is not None and (out.shape != shape or _writes_twice(out)):
+        return _numpy_matmul(x1, x2, out, kwargs)   # numpy's error or aliasing
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    if b.dtype != dtype:
+        b = b.astype(dtype)
+    if out is None:
+        c = target = np.empty(shape, dtype)
+    else:
+        c = <cnp.ndarray>out
+        overlaps = _may_share_memory(c, a) or _may_share_memory(c, b)
+        target = np.empty(shape, dtype) if overlaps else c
+    run_product(a, b, target, batch, core_a, core_b, 1.0, 0.0, NULL)
+    if target is not c:
+        _copyto(c, target)
+    if out is not None:
+        return out
+    if len(shape) == 0:
+        return c[()]
+    return c
+
+
+cdef _raise_numpy_error(x1, x2):
+    """Raise the error np.matmul raises for these operands, naming the shapes."""
+    try:
+        _np_matmul(x1, x2)
+    except ValueError as e:
+        raise ValueError(f"{e} (operand shapes {np.shape(x1)} and "
+                         f"{np.shape(x2)})") from None
+    raise AssertionError("np.matmul accepted operands fastmm rejected")
+
+
+cdef object _gemm_dtype(arrays):
+    dtype = np.result_type(*arrays)
+    if dtype.kind in "biuf":
+        # integers and float16 compute in the narrowest kernel type holding them
+        dtype = np.promote_types(dtype, np.float32)
+        if dtype == _f32 or dtype == _f64:
+            return dtype
+    raise TypeError(f"fastmm.gemm supports real floating-point arrays "
+                    f"(float32, float64); got {dtype}")
+
+
+cdef cnp.ndarray _operand(x, dtype):
+    """x as an array fastmm's kernels can read in place, copying only if not."""
+    if _native_float(x) and x.dtype == dtype:
+        return <cnp.ndarray>x
+    return np.asarray(x, dtype=dtype)
+
+
+def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
+         overwrite_c=False):
+    """C := alpha * op(A) @ op(B) + beta * C, as scipy.linalg.blas.?gemm.
+
+    op(X) is X, or X.T when trans_x is true (1 or 2, as in BLAS; for real
+    data both mean the transpose).  float32 when every operand is float32,
+    float64 otherwise.  When beta == 0, C is not read (NaN in C does not
+    leak); when alpha == 0, A and B are not read.  With ``overwrite_c=True``
+    and a writeable ``c`` of the result's dtype the update is in place and
+    ``c`` is returned; otherwise a new array is returned.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm: a and b must be 2-D, got shapes {a.shape} "
+                         f"and {b.shape}")
+    dtype = _gemm_dtype([a.dtype, b.dtype] + ([np.asarray(c).dtype]
+                                              if c is not None else []))
+    op_a = a.T if trans_a else a
+    op_b = b.T if trans_b else b
+    m, k = op_a.shape
+    k2, n = op_b.shape
+    if k != k2:
+        raise ValueError(f"gemm: op(a) has shape {op_a.shape} and op(b) has "
+                         f"shape {op_b.shape}: inner dimensions {k} and {k2} "
+                         f"differ")
+    if c is None:
+        beta = 0.0
+        target = np.empty((m, n), dtype)
+    else:
+        if np.shape(c) != (m, n):
+            raise ValueError(f"gemm: c has shape {np.shape(c)}, expected "
+                             f"{(m, n)} for op(a) {op_a.shape} @ op(b) "
+                             f"{op_b.shape}")
+        if (overwrite_c and _native_float(c) and c.dtype == dtype
+                and c.flags.writeable and not _writes_twice(c)):
+            target = c
+        elif beta == 0:
+            target = np.empty((m, n), dtype)
+        else:
+            target = np.array(c, dtype=dtype, order="C")
+    op_a = _operand(op_a, dtype)
+    op_b = _operand(op_b, dtype)
+    result = target
+    if _may_share_memory(target, op_a) or _may_share_memory(target, op_b):
+        result = target.copy() if beta != 0 else np.empty((m, n), dtype)
+    run_product(op_a, op_b, result, (), 2, 2, float(alpha), float(beta), NULL)
+    if result is not target:
+        _copyto(target, result)
+    return target

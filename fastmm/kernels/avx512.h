@@ -1,0 +1,1 @@
+/* AVX-512 micro-kernels: not written yet (see the SIMD-kernels issue). */

@@ -1,0 +1,53 @@
+/*
+ * The micro-kernel contract: the one boundary between fastmm's portable GEMM
+ * driver (fastmm/_gemm.pyx) and the ISA-specific kernels (ref.h, avx2.h,
+ * avx512.h).  Every kernel obeys exactly this, and tests/test_ukernel.py checks
+ * every kernel against it.
+ *
+ *     C[0:MR, 0:NR] := alpha * A_panel * B_panel + beta * C[0:MR, 0:NR]
+ *
+ *   k        depth of the product, k >= 1.
+ *   a        packed A micro-panel: MR x k, stored k-major, a[p*MR + i] = A[i, p].
+ *            Rows past the matrix edge are zero-padded by the packer.
+ *   b        packed B micro-panel: k x NR, stored k-major, b[p*NR + j] = B[p, j].
+ *            Columns past the matrix edge are zero-padded by the packer.
+ *            Both panels start on a 64-byte boundary.
+ *   c        the MR x NR output tile, row-major with row stride ldc (elements);
+ *            columns are contiguous.  The kernel writes all MR x NR elements,
+ *            so the driver hands it either an interior tile of C or a private
+ *            MR x NR buffer (edge tiles, C with non-unit column stride).
+ *   beta     if beta == 0, C is never read: NaN or Inf already in C must not
+ *            leak into the result (BLAS semantics).
+ *
+ * The kernel accumulates in the element type, p = 0..k-1 in order, with one
+ * fused multiply-add per term; it never skips zero operands, so NaN and Inf
+ * in A or B propagate as they do in numpy.dot.
+ */
+#ifndef FASTMM_UKERNEL_H
+#define FASTMM_UKERNEL_H
+
+#include <stddef.h>
+
+typedef void (*fmm_sgemm_ukr_t)(ptrdiff_t k, float alpha, const float *a,
+                                const float *b, float beta, float *c,
+                                ptrdiff_t ldc);
+typedef void (*fmm_dgemm_ukr_t)(ptrdiff_t k, double alpha, const double *a,
+                                const double *b, double beta, double *c,
+                                ptrdiff_t ldc);
+
+/* One row of the dispatch table: a kernel family for one instruction set. */
+typedef struct {
+    const char *name;          /* "generic", "avx2", "avx512" */
+    int (*cpu_supports)(void); /* CPU and OS support the registers it uses */
+    int s_mr, s_nr;            /* float32 register block */
+    fmm_sgemm_ukr_t sgemm;
+    int d_mr, d_nr;            /* float64 register block */
+    fmm_dgemm_ukr_t dgemm;
+} fmm_kernel_t;
+
+/* Largest MR*NR any kernel uses: sizes the driver's private edge tile. */
+#define FMM_MAX_TILE 1024
+/* Largest MR or NR: the packers' zero padding relies on it. */
+#define FMM_MAX_MR_NR 64
+
+#endif
