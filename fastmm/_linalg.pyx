@@ -170,9 +170,25 @@ cdef int run_product(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, tuple batch,
 
 
 cdef object _numpy_matmul(x1, x2, out, dict kwargs):
-    if out is None:
-        return _np_matmul(x1, x2, **kwargs)
-    return _np_matmul(x1, x2, out=out, **kwargs)
+    try:
+        if out is None:
+            return _np_matmul(x1, x2, **kwargs)
+        return _np_matmul(x1, x2, out=out, **kwargs)
+    except ValueError as e:
+        if type(e) is not ValueError:
+            raise
+        # numpy's gufunc messages name core dimensions, not the arrays
+        shapes = f"operand shapes {_shape(x1)} and {_shape(x2)}"
+        if out is not None:
+            shapes += f", out shape {_shape(out)}"
+        raise ValueError(f"{e} ({shapes})") from None
+
+
+cdef str _shape(x):
+    try:
+        return str(np.shape(x))
+    except Exception:
+        return type(x).__name__
 
 
 def matmul(x1, x2, out=None, **kwargs):
@@ -242,11 +258,7 @@ def matmul(x1, x2, out=None, **kwargs):
 
 cdef _raise_numpy_error(x1, x2):
     """Raise the error np.matmul raises for these operands, naming the shapes."""
-    try:
-        _np_matmul(x1, x2)
-    except ValueError as e:
-        raise ValueError(f"{e} (operand shapes {np.shape(x1)} and "
-                         f"{np.shape(x2)})") from None
+    _numpy_matmul(x1, x2, None, {})
     raise AssertionError("np.matmul accepted operands fastmm rejected")
 
 
