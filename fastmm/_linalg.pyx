@@ -46,6 +46,33 @@ cdef bint _writes_twice(cnp.ndarray x):
     return False
 
 
+cdef inline int _product_at(Py_ssize_t t, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, real alpha,
+                            const real* a, const Py_ssize_t* s_a,
+                            const real* b, const Py_ssize_t* s_b, real beta,
+                            real* c, const Py_ssize_t* s_c, int nb,
+                            const Py_ssize_t* shape, const Py_ssize_t* bs_a,
+                            const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+                            const Epilogue* ep, int nthreads) noexcept nogil:
+    """The product at flat batch index t, on nthreads threads."""
+    cdef Py_ssize_t rem = t, idx, off_a = 0, off_b = 0, off_c = 0
+    cdef int d
+    for d in range(nb - 1, -1, -1):
+        idx = rem % shape[d]
+        rem = rem // shape[d]
+        off_a += idx * bs_a[d]
+        off_b += idx * bs_b[d]
+        off_c += idx * bs_c[d]
+    if real is float:
+        return sgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1], b + off_b,
+                     s_b[0], s_b[1], beta, c + off_c, s_c[0], s_c[1], ep,
+                     nthreads)
+    else:
+        return dgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1], b + off_b,
+                     s_b[0], s_b[1], beta, c + off_c, s_c[0], s_c[1], ep,
+                     nthreads)
+
+
 cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                   const real* a, const Py_ssize_t* s_a,
                   const real* b, const Py_ssize_t* s_b, real beta,
@@ -59,32 +86,22 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     (0 where an operand is broadcast); all in elements.  Small products run
     one per thread over the stack; large ones get the threads themselves.
     """
-    cdef Py_ssize_t t, rem, idx, off_a, off_b, off_c
-    cdef int d, err = 0
+    cdef Py_ssize_t t
+    cdef int err = 0
     cdef double flops = 2.0 * m * n * k
     cdef int nt_one = threads_for(flops)
     cdef int nt_all = threads_for(flops * count) if count > 1 else nt_one
-    cdef int nt_stack = nt_all if nt_one < nt_all else 1
-    for t in prange(count, nogil=True, num_threads=nt_stack,
-                    schedule="static"):
-        off_a = 0
-        off_b = 0
-        off_c = 0
-        rem = t
-        for d in range(nb - 1, -1, -1):
-            idx = rem % shape[d]
-            rem = rem // shape[d]
-            off_a = off_a + idx * bs_a[d]
-            off_b = off_b + idx * bs_b[d]
-            off_c = off_c + idx * bs_c[d]
-        if real is float:
-            err |= sgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1],
-                         b + off_b, s_b[0], s_b[1], beta, c + off_c,
-                         s_c[0], s_c[1], ep, 1 if nt_stack > 1 else nt_one)
-        else:
-            err |= dgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1],
-                         b + off_b, s_b[0], s_b[1], beta, c + off_c,
-                         s_c[0], s_c[1], ep, 1 if nt_stack > 1 else nt_one)
+    if nt_one < nt_all:
+        for t in prange(count, nogil=True, num_threads=nt_all,
+                        schedule="static"):
+            err |= _product_at(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
+                               s_c, nb, shape, bs_a, bs_b, bs_c, ep, 1)
+    else:
+        # No region here: the driver's own would nest inside it, and nested
+        # OpenMP teams get no thread pool (new OS threads on every call).
+        for t in range(count):
+            err |= _product_at(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
+                               s_c, nb, shape, bs_a, bs_b, bs_c, ep, nt_one)
     return err
 
 
