@@ -362,3 +362,47 @@ def test_hypothesis_gemm(case, alpha, beta, trans_a, trans_b):
     if c0 is not None and beta != 0:
         ref = ref + beta * np.asarray(c0, np.longdouble)
     assert_close(c, ref, a, b, alpha=alpha, beta=beta, c0=c0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_subnormals_are_kept(kernel, dtype):
+    # no flush-to-zero / denormals-are-zero: a subnormal times 1 stays
+    tiny = np.finfo(dtype).smallest_subnormal * 3
+    a = np.eye(20, dtype=dtype) * tiny
+    b = np.ones((20, 17), dtype)
+    c = fastmm.matmul(a, b)
+    assert np.array_equal(c, np.full((20, 17), tiny, dtype))
+    assert np.array_equal(fastmm.matmul(b.T, a), np.full((17, 20), tiny, dtype))
+
+
+def test_kernel_selection():
+    import subprocess, sys, os
+    names = _gemm.available_kernels()
+    assert names and names[-1] == "generic"
+    assert set(names) <= set(_gemm.compiled_kernels())
+    assert _gemm.kernel_info()["name"] == names[0]        # best by default
+    with pytest.warns(RuntimeWarning, match="unknown kernel"):
+        assert _gemm.select_kernel("no-such-kernel") == names[0]
+    _gemm.select_kernel(None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, FASTMM_KERNEL="generic", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c",
+                          "from fastmm import _gemm; print(_gemm.kernel_info()['name'])"],
+                         env=env, cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "generic"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_in_threaded_product(dtype):
+    a = random((190, 170), dtype, 1)
+    b = random((170, 150), dtype, 2)
+    a[100, 3] = np.nan
+    a[:, 5:7] = np.abs(a[:, 5:7]) + 0.5
+    b[5, 140] = np.inf
+    b[6, 140] = -np.inf        # column 140: inf - inf = NaN in every row
+    with fastmm.threads(2):
+        c = fastmm.matmul(a, b)
+    want = np.isnan(np.dot(a.astype(np.float64), b.astype(np.float64)))
+    assert np.array_equal(np.isnan(c), want)
+    assert want[100].all() and want[:, 140].all()

@@ -198,3 +198,15 @@ def test_errors():
         fastmm.gemm(None, a, a.T)
     with pytest.raises((TypeError, ValueError)):     # scipy: ValueError
         fastmm.gemm("x", a, a.T)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_in_c_propagates_when_beta_nonzero(dtype):
+    a = random((5, 4), dtype, 1)
+    b = random((4, 3), dtype, 2)
+    c = random((5, 3), dtype, 3)
+    c[2, 1] = np.nan
+    got = fastmm.gemm(1.0, a, b, 0.5, c)
+    want = scipy_gemm(dtype)(1.0, a, b, 0.5, c.copy())
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got).sum() == 1

@@ -328,3 +328,63 @@ def test_show_config(capsys):
     assert f"threads:     {cfg['num_threads']}" in text
     with fastmm.threads(1):
         assert _config.config()["num_threads"] == 1
+
+
+def test_read_only_and_same_object_inputs():
+    a = random((7, 7), np.float64, 1)
+    a.flags.writeable = False
+    assert_close(fastmm.matmul(a, a), reference(a, a), a, a)
+    assert_close(fastmm.matmul(a, a.T), reference(a, a.T), a, a.T)
+
+
+# ---- hypothesis: random shapes, broadcasting, 1-D operands --------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def operand_shapes(draw):
+    """Shape pairs np.matmul accepts, and near misses it rejects."""
+    m, n, k = (draw(st.integers(0, 6)) for _ in range(3))
+    nb = draw(st.integers(0, 3))
+    batch = [draw(st.integers(0, 3)) for _ in range(nb)]
+    def side():
+        # drop leading axes, or turn some into 1 (broadcast), independently
+        cut = draw(st.integers(0, nb))
+        return [1 if draw(st.booleans()) else d for d in batch[cut:]]
+    sa = tuple(side()) + ((m, k) if draw(st.integers(0, 4)) else (k,))
+    sb = tuple(side()) + ((k, n) if draw(st.integers(0, 4)) else (k,))
+    if len(sa) == 1:
+        sa = sa[-1:]
+    if len(sb) == 1:
+        sb = sb[-1:]
+    if draw(st.integers(0, 9)) == 0:              # a near miss: k differs
+        sb = sb[:-2] + (k + 1,) + sb[-1:] if len(sb) >= 2 else (k + 1,)
+    if draw(st.integers(0, 9)) == 0 and nb:       # a near miss: batches clash
+        sa = (batch[0] + 2,) + sa
+    return sa, sb
+
+
+@settings(max_examples=200, deadline=None)
+@given(operand_shapes(), st.sampled_from([np.float32, np.float64, np.int64]),
+       st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_hypothesis_same_as_numpy(shapes, da, db, with_out):
+    sa, sb = shapes
+    a = values(sa, da, 1)
+    b = values(sb, db, 2)
+    try:
+        want = np.matmul(a, b)
+    except Exception as e:
+        got = _error(fastmm.matmul, a, b)
+        assert type(got) is type(e), (got, e)
+        return
+    if with_out:
+        out = np.full(np.shape(want), np.nan, np.asarray(want).dtype)
+        got = fastmm.matmul(a, b, out=out)
+        assert got is out
+    else:
+        got = fastmm.matmul(a, b)
+        assert type(got) is type(want)
+    assert np.shape(got) == np.shape(want)
+    assert np.asarray(got).dtype == np.asarray(want).dtype
+    assert_close(np.asarray(got), reference(a, b), a, b)
