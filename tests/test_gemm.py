@@ -43,6 +43,7 @@ def _sizes(dtype):
         (mr * 3 + 1, nr * 2 + 3, kc - 1), (17, 19, kc), (13, 11, kc + 1),
         (7, 29, 2 * kc + 3), (97, 101, 103), (127, 131, 67), (257, 31, 263),
         (599, 5, 3), (5, 601, 4), (211, 223, 227),
+        (2, b["NC"] + 3, 3), (b["MC"] + 1, 3, 2), (5, b["NC"] + 1, kc + 2),
     ]
 
 
@@ -86,12 +87,13 @@ def test_out_strides_leave_gaps_untouched(dtype):
     assert (big[mask] == -7.0).all()
 
 
-@pytest.mark.parametrize("shape", [(4, 800, 600), (300, 5, 300), (190, 170, 150),
-                                   (9, 9, 2000)])
+@pytest.mark.parametrize("shape", [(4, 2000, 600), (600, 8, 600), (12, 1000, 400),
+                                   (190, 170, 150)])
 @pytest.mark.parametrize("nt", [1, 2, 3, 4])
 def test_thread_grids(kernel, shape, nt):
-    # shapes that make the driver split rows, columns, or both, among nt
-    # threads (more threads than cores is legal and must stay correct)
+    # shapes that make the driver split columns (one row strip), rows (one
+    # column panel), or both, among nt threads; each has enough flops for 4
+    # threads.  More threads than cores is legal and must stay correct.
     m, n, k = shape
     for dtype in DTYPES:
         a = random((m, k), dtype, 3)
@@ -175,6 +177,7 @@ def _classify(x):
     return np.isnan(x), np.isposinf(x), np.isneginf(x)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_inf_propagate(kernel, dtype):
     # a zero in B facing an Inf or NaN in A still yields NaN (no skipping)
@@ -393,6 +396,7 @@ def test_kernel_selection():
     assert out.stdout.strip() == "generic"
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_in_threaded_product(dtype):
     a = random((190, 170), dtype, 1)
