@@ -410,3 +410,35 @@ def test_nan_in_threaded_product(dtype):
     want = np.isnan(np.dot(a.astype(np.float64), b.astype(np.float64)))
     assert np.array_equal(np.isnan(c), want)
     assert want[100].all() and want[:, 140].all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_and_vector_layouts(dtype):
+    # negative batch strides, permuted out axes, strided 1-D operands and outs
+    a = random((4, 5, 6), dtype, 1)[::-1]
+    b = random((4, 6, 3), dtype, 2)[:, ::-1]
+    out = np.full((3, 5, 4), np.nan, dtype).transpose(2, 1, 0)
+    assert fastmm.matmul(a, b, out=out) is out
+    assert_close(out, reference(a, b), a, b)
+    v = random(12, dtype, 3)[::-2]
+    m = random((5, 6), dtype, 4)
+    o = np.full(10, np.nan, dtype)[::-2]
+    assert fastmm.matmul(m, v, out=o) is o
+    assert_close(o, reference(m, v), m, v)
+    w = random(5, dtype, 5)
+    o = np.full(12, np.nan, dtype)[1::2]
+    assert fastmm.matmul(w, m, out=o) is o
+    assert_close(o, reference(w, m), w, m)
+    o = np.full((4, 5, 2), np.nan, dtype)[..., 0]
+    assert fastmm.matmul(a, v, out=o) is o
+    assert_close(o, reference(a, v), a, v)
+    u = random(6, dtype, 6)
+    o = np.full((4, 3), np.nan, dtype, order="F")
+    assert fastmm.matmul(u, b, out=o) is o
+    assert_close(o, reference(u, b), u, b)
+    # out is a window of the left operand of a stack
+    x = random((4, 6, 7), dtype, 7)
+    x0 = x.copy()
+    sq = random((4, 6, 6), dtype, 8)
+    fastmm.matmul(x[..., :6], sq, out=x[..., 1:])
+    assert_close(x[..., 1:], reference(x0[..., :6], sq), x0[..., :6], sq)

@@ -311,3 +311,22 @@ def test_no_leak_over_100000_small_calls():
     grown = _rss_bytes() - before
     # 2 MiB over 100,000 calls: a leak of even ~20 bytes per call shows
     assert grown < 2 * 2 ** 20, f"RSS grew by {grown / 2 ** 20:.1f} MiB"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not _threads.HAVE_OPENMP,
+                    reason="needs fork and OpenMP")
+def test_fork_before_any_threaded_product_keeps_threads():
+    # the guard is for children of a process whose OpenMP team exists
+    out = run_python("""
+        import os, fastmm
+        from fastmm import _threads
+        fastmm.set_num_threads(2)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, f"{fastmm.get_num_threads()} {int(_threads.in_forked_child())}".encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(os.read(r, 100).decode())
+    """)
+    assert out == "2 0"
