@@ -205,26 +205,30 @@ def test_nan_inf_propagate(kernel, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_overlapping_out(dtype):
-    a = random((12, 12), dtype, 1)
-    b = random((12, 12), dtype, 2)
+def test_overlapping_out(dtype, nthreads):
+    # k past KC: the driver writes C after the first k block, while later
+    # blocks of the operands are still unread, so aliasing must be handled
+    k = blocks(dtype)["KC"] + 7
+    a = random((20, k), dtype, 1)
+    b = random((k, k), dtype, 2)
     ref = reference(a, b)
     x = a.copy()
     assert fastmm.matmul(x, b, out=x) is x
     assert_close(x, ref, a, b)
+    sq = random((k, k), dtype, 3)
     y = b.copy()
-    assert fastmm.matmul(a, y, out=y) is y
-    assert_close(y, ref, a, b)
-    z = a.copy()
+    assert fastmm.matmul(sq, y, out=y) is y
+    assert_close(y, reference(sq, b), sq, b)
+    z = b.copy()
     assert fastmm.matmul(z, z, out=z) is z
-    assert_close(z, reference(a, a), a, a)
+    assert_close(z, reference(b, b), b, b)
     # out is a transposed view of the input, and a shifted window of it
-    w = a.copy()
-    fastmm.matmul(w, b, out=w.T)
-    assert_close(w.T, ref, a, b)
-    buf = np.zeros((13, 12), dtype)
-    buf[:12] = a
-    fastmm.matmul(buf[:12], b, out=buf[1:])
+    w = b.copy()
+    fastmm.matmul(w, sq, out=w.T)
+    assert_close(w.T, reference(b, sq), b, sq)
+    buf = np.zeros((21, k), dtype)
+    buf[:20] = a
+    fastmm.matmul(buf[:20], b, out=buf[1:])
     assert_close(buf[1:], ref, a, b)
 
 

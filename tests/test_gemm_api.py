@@ -147,8 +147,11 @@ def test_overwrite_c(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_c_overlapping_inputs(dtype):
-    a = random((8, 8), dtype, 1)
-    b = random((8, 8), dtype, 2)
+    # k past KC, so C is written while parts of A or B are still unread
+    from fastmm import _gemm
+    k = _gemm.kernel_info()[np.dtype(dtype).name]["KC"] + 5
+    a = random((k, k), dtype, 1)
+    b = random((k, k), dtype, 2)
     ref = 2 * reference(a, b) + np.asarray(a, np.longdouble)
     x = a.copy()
     assert fastmm.gemm(2.0, x, b, 1.0, x, overwrite_c=True) is x
@@ -161,6 +164,10 @@ def test_c_overlapping_inputs(dtype):
     ref = 2 * reference(a, b) + np.asarray(b, np.longdouble)
     assert fastmm.gemm(2.0, a, y, 1.0, y, overwrite_c=True) is y
     assert_close(y, ref, a, b, 2.0, 1.0, b)
+    y = b.copy()
+    got = fastmm.gemm(2.0, a, y, 0.0, y, overwrite_c=True)
+    assert got is y
+    assert_close(y, 2 * reference(a, b), a, b, 2.0)
 
 
 def test_result_dtype():
