@@ -150,7 +150,7 @@ def test_c_overlapping_inputs(dtype):
     # k past KC, so C is written while parts of A or B are still unread
     from fastmm import _gemm
     k = _gemm.kernel_info()[np.dtype(dtype).name]["KC"] + 5
-    a = random((k, k), dtype, 1)
+    a = random((20, k), dtype, 1)
     b = random((k, k), dtype, 2)
     ref = 2 * reference(a, b) + np.asarray(a, np.longdouble)
     x = a.copy()
@@ -160,14 +160,15 @@ def test_c_overlapping_inputs(dtype):
     got = fastmm.gemm(2.0, x.T, b, 1.0, x, trans_a=True, overwrite_c=True)
     assert got is x
     assert_close(x, ref, a, b, 2.0, 1.0, a)
-    y = b.copy()
-    ref = 2 * reference(a, b) + np.asarray(b, np.longdouble)
-    assert fastmm.gemm(2.0, a, y, 1.0, y, overwrite_c=True) is y
-    assert_close(y, ref, a, b, 2.0, 1.0, b)
-    y = b.copy()
-    got = fastmm.gemm(2.0, a, y, 0.0, y, overwrite_c=True)
+    y0 = random((k, 8), dtype, 3)
+    y = y0.copy()
+    ref = 2 * reference(b, y0) + np.asarray(y0, np.longdouble)
+    assert fastmm.gemm(2.0, b, y, 1.0, y, overwrite_c=True) is y
+    assert_close(y, ref, b, y0, 2.0, 1.0, y0)
+    y = y0.copy()
+    got = fastmm.gemm(2.0, b, y, 0.0, y, overwrite_c=True)
     assert got is y
-    assert_close(y, 2 * reference(a, b), a, b, 2.0)
+    assert_close(y, 2 * reference(b, y0), b, y0, 2.0)
 
 
 def test_result_dtype():
