@@ -161,11 +161,13 @@ def test_threadpoolctl_limit_reaches_the_driver():
             return max(seen) - 1            # not the watcher itself
 
         a = np.ones((300, 300))
-        stack = np.ones((64, 40, 40))
+        stack = np.ones((64, 40, 40))       # small products: parallel over the stack
+        big_stack = np.ones((2, 300, 300))  # large ones: parallel inside each
         def work():
             for _ in range(5):
                 fastmm.matmul(a, a)
                 fastmm.matmul(stack, a[:40, :40])
+                fastmm.matmul(big_stack, a)
         fastmm.set_num_threads(2)
         base = count()
         with threadpool_limits(1):
