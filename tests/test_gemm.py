@@ -5,6 +5,9 @@ Each result is checked against a long double product within the k * eps *
 patterns are checked exactly.
 """
 import mmap
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -301,7 +304,7 @@ def test_strides_past_2_31_elements(dtype, tmp_path):
 
 # ---- hypothesis ---------------------------------------------------------------
 
-def _view(draw, x, name):
+def _view(draw, x):
     """x (2-D) re-laid out as drawn: order, transposition, strides, offset."""
     m, n = x.shape
     sm = draw(st.sampled_from([1, 2, 3]))
@@ -327,11 +330,11 @@ def products(draw):
     n = draw(st.integers(0, 40))
     k = draw(st.integers(0, 40))
     seed = draw(st.integers(0, 2 ** 16))
-    a = _view(draw, random((m, k), dtype, seed), "a")
-    b = _view(draw, random((k, n), dtype, seed + 1), "b")
+    a = _view(draw, random((m, k), dtype, seed))
+    b = _view(draw, random((k, n), dtype, seed + 1))
     out = None
     if draw(st.booleans()):
-        out = _view(draw, np.full((m, n), np.nan, dtype), "out")
+        out = _view(draw, np.full((m, n), np.nan, dtype))
     return a, b, out
 
 
@@ -381,7 +384,6 @@ def test_subnormals_are_kept(kernel, dtype):
 
 
 def test_kernel_selection():
-    import subprocess, sys, os
     names = _gemm.available_kernels()
     assert names and names[-1] == "generic"
     assert set(names) <= set(_gemm.compiled_kernels())

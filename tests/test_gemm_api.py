@@ -131,7 +131,6 @@ def test_overwrite_c(dtype):
     got = fastmm.gemm(1.5, a, b, -0.5, ro, overwrite_c=True)
     assert got is not ro and np.array_equal(ro, c0)
     assert_close(got, ref, a, b, 1.5, -0.5, c0)
-    other = np.float32 if dtype == np.float64 else np.float64
     ci = c0.astype(np.int64)
     got = fastmm.gemm(1.5, a, b, -0.5, ci, overwrite_c=True)
     assert got is not ci and np.array_equal(ci, c0.astype(np.int64))
@@ -142,7 +141,6 @@ def test_overwrite_c(dtype):
     got = fastmm.gemm(1.0, a, b, 1.0, bc, overwrite_c=True)
     assert got is not bc and (row == 0).all()
     assert_close(got, reference(a, b), a, b)
-    del other
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

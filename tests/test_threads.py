@@ -326,7 +326,8 @@ def test_fork_before_any_threaded_product_keeps_threads():
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.write(w, f"{fastmm.get_num_threads()} {int(_threads.in_forked_child())}".encode())
+            state = f"{fastmm.get_num_threads()} {int(_threads.in_forked_child())}"
+            os.write(w, state.encode())
             os._exit(0)
         os.waitpid(pid, 0)
         print(os.read(r, 100).decode())
