@@ -12,15 +12,29 @@ import fastmm
 from fastmm import _gemm
 
 
+try:    # the unpacked small-product path, where the build has one
+    from fastmm import _small
+except ImportError:
+    _small = None
+
+
+def select_kernel(name):
+    """Use kernel family ``name`` (None: the default) on every path."""
+    chosen = _gemm.select_kernel(name)
+    if _small is not None and hasattr(_small, "select_small_kernel"):
+        _small.select_small_kernel(name)
+    return chosen
+
+
 @pytest.fixture(params=_gemm.available_kernels())
 def kernel(request):
     """Run the test once per kernel family this CPU supports."""
-    name = _gemm.select_kernel(request.param)
+    name = select_kernel(request.param)
     assert name == request.param
     try:
         yield name
     finally:
-        _gemm.select_kernel(None)
+        select_kernel(None)
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")

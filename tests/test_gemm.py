@@ -15,7 +15,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import fastmm
 from fastmm import _gemm
-from conftest import assert_close, layouts, out_layouts, random, reference
+from conftest import (assert_close, layouts, out_layouts, random, reference,
+                      select_kernel)
 
 DTYPES = [np.float32, np.float64]
 
@@ -343,7 +344,7 @@ def products(draw):
 @given(products(), st.sampled_from(_gemm.available_kernels()))
 def test_hypothesis_matmul(case, kname):
     a, b, out = case
-    _gemm.select_kernel(kname)
+    select_kernel(kname)
     try:
         ref = reference(a, b)
         c = fastmm.matmul(a, b, out=out)
@@ -352,7 +353,7 @@ def test_hypothesis_matmul(case, kname):
         assert c.dtype == a.dtype
         assert_close(c, ref, a, b)
     finally:
-        _gemm.select_kernel(None)
+        select_kernel(None)
 
 
 @settings(max_examples=100, deadline=None)
