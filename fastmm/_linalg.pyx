@@ -46,15 +46,15 @@ cdef bint _writes_twice(cnp.ndarray x):
     return False
 
 
-cdef inline int _one_of_batch(Py_ssize_t t, Py_ssize_t m, Py_ssize_t n,
-                              Py_ssize_t k, real alpha,
-                              const real* a, const Py_ssize_t* s_a,
-                              const real* b, const Py_ssize_t* s_b, real beta,
-                              real* c, const Py_ssize_t* s_c, int nb,
-                              const Py_ssize_t* shape, const Py_ssize_t* bs_a,
-                              const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
-                              const Epilogue* ep, int nthreads) noexcept nogil:
-    """Product number t of a broadcast batch (row-major order over shape)."""
+cdef inline int _product_at(Py_ssize_t t, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, real alpha,
+                            const real* a, const Py_ssize_t* s_a,
+                            const real* b, const Py_ssize_t* s_b, real beta,
+                            real* c, const Py_ssize_t* s_c, int nb,
+                            const Py_ssize_t* shape, const Py_ssize_t* bs_a,
+                            const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+                            const Epilogue* ep, int nthreads) noexcept nogil:
+    """The product at flat batch index t, on nthreads threads."""
     cdef Py_ssize_t rem = t, idx, off_a = 0, off_b = 0, off_c = 0
     cdef int d
     for d in range(nb - 1, -1, -1):
@@ -91,17 +91,17 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef double flops = 2.0 * m * n * k
     cdef int nt_one = threads_for(flops)
     cdef int nt_all = threads_for(flops * count) if count > 1 else nt_one
-    if nt_one >= nt_all:
-        # each product gets the threads itself; no enclosing region, since a
-        # nested OpenMP region would run on one thread
-        for t in range(count):
-            err |= _one_of_batch(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
-                                 s_c, nb, shape, bs_a, bs_b, bs_c, ep, nt_one)
-    else:
+    if nt_one < nt_all:
         for t in prange(count, nogil=True, num_threads=nt_all,
                         schedule="static"):
-            err |= _one_of_batch(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
-                                 s_c, nb, shape, bs_a, bs_b, bs_c, ep, 1)
+            err |= _product_at(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
+                               s_c, nb, shape, bs_a, bs_b, bs_c, ep, 1)
+    else:
+        # No region here: the driver's own would nest inside it, and nested
+        # OpenMP teams get no thread pool (new OS threads on every call).
+        for t in range(count):
+            err |= _product_at(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
+                               s_c, nb, shape, bs_a, bs_b, bs_c, ep, nt_one)
     return err
 
 
@@ -187,9 +187,25 @@ cdef int run_product(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, tuple batch,
 
 
 cdef object _numpy_matmul(x1, x2, out, dict kwargs):
-    if out is None:
-        return _np_matmul(x1, x2, **kwargs)
-    return _np_matmul(x1, x2, out=out, **kwargs)
+    try:
+        if out is None:
+            return _np_matmul(x1, x2, **kwargs)
+        return _np_matmul(x1, x2, out=out, **kwargs)
+    except ValueError as e:
+        if type(e) is not ValueError:
+            raise
+        # numpy's gufunc messages name core dimensions, not the arrays
+        shapes = f"operand shapes {_shape(x1)} and {_shape(x2)}"
+        if out is not None:
+            shapes += f", out shape {_shape(out)}"
+        raise ValueError(f"{e} ({shapes})") from None
+
+
+cdef str _shape(x):
+    try:
+        return str(np.shape(x))
+    except Exception:
+        return type(x).__name__
 
 
 def matmul(x1, x2, out=None, **kwargs):
@@ -259,11 +275,7 @@ def matmul(x1, x2, out=None, **kwargs):
 
 cdef _raise_numpy_error(x1, x2):
     """Raise the error np.matmul raises for these operands, naming the shapes."""
-    try:
-        _np_matmul(x1, x2)
-    except ValueError as e:
-        raise ValueError(f"{e} (operand shapes {np.shape(x1)} and "
-                         f"{np.shape(x2)})") from None
+    _numpy_matmul(x1, x2, None, {})
     raise AssertionError("np.matmul accepted operands fastmm rejected")
 
 

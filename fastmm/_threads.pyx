@@ -23,6 +23,9 @@ HAVE_OPENMP = bool(fmm_have_openmp())
 
 
 cdef int threads_for(double flops) noexcept nogil:
+    # without this, Cython makes fmm_team_started a local and the fork guard
+    # never arms
+    global fmm_team_started
     cdef int n = fmm_nthreads
     if fmm_forked_child:
         return 1
