@@ -106,12 +106,12 @@ def _copy(d, dtype, cuda, k):
         return out
     kernel = k.copy_kernel()
     if d.ndim == 1:
-        shape = (1, d.shape[0])
+        shape = (1, tuple(d.shape)[0])
         _launch_2d(kernel, shape, cuda, k)(
             _as_strided(d, shape, (0, d.strides[0]), cuda),
             _as_strided(out, shape, (0, out.strides[0]), cuda))
         return out
-    for idx in np.ndindex(d.shape[:-2]):
+    for idx in np.ndindex(tuple(d.shape)[:-2]):
         src, dst = (d[idx], out[idx]) if idx else (d, out)
         _launch_2d(kernel, src.shape, cuda, k)(src, dst)
     return out
@@ -125,18 +125,19 @@ def _rows(d, cuda, k):
     if d.ndim == 0:
         return _as_strided(d, (1, 1), (0, 0), cuda)
     if d.ndim == 1:
-        return _as_strided(d, (1, d.shape[0]), (0, d.strides[0]), cuda)
-    rows = int(np.prod(d.shape[:-1]))
+        return _as_strided(d, (1, tuple(d.shape)[0]), (0, d.strides[0]),
+                           cuda)
+    shape, strides = tuple(d.shape), tuple(d.strides)
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
     # leading axes collapse when each stride is the next one times its length
     # (length-1 axes do not matter)
-    axes = [(n, s) for n, s in zip(d.shape[:-1], d.strides[:-1]) if n != 1]
+    axes = [(n, s) for n, s in zip(shape[:-1], strides[:-1]) if n != 1]
     if all(s0 == s1 * n1 for (_, s0), (n1, s1) in zip(axes, axes[1:])):
         s = axes[-1][1] if axes else 0
-        return _as_strided(d, (rows, d.shape[-1]), (s, d.strides[-1]), cuda)
+        return _as_strided(d, (rows, cols), (s, strides[-1]), cuda)
     c = _copy(d, d.dtype, cuda, k)
-    return _as_strided(c, (rows, d.shape[-1]),
-                       (d.shape[-1] * d.dtype.itemsize, d.dtype.itemsize),
-                       cuda)
+    isz = d.dtype.itemsize
+    return _as_strided(c, (rows, cols), (cols * isz, isz), cuda)
 
 
 def _bounds(x):
@@ -246,7 +247,7 @@ def _store(result, out, on_device, cuda, k):
         if dst is not result and not (dst.shape == result.shape
                                       and _bounds(dst) == _bounds(result)
                                       and dst.strides == result.strides):
-            for idx in np.ndindex(result.shape[:-2]):
+            for idx in np.ndindex(tuple(result.shape)[:-2]):
                 r2, d2 = (result[idx], dst[idx]) if idx else (result, dst)
                 if r2.ndim < 2:
                     r2, d2 = _rows(r2, cuda, k), _rows(d2, cuda, k)
@@ -364,7 +365,7 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
     dtype = _result_dtype("gemm", a, b, c)
     m, ka = a.shape[::-1] if trans_a else a.shape
-    kb, n = b.shape[::-1] if trans_b else b.shape
+    kb, n = tuple(b.shape)[::-1] if trans_b else b.shape
     if ka != kb:
         raise ValueError(f"gemm: op(a) has shape {(m, ka)} and op(b) has "
                          f"shape {(kb, n)}: inner dimensions {ka} and {kb} "
@@ -411,7 +412,7 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01,
                for v in (x, w, b)]
     dtype = _result_dtype("linear", x, w, b)
     _check_linear_shapes(x, w, b)
-    shape = tuple(x.shape[:-1]) + (w.shape[1],)
+    shape = tuple(x.shape)[:-1] + (tuple(w.shape)[1],)
     _check_out("linear", out, shape, dtype, cuda)
     on_device = any(_on_device(v, cuda) for v in (x, w, b, out)
                     if v is not None)
@@ -423,15 +424,15 @@ def _check_linear_shapes(x, w, b, dy=None):
     if len(w.shape) != 2:
         raise ValueError(f"linear: w must be 2-D (in_features, "
                          f"out_features), got shape {tuple(w.shape)}")
-    if len(x.shape) < 1 or x.shape[-1] != w.shape[0]:
+    if len(x.shape) < 1 or tuple(x.shape)[-1] != tuple(w.shape)[0]:
         raise ValueError(f"linear: x has shape {tuple(x.shape)} but w has "
                          f"shape {tuple(w.shape)}: x's last axis must be "
-                         f"in_features = {w.shape[0]}")
-    if b is not None and tuple(b.shape) != (w.shape[1],):
+                         f"in_features = {tuple(w.shape)[0]}")
+    if b is not None and tuple(b.shape) != (tuple(w.shape)[1],):
         raise ValueError(f"linear: b has shape {tuple(b.shape)}, expected "
-                         f"({w.shape[1]},)")
+                         f"({tuple(w.shape)[1]},)")
     if dy is not None:
-        want = tuple(x.shape[:-1]) + (w.shape[1],)
+        want = tuple(x.shape)[:-1] + (tuple(w.shape)[1],)
         if tuple(dy.shape) != want:
             raise ValueError(f"linear_backward: dy has shape "
                              f"{tuple(dy.shape)}, expected {want}")
@@ -443,7 +444,7 @@ def _linear_forward(x, w, b, act, slope, dtype, cuda, k, pre=False):
     dx2 = _rows(_device(x, dtype, cuda, k), cuda, k)
     dw = _device(w, dtype, cuda, k)
     dbias = None if b is None else _device(b, dtype, cuda, k)
-    y = cuda.device_array((dx2.shape[0], dw.shape[1]), dtype)
+    y = cuda.device_array((dx2.shape[0], tuple(dw.shape)[1]), dtype)
     fused = "identity" if (pre or act == "softmax") else act
     _run_gemm(1.0, dx2, dw, 0.0, None, y, False, False, cuda, k,
               bias=dbias, act=fused, slope=slope)
@@ -500,7 +501,7 @@ def linear_backward(x, w, dy, y=None, activation=None, *, b=None, z=None,
                 _launch_2d(k.activation_grad_kernel(dtype.name, act),
                            dz.shape, cuda, k)(dy2, src2, src2, dz,
                                               dtype.type(slope))
-    dx = cuda.device_array((rows, w.shape[0]), dtype)
+    dx = cuda.device_array((rows, tuple(w.shape)[0]), dtype)
     _run_gemm(1.0, dz, dw_, 0.0, None, dx, False, True, cuda, k)
     dw = cuda.device_array(tuple(w.shape), dtype)
     _run_gemm(1.0, dx2, dz, 0.0, None, dw, True, False, cuda, k)
