@@ -329,10 +329,11 @@ def test_gemm_validates():
 
 @needs_cuda
 def test_production_tile(monkeypatch):
-    """The 128 x 128 x 8 tile with 8 x 8 per thread (256 threads), at sizes
-    that cut every tile edge."""
+    """The float32 128 x 128 x 8 tile with 8 x 8 per thread (256 threads),
+    at sizes that cut every tile edge."""
     from fastmm.cuda import _kernels
-    monkeypatch.setattr(_kernels, "SIMULATOR_TILES", _kernels.TILES)
+    monkeypatch.setattr(_kernels, "SIMULATOR_TILES",
+                        _kernels.TILES["float32"])
     a, b = rand((9, 13), np.float32), rand((13, 130), np.float32)
     c = rand((9, 130), np.float32)
     ref, scale = ref_product(a, b)

@@ -193,7 +193,7 @@ def _run_gemm(alpha, a, b, beta, c_in, c_out, trans_a, trans_b, cuda, k,
         return
     dtype = c_out.dtype
     t = dtype.type
-    tiles = k.gemm_tiles()
+    tiles = k.gemm_tiles(dtype)
     # load order: consecutive threads walk opA's rows when those are the
     # contiguous direction (a transposed row-major A), else walk k
     rs_a, ps_a = (a.strides[1], a.strides[0]) if trans_a else a.strides

@@ -26,13 +26,19 @@ from numba import cuda
 # (BM, BN, BK, TM, TN): a block computes a BM x BN tile of C with
 # (BM / TM) * (BN / TN) threads, each owning a TM x TN register micro-tile;
 # BK is the depth of the A and B tiles staged in shared memory per step.
-# 128 x 128 x 8 with 8 x 8 per thread (256 threads) is the classic SGEMM
-# shape: 16 shared-memory loads feed 64 FMAs per k step per thread.
-TILES = (128, 128, 8, 8, 8)
+# float32: 128 x 128 x 8 with 8 x 8 per thread (256 threads), the classic
+# SGEMM shape: four 16-byte shared loads feed 64 FMAs per k step per thread.
+# float64: an 8 x 8 tile of doubles alone needs the 128 registers that let
+# two blocks share an SM, so 4 x 4 per thread on a 64 x 64 block tile.
+TILES = {"float32": (128, 128, 8, 8, 8), "float64": (64, 64, 8, 4, 4)}
 # Numba's simulator runs every GPU thread as a Python thread; a smaller tile
 # with the same code keeps the tests fast and still exercises edge tiles
 # (the tests also run the production tile once).
 SIMULATOR_TILES = (16, 16, 4, 4, 4)
+# a register cap letting two 256-thread blocks share an SM (65536
+# registers); ptxas (sm_90, CUDA 12.9) fits both kernels in it, the float32
+# one with 24 bytes of spill
+MAX_REGISTERS = 128
 # threads per block of the row-wise (softmax) and element-wise kernels
 ROW_THREADS = 128
 SIMULATOR_ROW_THREADS = 8
@@ -50,8 +56,8 @@ def simulated():
     return "simulator" in cuda.to_device.__module__
 
 
-def gemm_tiles():
-    return SIMULATOR_TILES if simulated() else TILES
+def gemm_tiles(dtype):
+    return SIMULATOR_TILES if simulated() else TILES[np.dtype(dtype).name]
 
 
 def row_threads():
@@ -122,6 +128,7 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
     # +4 columns: a k-fast load stores a column of As per thread group, and
     # the pad spreads those stores over all 32 shared-memory banks
     PAD = 4
+    AS_W, BS_W = BM + PAD, BN + PAD     # literal shapes for shared.array
     nbt = cuda.float32 if np.dtype(dtype) == np.float32 else cuda.float64
     zero = np.dtype(dtype).type(0)
     activate = _activation(act, np.dtype(dtype).name)
@@ -175,17 +182,31 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
                 pp, jj = e % BK, e // BK
             Bs[pp, jj] = regs[r]
 
-    @cuda.jit
+    # micro-tile layout: thread (ty, tx) owns rows g*TY*VEC + ty*VEC + v for
+    # g < TM/VEC, v < VEC (and columns alike), i.e. VEC-long runs spread
+    # over the block tile
+    VEC = 4 if TM % 4 == 0 and TN % 4 == 0 else 1
+
+    @cuda.jit(device=True, inline="always")
+    def row_of(ty, i):
+        return (i // VEC) * (TY * VEC) + ty * VEC + i % VEC
+
+    @cuda.jit(device=True, inline="always")
+    def col_of(tx, j):
+        return (j // VEC) * (TX * VEC) + tx * VEC + j % VEC
+
+    @cuda.jit(max_registers=MAX_REGISTERS)
     def kernel(m, n, k, alpha, a, b, beta, c_in, c_out, bias, slope):
-        As = cuda.shared.array((BK, BM + PAD), nbt)
-        Bs = cuda.shared.array((BK, BN + PAD), nbt)
+        As = cuda.shared.array((BK, AS_W), nbt, alignment=16)
+        Bs = cuda.shared.array((BK, BS_W), nbt, alignment=16)
         acc = cuda.local.array((TM, TN), nbt)
         ra = cuda.local.array(TM, nbt)
         rb = cuda.local.array(TN, nbt)
         next_a = cuda.local.array(A_PER, nbt)
         next_b = cuda.local.array(B_PER, nbt)
         tid = cuda.threadIdx.x
-        tx, ty = tid % TX, tid // TX
+        ty = tid // TX
+        tx = tid - ty * TX
         row0, col0 = cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
         for i in range(TM):
             for j in range(TN):
@@ -205,13 +226,13 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
                 load_a(a, m, k, row0, p0 + BK, tid, next_a)
                 load_b(b, n, k, col0, p0 + BK, tid, next_b)
             for pp in range(BK):
-                # a thread's rows are ty + i*TY and columns tx + j*TX:
-                # a warp reads 16 consecutive Bs words (no bank conflict)
-                # and broadcasts As words
+                # a thread's rows come in runs of 4 (see row_of): each run
+                # is one aligned 16-byte shared load, and a quarter warp's
+                # runs of Bs are 128 contiguous bytes (no bank conflict)
                 for i in range(TM):
-                    ra[i] = As[pp, ty + i * TY]
+                    ra[i] = As[pp, row_of(ty, i)]
                 for j in range(TN):
-                    rb[j] = Bs[pp, tx + j * TX]
+                    rb[j] = Bs[pp, col_of(tx, j)]
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += ra[i] * rb[j]
@@ -224,10 +245,10 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
         # epilogue on the finished register tile: scale, C update, bias,
         # activation, then one store per element
         for i in range(TM):
-            gi = row0 + ty + i * TY
+            gi = row0 + row_of(ty, i)
             if gi < m:
                 for j in range(TN):
-                    gj = col0 + tx + j * TX
+                    gj = col0 + col_of(tx, j)
                     if gj < n:
                         v = alpha * acc[i, j]
                         if not beta_zero:
