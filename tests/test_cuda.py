@@ -63,10 +63,6 @@ def cuda():
     return numba_cuda
 
 
-def simulated():
-    return "simulator" in cuda().to_device.__module__
-
-
 def assert_product_close(got, ref, k, dtype, scale):
     """|got - ref| within a k-proportional multiple of eps times ``scale``
     (the magnitudes |a| @ |b| that bound the rounding error)."""

@@ -77,7 +77,7 @@ def _result_dtype(name, *xs):
 
 def _as_strided(x, shape, strides, cuda):
     """A view of device array x with the given shape and byte strides."""
-    if "simulator" in cuda.to_device.__module__:
+    if "simulator" in cuda.devicearray.__name__:
         return type(x)(np.lib.stride_tricks.as_strided(x._ary, shape,
                                                        strides))
     from numba.cuda.cudadrv.devicearray import DeviceNDArray

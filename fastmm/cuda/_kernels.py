@@ -52,8 +52,9 @@ ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh",
 
 
 def simulated():
-    """True when numba.cuda is numba's CPU simulator."""
-    return "simulator" in cuda.to_device.__module__
+    """True when numba.cuda is numba's CPU simulator (chosen by numba when
+    it was imported, from NUMBA_ENABLE_CUDASIM)."""
+    return "simulator" in cuda.devicearray.__name__
 
 
 def gemm_tiles(dtype):
@@ -129,6 +130,9 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
     # the pad spreads those stores over all 32 shared-memory banks
     PAD = 4
     AS_W, BS_W = BM + PAD, BN + PAD     # literal shapes for shared.array
+    # 16-byte aligned tiles let NVVM merge a run of 4 floats into one
+    # ld.shared.v4 (the simulator accepts no alignment)
+    ALIGN = None if simulated() else 16
     nbt = cuda.float32 if np.dtype(dtype) == np.float32 else cuda.float64
     zero = np.dtype(dtype).type(0)
     activate = _activation(act, np.dtype(dtype).name)
@@ -195,10 +199,11 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
     def col_of(tx, j):
         return (j // VEC) * (TX * VEC) + tx * VEC + j % VEC
 
-    @cuda.jit(max_registers=MAX_REGISTERS)
+    # (numba's simulator takes no register cap)
+    @cuda.jit(**({} if simulated() else {"max_registers": MAX_REGISTERS}))
     def kernel(m, n, k, alpha, a, b, beta, c_in, c_out, bias, slope):
-        As = cuda.shared.array((BK, AS_W), nbt, alignment=16)
-        Bs = cuda.shared.array((BK, BS_W), nbt, alignment=16)
+        As = cuda.shared.array((BK, AS_W), nbt, alignment=ALIGN)
+        Bs = cuda.shared.array((BK, BS_W), nbt, alignment=ALIGN)
         acc = cuda.local.array((TM, TN), nbt)
         ra = cuda.local.array(TM, nbt)
         rb = cuda.local.array(TN, nbt)
