@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 
 def _real_gpu_present():
@@ -312,6 +313,31 @@ def test_gemm_strided_operands(dtype):
 
 
 @needs_cuda
+@settings(max_examples=15, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(0, 40), n=st.integers(1, 40),
+       trans_a=st.booleans(), trans_b=st.booleans(),
+       step=st.integers(1, 3), on_device=st.booleans(),
+       dtype=st.sampled_from(DTYPES))
+def test_gemm_hypothesis(m, k, n, trans_a, trans_b, step, on_device, dtype):
+    """Any shape, transpose and column step, host or device operands."""
+    sa = (k, m) if trans_a else (m, k)
+    sb = (n, k) if trans_b else (k, n)
+    a = rand((sa[0], sa[1] * step), dtype)[:, ::step]
+    b = rand((sb[0], sb[1] * step), dtype)[:, ::step]
+    ref, scale = ref_product(a.T if trans_a else a, b.T if trans_b else b)
+    if on_device:
+        nc = cuda()
+        a = nc.to_device(np.ascontiguousarray(
+            np.repeat(a, step, axis=1)))[:, ::step]
+        b = nc.to_device(np.ascontiguousarray(
+            np.repeat(b, step, axis=1)))[:, ::step]
+    got = fc.gemm(1.0, a, b, trans_a=trans_a, trans_b=trans_b)
+    if on_device:
+        got = got.copy_to_host()
+    assert_product_close(got, ref, k, dtype, scale)
+
+
+@needs_cuda
 def test_gemm_validates():
     with pytest.raises(ValueError, match="inner dimensions"):
         fc.gemm(1.0, np.ones((3, 4)), np.ones((3, 4)))
@@ -449,3 +475,56 @@ def test_column_sum_two_passes(monkeypatch):
     np.testing.assert_allclose(db, dy.sum(0), rtol=1e-12)
     np.testing.assert_allclose(dx, dy @ w.T, rtol=1e-12)
     np.testing.assert_allclose(dw, x.T @ dy, rtol=1e-12)
+
+
+# --- real compilation -------------------------------------------------------
+
+_COMPILE_SCRIPT = r"""
+import sys, types
+from numba import cuda, float32, float64, int64
+try:
+    from numba.cuda.cudadrv import nvvm
+    nvvm.NVVM()
+except Exception as e:
+    print("no NVVM:", e)
+    sys.exit(77)
+import numba.cuda.dispatcher as dispatcher
+# device functions compile for the current device, which a GPU-less
+# machine lacks: pretend an sm_90 one
+dispatcher.get_current_device = lambda: types.SimpleNamespace(
+    compute_capability=(9, 0))
+from fastmm.cuda import _kernels as k
+for dt, t in (("float32", float32), ("float64", float64)):
+    C, A = t[:, ::1], t[:, :]
+    for flags in [(False, False, False, True, True, False),
+                  (True, True, True, False, False, True)]:
+        for act in ("identity", "gelu_erf"):
+            kern = k.gemm_kernel(dt, *flags, act, k.TILES[dt])
+            cuda.compile_ptx(kern.py_func, (int64, int64, int64, t, A, C, t,
+                                            A, C, t[::1], t), cc=(9, 0))
+    for kern, sig in [(k.softmax_rows_kernel(dt, 128), (C, int64)),
+                      (k.softmax_backward_kernel(dt, 128), (C, C, C, int64)),
+                      (k.colsum_kernel(dt), (A, C, int64)),
+                      (k.copy_kernel(), (A, C))]:
+        cuda.compile_ptx(kern.py_func, sig, cc=(9, 0))
+    for act in k.ACTIVATIONS:
+        cuda.compile_ptx(k.activation_grad_kernel(dt, act).py_func,
+                         (A, A, A, C, t), cc=(9, 0))
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda not installed")
+def test_kernels_compile_to_ptx():
+    """The simulator runs kernels as Python and never type-checks them for
+    the GPU: compile each kernel family with NVVM (no GPU needed), in a
+    process without the simulator.  Skipped where NVVM is not installed
+    (pip install 'fastmm[cuda12]' provides it)."""
+    env = {key: v for key, v in os.environ.items()
+           if key != "NUMBA_ENABLE_CUDASIM"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT],
+                       capture_output=True, text=True, cwd=root, env=env)
+    if r.returncode == 77:
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
