@@ -13,6 +13,12 @@ arrays (anything exposing ``__cuda_array_interface__``: numba device arrays,
 CuPy arrays, PyTorch CUDA tensors) are read in place and the result is a
 numba device array on the same device (wrap it without a copy with
 ``cupy.asarray(r)`` or ``torch.as_tensor(r, device="cuda")``).
+
+Device operands may have any positive strides (the kernels index them with
+their own strides; transposes are index maps, never copies); negative
+strides raise ValueError.  A broadcast batch of products launches one
+kernel per product.  The kernels live in ``_kernels``; how they were
+checked without a GPU is in tests/test_cuda.py.
 """
 from fastmm.cuda._api import (CudaUnavailableError, gemm, is_available,
                               linear, linear_backward, matmul)
