@@ -14,6 +14,15 @@ from fastmm._config import show_config
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
            "show_config", "__version__"]
 
+
+def __getattr__(name):
+    # fastmm.cuda on first access; it imports numba only when it computes
+    if name == "cuda":
+        import importlib
+        return importlib.import_module("fastmm.cuda")
+    raise AttributeError(f"module 'fastmm' has no attribute {name!r}")
+
+
 from fastmm._threads import _register_threadpoolctl
 
 _register_threadpoolctl()

@@ -208,14 +208,24 @@ cdef str _shape(x):
         return type(x).__name__
 
 
-def matmul(x1, x2, out=None, **kwargs):
+def matmul(x1, x2, out=None, *, device=None, **kwargs):
     """Matrix product with exactly np.matmul's semantics.
 
     float32/float64 operands (and their mixes, promoted as numpy promotes)
     run on fastmm's blocked, multi-threaded kernels; every other input is
     passed to np.matmul unchanged.  ``out`` may be given positionally or by
-    keyword, with any strides, and is returned as given.
+    keyword, with any strides, and is returned as given.  ``device="cuda"``
+    runs fastmm.cuda.matmul instead (None or "cpu": here).
     """
+    if device is not None and device != "cpu":
+        if device != "cuda":
+            raise ValueError(f"matmul: device must be None, 'cpu' or 'cuda', "
+                             f"got {device!r}")
+        if kwargs:
+            raise TypeError(f"matmul: device='cuda' takes no ufunc keywords "
+                            f"(got {sorted(kwargs)})")
+        from fastmm.cuda import matmul as cuda_matmul   # numba only now
+        return cuda_matmul(x1, x2, out=out)
     if type(x1) is list or type(x1) is tuple:
         x1 = np.asarray(x1)
     if type(x2) is list or type(x2) is tuple:
