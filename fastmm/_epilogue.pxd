@@ -2,17 +2,31 @@
 # The epilogue: bias and activation applied to a finished tile of C.
 # The driver calls it once per tile after the last k block, while the tile is
 # still in L1, so a dense layer's output is written once.
-from libc.math cimport exp, tanh, erf, sqrt
+from libc.math cimport exp, tanh, erfc
 
 from fastmm._pack cimport real
-cdef enum:
-    ACT_NONE = 0
-    ACT_RELU = 1
-    ACT_LEAKY_RELU = 2
-    ACT_SIGMOID = 3
-    ACT_TANH = 4
-    ACT_GELU_TANH = 5
-    ACT_GELU_ERF = 6
+
+# One definition of the codes and the element functions, in C, shared by the
+# vectorized tile routine and the scalar paths (see _activation.h for why).
+cdef extern from "_activation.h" nogil:
+    enum:
+        ACT_NONE "FMM_ACT_NONE"
+        ACT_RELU "FMM_ACT_RELU"
+        ACT_LEAKY_RELU "FMM_ACT_LEAKY_RELU"
+        ACT_SIGMOID "FMM_ACT_SIGMOID"
+        ACT_TANH "FMM_ACT_TANH"
+        ACT_GELU_TANH "FMM_ACT_GELU_TANH"
+        ACT_GELU_ERF "FMM_ACT_GELU_ERF"
+    float fmm_act_f32(float v, int act, float slope)
+    double fmm_act_f64(double v, int act, double slope)
+    float fmm_tanhf(float x)
+    float fmm_expf_neg(float x)
+    void fmm_act_tile_f32(float* c, Py_ssize_t rs, Py_ssize_t mr,
+                          Py_ssize_t nr, const float* bias, int act,
+                          float slope)
+    void fmm_act_tile_f64(double* c, Py_ssize_t rs, Py_ssize_t mr,
+                          Py_ssize_t nr, const double* bias, int act,
+                          double slope)
 
 # Applied by the driver to each finished tile of C (after the last k block),
 # while the tile is still in cache: C[i, j] = act(C[i, j] + bias[j]).
@@ -26,39 +40,17 @@ cdef struct Epilogue:
 
 cdef extern from "<math.h>" nogil:
     float expf(float)
-    float tanhf(float)
-    float erff(float)
+    float erfcf(float)
 
 
 cdef inline real activate(real x, int act, double slope) noexcept nogil:
-    cdef real s
-    if act == ACT_RELU:
-        # x > 0 keeps NaN as NaN (max(x, 0) would not)
-        return x if (x > 0 or x != x) else <real>0
-    if act == ACT_LEAKY_RELU:
-        return x if (x > 0 or x != x) else <real>(x * slope)
-    if act == ACT_SIGMOID:
-        # stable on both sides: never exp of a large positive number
-        if real is float:
-            if x >= 0:
-                return 1 / (1 + expf(-x))
-            s = expf(x)
-            return s / (1 + s)
-        else:
-            if x >= 0:
-                return 1 / (1 + exp(-x))
-            s = exp(x)
-            return s / (1 + s)
-    if act == ACT_TANH:
-        return tanhf(x) if real is float else tanh(x)
-    if act == ACT_GELU_TANH:
-        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        s = <real>0.7978845608028654 * (x + <real>0.044715 * x * x * x)
-        return <real>0.5 * x * (1 + (tanhf(s) if real is float else tanh(s)))
-    if act == ACT_GELU_ERF:
-        s = x * <real>0.7071067811865476
-        return <real>0.5 * x * (1 + (erff(s) if real is float else erf(s)))
-    return x
+    """act(x), one element: relu and leaky_relu keep NaN as NaN (as
+    np.maximum does); sigmoid never overflows; gelu is the erf form,
+    gelu_tanh the tanh approximation."""
+    if real is float:
+        return fmm_act_f32(x, act, <float>slope)
+    else:
+        return fmm_act_f64(x, act, slope)
 
 
 cdef inline real activation_grad(real v, int act, double slope,
@@ -83,15 +75,15 @@ cdef inline real activation_grad(real v, int act, double slope,
     if act == ACT_GELU_TANH:
         # d/dz of 0.5 z (1 + tanh(u)), u = sqrt(2/pi) (z + 0.044715 z^3)
         s = <real>0.7978845608028654 * (v + <real>0.044715 * v * v * v)
-        t = tanhf(s) if real is float else tanh(s)
+        t = fmm_tanhf(s) if real is float else tanh(s)
         return (<real>0.5 * (1 + t) + <real>0.5 * v * (1 - t * t)
                 * <real>0.7978845608028654 * (1 + <real>0.134145 * v * v))
     if act == ACT_GELU_ERF:
-        # Phi(z) + z phi(z)
-        s = v * <real>0.7071067811865476
+        # Phi(z) + z phi(z), Phi(z) = erfc(-z/sqrt(2)) / 2 (accurate for z < 0)
+        s = -v * <real>0.7071067811865476
         t = (expf(-<real>0.5 * v * v) if real is float
              else exp(-<real>0.5 * v * v))
-        return (<real>0.5 * (1 + (erff(s) if real is float else erf(s)))
+        return (<real>0.5 * (erfcf(s) if real is float else erfc(s))
                 + v * t * <real>0.3989422804014327)
     return 1
 
@@ -103,28 +95,19 @@ cdef inline void apply_epilogue(real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
     cdef Py_ssize_t i, j
     cdef const real* bias = <const real*>ep.bias
     cdef real* ci
-    cdef real bi, v
+    cdef real bi
     cdef int act = ep.activation
-    if (cs_c == 1 and not ep.bias_along_rows
-            and (bias == NULL or ep.bias_stride == 1)
-            and (act == ACT_NONE or act == ACT_RELU)):
-        # The dense layer's common case, written as unit-stride loops the
-        # compiler vectorizes: the generic path below costs several cycles per
-        # element, a noticeable share of a GEMM with small k.
-        bias = bias + col0 if bias != NULL else NULL
-        for i in range(mr):
-            ci = c + i * rs_c
-            if bias != NULL and act == ACT_RELU:
-                for j in range(nr):
-                    v = ci[j] + bias[j]
-                    ci[j] = v if (v > 0 or v != v) else <real>0
-            elif bias != NULL:
-                for j in range(nr):
-                    ci[j] = ci[j] + bias[j]
-            elif act == ACT_RELU:
-                for j in range(nr):
-                    v = ci[j]
-                    ci[j] = v if (v > 0 or v != v) else <real>0
+    if cs_c == 1 and not ep.bias_along_rows and (bias == NULL
+                                                 or ep.bias_stride == 1):
+        # the dense layer's case: rows of the tile through vectorized loops
+        if real is float:
+            fmm_act_tile_f32(c, rs_c, mr, nr,
+                             bias + col0 if bias != NULL else NULL, act,
+                             <float>ep.slope)
+        else:
+            fmm_act_tile_f64(c, rs_c, mr, nr,
+                             bias + col0 if bias != NULL else NULL, act,
+                             ep.slope)
         return
     for i in range(mr):
         ci = c + i * rs_c

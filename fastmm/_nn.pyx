@@ -18,10 +18,11 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-from libc.math cimport exp, expf
+from libc.math cimport exp
 
 from fastmm._pack cimport real
 from fastmm._epilogue cimport (Epilogue, activate, activation_grad,
+                               fmm_act_tile_f32, fmm_act_tile_f64, fmm_expf_neg,
                                ACT_NONE, ACT_RELU, ACT_LEAKY_RELU, ACT_SIGMOID,
                                ACT_TANH, ACT_GELU_TANH, ACT_GELU_ERF)
 from fastmm._linalg cimport run_product
@@ -56,18 +57,38 @@ cdef inline double _cost(int act, bint from_z) noexcept nogil:
 # ---- row-wise passes (softmax, a standalone activation) ----
 
 cdef void _softmax_row(Py_ssize_t n, real* y, Py_ssize_t cs) noexcept nogil:
-    # Subtracting the row maximum keeps every exp() in (0, 1]: no overflow.
+    # Subtracting the row maximum keeps every exp() in (0, 1]: no overflow,
+    # and float32 can use the epilogue's vectorizable exp of a non-positive
+    # argument.  exp and sum are separate loops so the first one vectorizes
+    # (a floating-point sum is not reordered without -ffast-math); the sum
+    # runs in double, in four interleaved partial sums.
     cdef Py_ssize_t j
     cdef real mx = y[0], e
-    cdef double s = 0
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
     for j in range(1, n):
         if y[j * cs] > mx:
             mx = y[j * cs]
-    for j in range(n):
-        e = expf(y[j * cs] - mx) if real is float else exp(y[j * cs] - mx)
-        y[j * cs] = e
-        s += e
-    e = <real>(1.0 / s)
+    if real is float:
+        if cs == 1:
+            for j in range(n):
+                y[j] = fmm_expf_neg(y[j] - mx)
+        else:
+            for j in range(n):
+                y[j * cs] = fmm_expf_neg(y[j * cs] - mx)
+    else:
+        for j in range(n):
+            y[j * cs] = exp(y[j * cs] - mx)
+    j = 0
+    while j + 4 <= n:
+        s0 += y[j * cs]
+        s1 += y[(j + 1) * cs]
+        s2 += y[(j + 2) * cs]
+        s3 += y[(j + 3) * cs]
+        j += 4
+    while j < n:
+        s0 += y[j * cs]
+        j += 1
+    e = <real>(1.0 / ((s0 + s1) + (s2 + s3)))
     for j in range(n):
         y[j * cs] = y[j * cs] * e
 
@@ -81,13 +102,29 @@ cdef void _softmax(Py_ssize_t m, Py_ssize_t n, real* y, Py_ssize_t rs,
         _softmax_row(n, y + i * rs, cs)
 
 
+cdef void _activate_row(Py_ssize_t n, const real* z, Py_ssize_t cs_z, real* y,
+                        Py_ssize_t cs_y, int act, double slope) noexcept nogil:
+    cdef Py_ssize_t j
+    if cs_y != 1:
+        for j in range(n):
+            y[j * cs_y] = activate(z[j * cs_z], act, slope)
+        return
+    if y != z:
+        for j in range(n):
+            y[j] = z[j * cs_z]
+    # in place on a unit-stride row: the epilogue's vectorized routine
+    if real is float:
+        fmm_act_tile_f32(y, 0, 1, n, NULL, act, <float>slope)
+    else:
+        fmm_act_tile_f64(y, 0, 1, n, NULL, act, slope)
+
+
 cdef void _activate(Py_ssize_t m, Py_ssize_t n, const real* z, Py_ssize_t rs_z,
                     Py_ssize_t cs_z, real* y, Py_ssize_t rs_y, Py_ssize_t cs_y,
                     int act, double slope, int nt) noexcept nogil:
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     for i in prange(m, nogil=True, num_threads=nt, schedule="static"):
-        for j in range(n):
-            y[i * rs_y + j * cs_y] = activate(z[i * rs_z + j * cs_z], act, slope)
+        _activate_row(n, z + i * rs_z, cs_z, y + i * rs_y, cs_y, act, slope)
 
 
 def forward(cnp.ndarray x, cnp.ndarray w, b, cnp.ndarray y, int act,
