@@ -308,3 +308,30 @@ def backward(cnp.ndarray x, cnp.ndarray w, cnp.ndarray dy, v, bint from_z,
         run_product(g, w.T, <cnp.ndarray>dx, (), 2, 2, 1.0, 0.0, NULL)
     run_product(x.T, g, dw, (), 2, 2, 1.0, 0.0, NULL)
     return g
+
+
+# ---- optimizer ----
+
+cdef void _sgd(Py_ssize_t size, real* p, const real* g, real* v, real lr,
+               real momentum, bint nesterov, real decay) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real gi
+    for i in range(size):
+        gi = g[i] + decay * p[i]
+        v[i] = momentum * v[i] - lr * gi
+        p[i] = p[i] + (momentum * v[i] - lr * gi if nesterov else v[i])
+
+
+def sgd_step(cnp.ndarray p, cnp.ndarray g, cnp.ndarray v, double lr,
+             double momentum, bint nesterov, double weight_decay):
+    """v = momentum v - lr (g + weight_decay p); p += v (Nesterov:
+    p += momentum v - lr (g + weight_decay p)).  C-contiguous, one dtype."""
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(p)
+    if cnp.PyArray_TYPE(p) == cnp.NPY_FLOAT32:
+        _sgd[float](size, <float*>cnp.PyArray_DATA(p),
+                    <float*>cnp.PyArray_DATA(g), <float*>cnp.PyArray_DATA(v),
+                    lr, momentum, nesterov, weight_decay)
+    else:
+        _sgd[double](size, <double*>cnp.PyArray_DATA(p),
+                     <double*>cnp.PyArray_DATA(g), <double*>cnp.PyArray_DATA(v),
+                     lr, momentum, nesterov, weight_decay)

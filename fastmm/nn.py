@@ -348,12 +348,20 @@ class SGD:
         self._velocity = {}
 
     def step(self, pairs):
+        """Update every parameter in place from its gradient."""
         for p, g in pairs:
-            if self.weight_decay:
-                g = g + self.weight_decay * p
             v = self._velocity.get(id(p))
             if v is None or v.shape != p.shape:
                 v = self._velocity[id(p)] = np.zeros_like(p)
+            if (p.flags.c_contiguous and g.flags.c_contiguous
+                    and p.dtype == g.dtype and p.dtype in (np.float32,
+                                                           np.float64)):
+                # one fused pass over p, g and v
+                _nn.sgd_step(p, g, v, self.lr, self.momentum, self.nesterov,
+                             self.weight_decay)
+                continue
+            if self.weight_decay:
+                g = g + self.weight_decay * p
             v *= self.momentum
             v -= self.lr * g
             if self.nesterov:
@@ -365,16 +373,26 @@ class SGD:
 class MeanSquaredError:
     """mean((pred - target)**2) over all elements."""
 
+    def value_and_gradient(self, pred, target, activation="identity",
+                           check=True):
+        """(loss, dL/dpred, False): the gradient is of the layer's output,
+        so backward applies the output activation's derivative."""
+        target = np.asarray(target)
+        if check and target.size != pred.size:
+            raise ValueError(f"targets of shape {target.shape} do not match "
+                             f"predictions of shape {pred.shape}")
+        diff = pred - target.reshape(pred.shape)
+        value = float(np.vdot(diff, diff)) / max(pred.size, 1)
+        diff *= pred.dtype.type(2.0 / max(pred.size, 1))
+        return value, diff, False
+
     def value(self, pred, target, activation="identity"):
-        target = np.asarray(target).reshape(pred.shape)
-        return float(np.mean((pred - target) ** 2))
+        return self.value_and_gradient(pred, target, activation)[0]
 
     __call__ = value
 
     def gradient(self, pred, target, activation="identity"):
-        """(dL/dpred, False): a gradient of the output, not of its logits."""
-        target = np.asarray(target, pred.dtype).reshape(pred.shape)
-        return (pred - target) * pred.dtype.type(2.0 / pred.size), False
+        return self.value_and_gradient(pred, target, activation)[1:]
 
 
 class SoftmaxCrossEntropy:
@@ -388,39 +406,51 @@ class SoftmaxCrossEntropy:
     log-softmax itself.
     """
 
-    def _probs_targets(self, pred, target, activation):
+    @staticmethod
+    def _targets(pred, target, check):
+        """(True, labels) or (False, probability rows), validated."""
+        target = np.asarray(target)
         if pred.ndim != 2:
             raise ValueError(f"pred must be 2-D (batch, classes), got "
                              f"{pred.shape}")
-        p = pred if activation == "softmax" else activate(pred, "softmax")
-        target = np.asarray(target)
         if target.shape == pred.shape[:1] and target.dtype.kind in "iu":
-            if target.size and (target.min() < 0
-                                or target.max() >= pred.shape[1]):
+            if check and target.size and (target.min() < 0
+                                          or target.max() >= pred.shape[1]):
                 raise ValueError(f"class labels must lie in [0, "
                                  f"{pred.shape[1]})")
-            t = np.zeros_like(p)
-            t[np.arange(len(target)), target] = 1
-        elif target.shape == pred.shape:
-            t = target.astype(p.dtype, copy=False)
+            return True, target
+        if target.shape == pred.shape:
+            return False, target.astype(pred.dtype, copy=False)
+        raise ValueError(f"targets must be integer labels of shape "
+                         f"{pred.shape[:1]} or rows of shape {pred.shape}, "
+                         f"got {target.shape} ({target.dtype})")
+
+    def value_and_gradient(self, pred, target, activation="softmax",
+                           check=True):
+        """(loss, gradient, wrt_preactivation): the gradient is dL/dz of the
+        softmax layer (True) after "softmax", else dL/dpred (False)."""
+        labels, t = self._targets(pred, target, check)
+        p = pred if activation == "softmax" else activate(pred, "softmax")
+        n = len(p)
+        tiny = np.finfo(p.dtype).tiny
+        grad = p.copy()
+        if labels:
+            rows = np.arange(n)
+            value = -np.log(np.maximum(p[rows, t], tiny)).sum()
+            grad[rows, t] -= 1
         else:
-            raise ValueError(f"targets must be integer labels of shape "
-                             f"{pred.shape[:1]} or rows of shape "
-                             f"{pred.shape}, got {target.shape} "
-                             f"({target.dtype})")
-        return p, t
+            value = -(t * np.log(np.maximum(p, tiny))).sum()
+            grad -= t
+        grad *= p.dtype.type(1.0 / max(n, 1))
+        return float(value) / max(n, 1), grad, activation == "softmax"
 
     def value(self, pred, target, activation="softmax"):
-        p, t = self._probs_targets(pred, target, activation)
-        tiny = np.finfo(p.dtype).tiny
-        return float(-np.sum(t * np.log(np.maximum(p, tiny))) / len(p))
+        return self.value_and_gradient(pred, target, activation)[0]
 
     __call__ = value
 
     def gradient(self, pred, target, activation="softmax"):
-        """(dL/dz, True) after a softmax layer, else (dL/dpred, False)."""
-        p, t = self._probs_targets(pred, target, activation)
-        return (p - t) * p.dtype.type(1.0 / len(p)), activation == "softmax"
+        return self.value_and_gradient(pred, target, activation)[1:]
 
 
 class _Progress:
@@ -533,6 +563,12 @@ class Sequential:
             raise ValueError("epochs must be >= 0 and batch_size >= 1")
         X = _native(X, self.layers[0].dtype)
         loss = loss or self._default_loss()
+        # targets are checked once here, not once per batch
+        loss.value_and_gradient(self.forward(X[:1], training=False), y[:1],
+                                self.output_activation)
+        if isinstance(loss, SoftmaxCrossEntropy):
+            shape = (len(y), self.layers[-1].out_features)
+            loss._targets(np.broadcast_to(np.empty(1), shape), y, True)
         optimizer = optimizer or SGD()
         rng = np.random.default_rng(seed)
         act = self.output_activation
@@ -550,8 +586,8 @@ class Sequential:
                 idx = order[i:i + batch_size]
                 xb, yb = X[idx], y[idx]
                 out = self.forward(xb)
-                batch_loss = loss.value(out, yb, act)
-                grad, pre = loss.gradient(out, yb, act)
+                batch_loss, grad, pre = loss.value_and_gradient(
+                    out, yb, act, check=False)
                 self.backward(grad, preactivation=pre)
                 optimizer.step(self.parameters())
                 total += batch_loss * len(idx)
