@@ -1,7 +1,7 @@
 """Train a 64-128-10 network on scikit-learn's bundled digits (no download).
 
-    python examples/train_digits.py [--epochs 30] [--batch-size 32] [--threads N]
-                                    [--png digits_loss.png]
+    python examples/train_digits.py [--epochs 30] [--batch-size 32]
+                                    [--threads N] [--png digits_loss.png]
 
 Trains the same network twice from the same initial weights, on the same
 mini-batches with the same optimizer: once with fastmm.nn, once written in
@@ -87,7 +87,8 @@ def main():
     digits = load_digits()
     X = (digits.data / 16.0).astype(np.float32)
     X_train, X_test, y_train, y_test = train_test_split(
-        X, digits.target, test_size=0.25, random_state=0, stratify=digits.target)
+        X, digits.target, test_size=0.25, random_state=0,
+        stratify=digits.target)
 
     model = nn.Sequential([nn.Dense(64, 128, "relu", seed=0),
                            nn.Dense(128, 10, "softmax", seed=1)])

@@ -55,7 +55,7 @@ cdef inline real activate(real x, int act, double slope) noexcept nogil:
 
 cdef inline real activation_grad(real v, int act, double slope,
                                  bint from_z) noexcept nogil:
-    """act'(z), from the pre-activation z (from_z) or from the output y = act(z).
+    """act'(z), from the pre-activation z (from_z) or the output y = act(z).
 
     From y where the activation allows it (relu, leaky_relu with slope >= 0,
     sigmoid, tanh), so backward needs only what forward wrote; gelu is not a

@@ -22,7 +22,8 @@ from libc.math cimport exp
 
 from fastmm._pack cimport real
 from fastmm._epilogue cimport (Epilogue, activate, activation_grad,
-                               fmm_act_tile_f32, fmm_act_tile_f64, fmm_expf_neg,
+                               fmm_act_tile_f32, fmm_act_tile_f64,
+                               fmm_expf_neg,
                                ACT_NONE, ACT_RELU, ACT_LEAKY_RELU, ACT_SIGMOID,
                                ACT_TANH, ACT_GELU_TANH, ACT_GELU_ERF)
 from fastmm._linalg cimport run_product
@@ -333,5 +334,6 @@ def sgd_step(cnp.ndarray p, cnp.ndarray g, cnp.ndarray v, double lr,
                     lr, momentum, nesterov, weight_decay)
     else:
         _sgd[double](size, <double*>cnp.PyArray_DATA(p),
-                     <double*>cnp.PyArray_DATA(g), <double*>cnp.PyArray_DATA(v),
+                     <double*>cnp.PyArray_DATA(g),
+                     <double*>cnp.PyArray_DATA(v),
                      lr, momentum, nesterov, weight_decay)

@@ -175,7 +175,8 @@ def _grad_source(name, code, slope, y, z):
     needs_z = name in ("gelu", "gelu_tanh") or (name == "leaky_relu"
                                                   and slope < 0)
     if needs_z and z is None:
-        what = name + (" with a negative slope" if name == "leaky_relu" else "")
+        what = name + (" with a negative slope" if name == "leaky_relu"
+                       else "")
         raise ValueError(
             f"linear_backward: {what} is not a function of its output; pass "
             f"the pre-activation z= (z = linear(x, w, b); "
@@ -245,7 +246,8 @@ class Dense:
                  seed=None, *, slope=0.01, bias=True, dtype=np.float32):
         self.activation, self._code = _activation(activation)
         self.slope = _slope(slope)
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
         if self.in_features < 1 or self.out_features < 1:
             raise ValueError(f"Dense needs positive sizes, got "
                              f"({in_features}, {out_features})")
@@ -254,11 +256,13 @@ class Dense:
             raise TypeError(f"Dense dtype must be float32 or float64, got "
                             f"{self.dtype}")
         if init is None:
-            init = "he" if self.activation in ("relu", "leaky_relu") else "xavier"
+            relu_family = self.activation in ("relu", "leaky_relu")
+            init = "he" if relu_family else "xavier"
         rng = np.random.default_rng(seed)
         fan_in, fan_out = self.in_features, self.out_features
         if init == "he":
-            w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2.0 / fan_in)
+            w = rng.standard_normal((fan_in, fan_out))
+            w *= math.sqrt(2.0 / fan_in)
         elif init == "xavier":
             bound = math.sqrt(6.0 / (fan_in + fan_out))
             w = rng.uniform(-bound, bound, (fan_in, fan_out))
@@ -592,7 +596,8 @@ class Sequential:
                 optimizer.step(self.parameters())
                 total += batch_loss * len(idx)
                 if bar:
-                    bar.update(i + len(idx), f"loss {total / (i + len(idx)):.4f}")
+                    done = i + len(idx)
+                    bar.update(done, f"loss {total / done:.4f}")
             history["epoch_time"].append(time.perf_counter() - start)
             history["loss"].append(total / max(n, 1))
             info = f"loss {history['loss'][-1]:.4f}"

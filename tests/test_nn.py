@@ -291,7 +291,8 @@ def test_errors():
 
 def test_dense_init_and_seed():
     a = nn.Dense(200, 300, "relu", seed=7)
-    assert a.init == "he" and a.W.shape == (200, 300) and a.W.dtype == np.float32
+    assert a.init == "he" and a.W.shape == (200, 300)
+    assert a.W.dtype == np.float32
     assert abs(a.W.std() - math.sqrt(2 / 200)) < 0.05 * math.sqrt(2 / 200)
     np.testing.assert_array_equal(a.W, nn.Dense(200, 300, "relu", seed=7).W)
     x = nn.Dense(200, 300, "tanh", init="xavier", seed=7)
