@@ -193,12 +193,16 @@ cdef inline Py_ssize_t _row_block(Py_ssize_t m) noexcept nogil:
 cdef inline void _grad_row(Py_ssize_t n, const real* dy, Py_ssize_t cs_dy,
                            const real* v, Py_ssize_t cs_v, int act,
                            double slope, bint from_z, real* g,
-                           double* part) noexcept nogil:
-    """One row: g = dy * act'(v) and part += g (v is y, or z if from_z)."""
+                           real* part) noexcept nogil:
+    """One row: g = dy * act'(v) and part += g (v is y, or z if from_z).
+    Unit-stride cases are separate loops so the compiler vectorizes them."""
     cdef Py_ssize_t j
     cdef real gj
     cdef double dot = 0
-    if act == ACT_NONE:
+    if act == ACT_NONE and cs_dy == 1:
+        for j in range(n):
+            part[j] += dy[j]
+    elif act == ACT_NONE:
         for j in range(n):
             part[j] += dy[j * cs_dy]
     elif act == ACT_SOFTMAX:
@@ -210,9 +214,23 @@ cdef inline void _grad_row(Py_ssize_t n, const real* dy, Py_ssize_t cs_dy,
             g[j] = gj
             part[j] += gj
     elif act == ACT_RELU and cs_dy == 1 and cs_v == 1:
-        # the common case, as a unit-stride loop the compiler vectorizes
         for j in range(n):
             gj = dy[j] * (<real>1 if v[j] > 0 else <real>0)
+            g[j] = gj
+            part[j] += gj
+    elif act == ACT_LEAKY_RELU and cs_dy == 1 and cs_v == 1:
+        for j in range(n):
+            gj = dy[j] * (<real>1 if v[j] > 0 else <real>slope)
+            g[j] = gj
+            part[j] += gj
+    elif act == ACT_SIGMOID and not from_z and cs_dy == 1 and cs_v == 1:
+        for j in range(n):
+            gj = dy[j] * (v[j] * (1 - v[j]))
+            g[j] = gj
+            part[j] += gj
+    elif act == ACT_TANH and not from_z and cs_dy == 1 and cs_v == 1:
+        for j in range(n):
+            gj = dy[j] * (1 - v[j] * v[j])
             g[j] = gj
             part[j] += gj
     else:
@@ -227,9 +245,9 @@ cdef void _grad_block(Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n,
                       const real* dy, Py_ssize_t rs_dy, Py_ssize_t cs_dy,
                       const real* v, Py_ssize_t rs_v, Py_ssize_t cs_v,
                       int act, double slope, bint from_z, real* g,
-                      double* part) noexcept nogil:
+                      real* part) noexcept nogil:
     cdef Py_ssize_t i
-    memset(part, 0, n * sizeof(double))
+    memset(part, 0, n * sizeof(real))
     for i in range(i0, i1):
         _grad_row(n, dy + i * rs_dy, cs_dy,
                   v + i * rs_v if v != NULL else NULL, cs_v, act, slope,
@@ -242,28 +260,30 @@ cdef int _grad_colsum(Py_ssize_t m, Py_ssize_t n,
                       int act, double slope, bint from_z, real* g,
                       real* db, Py_ssize_t s_db, int nt) noexcept nogil:
     """g (C-contiguous m x n, unused for identity) and db, parallel over
-    row blocks with one row of double partial sums per block."""
+    row blocks with one row of partial sums per block (in the data's type,
+    so the row loops vectorize), added across blocks in double."""
     cdef Py_ssize_t rb = _row_block(m), nblocks = (m + rb - 1) // rb
     cdef Py_ssize_t blk, j
-    cdef double* part
+    cdef double s
+    cdef real* part
     if n == 0:
         return 0
     if m == 0:
         for j in range(n):
             db[j * s_db] = 0
         return 0
-    part = <double*>malloc(sizeof(double) * nblocks * n)
+    part = <real*>malloc(sizeof(real) * nblocks * n)
     if part == NULL:
         return -1
     for blk in prange(nblocks, nogil=True, num_threads=nt, schedule="static"):
         _grad_block(blk * rb, min(m, (blk + 1) * rb), n, dy, rs_dy, cs_dy,
                     v, rs_v, cs_v, act, slope, from_z, g, part + blk * n)
     # blocks in order: the reduction order does not depend on the threads
-    for blk in range(1, nblocks):
-        for j in range(n):
-            part[j] += part[blk * n + j]
     for j in range(n):
-        db[j * s_db] = <real>part[j]
+        s = 0
+        for blk in range(nblocks):
+            s += part[blk * n + j]
+        db[j * s_db] = <real>s
     free(part)
     return 0
 

@@ -366,3 +366,26 @@ def test_fit_learns_and_save_load(tmp_path):
     again = nn.Sequential.load(path)
     np.testing.assert_array_equal(again.predict(X), net.predict(X))
     assert repr(again) == repr(net)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_compiled_matches_formula(nesterov):
+    """The fused step (contiguous arrays) and the numpy fallback (a strided
+    parameter) implement the same update."""
+    rng = np.random.default_rng(6)
+    p = rng.standard_normal((6, 5))
+    g = rng.standard_normal((6, 5))
+    strided = np.zeros((6, 10))[:, ::2]
+    strided[...] = p
+    a = nn.SGD(lr=0.1, momentum=0.8, nesterov=nesterov, weight_decay=0.01)
+    b = nn.SGD(lr=0.1, momentum=0.8, nesterov=nesterov, weight_decay=0.01)
+    v = np.zeros_like(p)
+    ref = p.copy()
+    for _ in range(3):
+        a.step([(p, g)])
+        b.step([(strided, g)])
+        gd = g + 0.01 * ref
+        v = 0.8 * v - 0.1 * gd
+        ref += 0.8 * v - 0.1 * gd if nesterov else v
+    np.testing.assert_allclose(p, ref, rtol=1e-14)
+    np.testing.assert_allclose(strided, ref, rtol=1e-14)
