@@ -389,3 +389,8 @@ def test_sgd_compiled_matches_formula(nesterov):
         ref += 0.8 * v - 0.1 * gd if nesterov else v
     np.testing.assert_allclose(p, ref, rtol=1e-14)
     np.testing.assert_allclose(strided, ref, rtol=1e-14)
+
+
+def test_lazy_attribute():
+    assert fastmm.nn is nn
+    assert "nn" in fastmm.__all__
