@@ -11,8 +11,8 @@ from fastmm._threads import get_num_threads, set_num_threads, threads
 from fastmm._linalg import gemm, matmul
 from fastmm._config import show_config
 
-__all__ = ["matmul", "nn", "gemm", "get_num_threads", "set_num_threads", "threads",
-           "show_config", "__version__"]
+__all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
+           "show_config", "nn", "__version__"]
 
 from fastmm._threads import _register_threadpoolctl
 
