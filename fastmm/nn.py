@@ -470,8 +470,10 @@ class _Progress:
     def _line(self, done, info):
         filled = self.width * done // max(self.total, 1)
         bar = "#" * filled + "." * (self.width - filled)
-        return (f"{self.prefix} [{bar}] {done}/{self.total} {info} "
-                f"{time.perf_counter() - self.start:.2f}s")
+        elapsed = time.perf_counter() - self.start
+        took = (f"{elapsed:.2f} s" if elapsed >= 1
+                else f"{elapsed * 1e3:.1f} ms")
+        return f"{self.prefix} [{bar}] {done}/{self.total} {info} {took}"
 
     def update(self, done, info=""):
         now = time.perf_counter()
