@@ -20,6 +20,7 @@ cdef extern from "_activation.h" nogil:
     float fmm_act_f32(float v, int act, float slope)
     double fmm_act_f64(double v, int act, double slope)
     float fmm_tanhf(float x)
+    float fmm_erfcf(float x)
     float fmm_expf_neg(float x)
     void fmm_act_tile_f32(float* c, Py_ssize_t rs, Py_ssize_t mr,
                           Py_ssize_t nr, const float* bias, int act,
@@ -36,11 +37,6 @@ cdef struct Epilogue:
     int activation            # ACT_*
     double slope              # leaky_relu's negative slope
     bint bias_along_rows      # the driver's own: set when it computes C^T
-
-
-cdef extern from "<math.h>" nogil:
-    float expf(float)
-    float erfcf(float)
 
 
 cdef inline real activate(real x, int act, double slope) noexcept nogil:
@@ -81,9 +77,9 @@ cdef inline real activation_grad(real v, int act, double slope,
     if act == ACT_GELU_ERF:
         # Phi(z) + z phi(z), Phi(z) = erfc(-z/sqrt(2)) / 2 (accurate for z < 0)
         s = -v * <real>0.7071067811865476
-        t = (expf(-<real>0.5 * v * v) if real is float
+        t = (fmm_expf_neg(-<real>0.5 * v * v) if real is float
              else exp(-<real>0.5 * v * v))
-        return (<real>0.5 * (erfcf(s) if real is float else erfc(s))
+        return (<real>0.5 * (fmm_erfcf(s) if real is float else erfc(s))
                 + v * t * <real>0.3989422804014327)
     return 1
 
