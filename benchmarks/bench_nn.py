@@ -7,7 +7,8 @@ asv suite (``asv run``), or standalone for a side-by-side table:
 Each class times fastmm and its numpy baseline at the same thread count
 (fastmm via fastmm.set_num_threads, numpy's BLAS via threadpoolctl) and
 reports the ratio numpy / fastmm as track_speedup (> 1: fastmm is faster),
-best of several interleaved repeats.  float32, seeded data.
+each the best of many single calls alternating between the two (robust on
+a shared machine).  float32, seeded data.
 """
 import time
 
@@ -32,30 +33,26 @@ def _fastmm_nn():
     return fastmm, nn
 
 
-def _best(f, repeat=7, min_time=0.02):
-    """Best time per call over ``repeat`` runs of enough calls to last
-    ``min_time`` seconds."""
-    f()
-    number, start = 1, time.perf_counter()
-    f()
-    once = time.perf_counter() - start
-    number = max(1, int(min_time / max(once, 1e-9)))
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            f()
-        best = min(best, (time.perf_counter() - start) / number)
-    return best
-
-
-def _ratio(numpy_f, fastmm_f, rounds=3):
-    """numpy time / fastmm time, each the best over interleaved rounds so
-    both see the same machine load."""
+def _ratio(numpy_f, fastmm_f, budget=2.0):
+    """(numpy time / fastmm time, numpy time, fastmm time): each the best of
+    many single calls, the two libraries alternating call by call, so both
+    see the same machine load and a quiet moment counts for either."""
+    numpy_f()
+    fastmm_f()
+    start = time.perf_counter()
+    numpy_f()
+    fastmm_f()
+    pair = time.perf_counter() - start
+    trials = max(20, min(500, int(budget / max(pair, 1e-9))))
     t_np = t_fm = float("inf")
-    for _ in range(rounds):
-        t_np = min(t_np, _best(numpy_f))
-        t_fm = min(t_fm, _best(fastmm_f))
+    for _ in range(trials):
+        start = time.perf_counter()
+        numpy_f()
+        mid = time.perf_counter()
+        fastmm_f()
+        end = time.perf_counter()
+        t_np = min(t_np, mid - start)
+        t_fm = min(t_fm, end - mid)
     return t_np / t_fm, t_np, t_fm
 
 
@@ -133,7 +130,7 @@ def main():
     _, nn = _fastmm_nn()
     import fastmm._gemm
     print(f"kernel: {fastmm._gemm.kernel_info()['name']}; float32; best of "
-          f"interleaved repeats; speedup = numpy time / fastmm time")
+          f"alternating single calls; speedup = numpy time / fastmm time")
     print(f"{'benchmark':<16}{'shape (m,k->n)':<18}{'threads':>8}"
           f"{'fastmm ms':>11}{'numpy ms':>10}{'speedup':>9}")
     for cls, numpy_f, fastmm_f in (
