@@ -186,6 +186,45 @@ FMM_INLINE double fmm_act_f64(double v, int act, double slope)
         FMM_ACT_TILE_BODY(T, ACT)                                             \
     }
 
+/*
+ * Softmax of one unit-stride row, in place.  Subtracting the row maximum keeps
+ * every exp() argument <= 0 (no overflow).  The maximum and the sum run in
+ * FMM_SM_L independent lanes, so the compiler vectorizes them without being
+ * allowed to reorder a floating-point reduction (no -ffast-math); the sum's
+ * lanes are doubles.  NaN anywhere in the row makes the whole row NaN.
+ */
+#define FMM_SM_L 16
+#define FMM_SOFTMAX_ROW(NAME, ATTR, T, EXP)                                   \
+    ATTR static void NAME(T *y, ptrdiff_t n)                                  \
+    {                                                                         \
+        T lane_max[FMM_SM_L], mx = y[0];                                      \
+        double lane_sum[FMM_SM_L], total = 0;                                 \
+        ptrdiff_t j = 0, l;                                                   \
+        for (l = 0; l < FMM_SM_L; l++) {                                      \
+            lane_max[l] = y[0];                                               \
+            lane_sum[l] = 0;                                                  \
+        }                                                                     \
+        for (; j + FMM_SM_L <= n; j += FMM_SM_L)                              \
+            for (l = 0; l < FMM_SM_L; l++)                                    \
+                lane_max[l] = y[j + l] > lane_max[l] ? y[j + l] : lane_max[l];\
+        for (; j < n; j++)                                                    \
+            mx = y[j] > mx ? y[j] : mx;                                       \
+        for (l = 0; l < FMM_SM_L; l++)                                        \
+            mx = lane_max[l] > mx ? lane_max[l] : mx;                         \
+        for (j = 0; j < n; j++)                                               \
+            y[j] = EXP(y[j] - mx);                                            \
+        for (j = 0; j + FMM_SM_L <= n; j += FMM_SM_L)                         \
+            for (l = 0; l < FMM_SM_L; l++)                                    \
+                lane_sum[l] += y[j + l];                                      \
+        for (; j < n; j++)                                                    \
+            total += y[j];                                                    \
+        for (l = 0; l < FMM_SM_L; l++)                                        \
+            total += lane_sum[l];                                             \
+        T inv = (T)(1.0 / total);                                             \
+        for (j = 0; j < n; j++)                                               \
+            y[j] *= inv;                                                      \
+    }
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FMM_ACT_X86 1
 #define FMM_ACT_AVX2 __attribute__((target("avx2,fma")))
@@ -195,9 +234,15 @@ FMM_ACT_TILE(fmm_act_tile_f32_avx512, FMM_ACT_AVX512, float, fmm_act_f32)
 FMM_ACT_TILE(fmm_act_tile_f64_avx512, FMM_ACT_AVX512, double, fmm_act_f64)
 FMM_ACT_TILE(fmm_act_tile_f32_avx2, FMM_ACT_AVX2, float, fmm_act_f32)
 FMM_ACT_TILE(fmm_act_tile_f64_avx2, FMM_ACT_AVX2, double, fmm_act_f64)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx512, FMM_ACT_AVX512, float, fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f64_avx512, FMM_ACT_AVX512, double, exp)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx2, FMM_ACT_AVX2, float, fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f64_avx2, FMM_ACT_AVX2, double, exp)
 #endif
 FMM_ACT_TILE(fmm_act_tile_f32_base, , float, fmm_act_f32)
 FMM_ACT_TILE(fmm_act_tile_f64_base, , double, fmm_act_f64)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_base, , float, fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f64_base, , double, exp)
 
 /* 2: AVX-512, 1: AVX2+FMA, 0: baseline; decided once per module. */
 static int fmm_act_isa = -1;
@@ -255,6 +300,32 @@ static void fmm_act_tile_f64(double *c, ptrdiff_t rs, ptrdiff_t mr,
         return fmm_act_tile_f64_avx2(c, rs, mr, nr, bias, act, slope);
 #endif
     fmm_act_tile_f64_base(c, rs, mr, nr, bias, act, slope);
+}
+
+static void fmm_softmax_row_f32(float *y, ptrdiff_t n)
+{
+    if (fmm_act_isa < 0)
+        fmm_act_isa = fmm_act_detect();
+#ifdef FMM_ACT_X86
+    if (fmm_act_isa == 2)
+        return fmm_softmax_row_f32_avx512(y, n);
+    if (fmm_act_isa == 1)
+        return fmm_softmax_row_f32_avx2(y, n);
+#endif
+    fmm_softmax_row_f32_base(y, n);
+}
+
+static void fmm_softmax_row_f64(double *y, ptrdiff_t n)
+{
+    if (fmm_act_isa < 0)
+        fmm_act_isa = fmm_act_detect();
+#ifdef FMM_ACT_X86
+    if (fmm_act_isa == 2)
+        return fmm_softmax_row_f64_avx512(y, n);
+    if (fmm_act_isa == 1)
+        return fmm_softmax_row_f64_avx2(y, n);
+#endif
+    fmm_softmax_row_f64_base(y, n);
 }
 
 #endif

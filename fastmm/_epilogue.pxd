@@ -28,6 +28,8 @@ cdef extern from "_activation.h" nogil:
     void fmm_act_tile_f64(double* c, Py_ssize_t rs, Py_ssize_t mr,
                           Py_ssize_t nr, const double* bias, int act,
                           double slope)
+    void fmm_softmax_row_f32(float* y, Py_ssize_t n)
+    void fmm_softmax_row_f64(double* y, Py_ssize_t n)
 
 # Applied by the driver to each finished tile of C (after the last k block),
 # while the tile is still in cache: C[i, j] = act(C[i, j] + bias[j]).

@@ -23,7 +23,8 @@ from libc.math cimport exp
 from fastmm._pack cimport real
 from fastmm._epilogue cimport (Epilogue, activate, activation_grad,
                                fmm_act_tile_f32, fmm_act_tile_f64,
-                               fmm_expf_neg,
+                               fmm_expf_neg, fmm_softmax_row_f32,
+                               fmm_softmax_row_f64,
                                ACT_NONE, ACT_RELU, ACT_LEAKY_RELU, ACT_SIGMOID,
                                ACT_TANH, ACT_GELU_TANH, ACT_GELU_ERF)
 from fastmm._linalg cimport run_product
@@ -58,40 +59,27 @@ cdef inline double _cost(int act, bint from_z) noexcept nogil:
 # ---- row-wise passes (softmax, a standalone activation) ----
 
 cdef void _softmax_row(Py_ssize_t n, real* y, Py_ssize_t cs) noexcept nogil:
-    # Subtracting the row maximum keeps every exp() in (0, 1]: no overflow,
-    # and float32 can use the epilogue's vectorizable exp of a non-positive
-    # argument.  exp and sum are separate loops so the first one vectorizes
-    # (a floating-point sum is not reordered without -ffast-math); the sum
-    # runs in double, in four interleaved partial sums.
+    # unit-stride rows: the vectorized routine in _activation.h; otherwise
+    # the same steps, plainly (max first, so every exp() argument is <= 0)
     cdef Py_ssize_t j
-    cdef real mx = y[0], e
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef real mx = y[0], inv
+    cdef double s = 0
+    if cs == 1:
+        if real is float:
+            fmm_softmax_row_f32(y, n)
+        else:
+            fmm_softmax_row_f64(y, n)
+        return
     for j in range(1, n):
         if y[j * cs] > mx:
             mx = y[j * cs]
-    if real is float:
-        if cs == 1:
-            for j in range(n):
-                y[j] = fmm_expf_neg(y[j] - mx)
-        else:
-            for j in range(n):
-                y[j * cs] = fmm_expf_neg(y[j * cs] - mx)
-    else:
-        for j in range(n):
-            y[j * cs] = exp(y[j * cs] - mx)
-    j = 0
-    while j + 4 <= n:
-        s0 += y[j * cs]
-        s1 += y[(j + 1) * cs]
-        s2 += y[(j + 2) * cs]
-        s3 += y[(j + 3) * cs]
-        j += 4
-    while j < n:
-        s0 += y[j * cs]
-        j += 1
-    e = <real>(1.0 / ((s0 + s1) + (s2 + s3)))
     for j in range(n):
-        y[j * cs] = y[j * cs] * e
+        y[j * cs] = (fmm_expf_neg(y[j * cs] - mx) if real is float
+                     else exp(y[j * cs] - mx))
+        s += y[j * cs]
+    inv = <real>(1.0 / s)
+    for j in range(n):
+        y[j * cs] = y[j * cs] * inv
 
 
 cdef void _softmax(Py_ssize_t m, Py_ssize_t n, real* y, Py_ssize_t rs,

@@ -394,3 +394,18 @@ def test_sgd_compiled_matches_formula(nesterov):
 def test_lazy_attribute():
     assert fastmm.nn is nn
     assert "nn" in fastmm.__all__
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_rows_long_strided_and_nan(dtype):
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((5, 70)) * 30 + 500).astype(dtype)
+    eye = np.eye(70, dtype=dtype)
+    ref = ref_act(z.astype(np.float64), "softmax")
+    assert_close(nn.linear(z, eye, activation="softmax"), ref, dtype, 70)
+    out = np.zeros((70, 5), dtype).T        # strided rows: the plain path
+    nn.linear(z, eye, activation="softmax", out=out)
+    assert_close(out, ref, dtype, 70)
+    z[2, 40] = np.nan
+    p = nn.linear(z, eye, activation="softmax")
+    assert np.isnan(p[2]).all() and np.isfinite(np.delete(p, 2, 0)).all()
