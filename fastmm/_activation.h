@@ -112,7 +112,8 @@ FMM_INLINE float fmm_act_f32(float v, int act, float slope)
     case FMM_ACT_TANH: return fmm_tanhf(v);
     case FMM_ACT_GELU_TANH: return fmm_gelu_tanhf(v);
     /* 1 + erf(t) as erfc(-t): no cancellation for negative v */
-    case FMM_ACT_GELU_ERF: return 0.5f * v * fmm_erfcf(-v * 0.7071067811865476f);
+    case FMM_ACT_GELU_ERF:
+        return 0.5f * v * fmm_erfcf(-v * 0.7071067811865476f);
     default: return v;
     }
 }
@@ -234,7 +235,8 @@ FMM_ACT_TILE(fmm_act_tile_f32_avx512, FMM_ACT_AVX512, float, fmm_act_f32)
 FMM_ACT_TILE(fmm_act_tile_f64_avx512, FMM_ACT_AVX512, double, fmm_act_f64)
 FMM_ACT_TILE(fmm_act_tile_f32_avx2, FMM_ACT_AVX2, float, fmm_act_f32)
 FMM_ACT_TILE(fmm_act_tile_f64_avx2, FMM_ACT_AVX2, double, fmm_act_f64)
-FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx512, FMM_ACT_AVX512, float, fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx512, FMM_ACT_AVX512, float,
+                fmm_expf_neg)
 FMM_SOFTMAX_ROW(fmm_softmax_row_f64_avx512, FMM_ACT_AVX512, double, exp)
 FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx2, FMM_ACT_AVX2, float, fmm_expf_neg)
 FMM_SOFTMAX_ROW(fmm_softmax_row_f64_avx2, FMM_ACT_AVX2, double, exp)

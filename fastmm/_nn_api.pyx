@@ -49,7 +49,8 @@ cdef int _typenum(object x, object w):
         return -1
     if not (_ready(x, t, 2) and _ready(w, t, 2)):
         return -1
-    if cnp.PyArray_DIM(<cnp.ndarray>x, 1) != cnp.PyArray_DIM(<cnp.ndarray>w, 0):
+    if (cnp.PyArray_DIM(<cnp.ndarray>x, 1)
+            != cnp.PyArray_DIM(<cnp.ndarray>w, 0)):
         return -1
     return t
 
