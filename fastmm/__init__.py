@@ -12,7 +12,7 @@ from fastmm._linalg import gemm, matmul
 from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
-           "show_config", "__version__"]
+           "show_config", "nn", "__version__"]
 
 
 def __getattr__(name):
@@ -27,3 +27,11 @@ from fastmm._threads import _register_threadpoolctl
 
 _register_threadpoolctl()
 del _register_threadpoolctl
+
+
+def __getattr__(name):
+    # fastmm.nn (dense layers) loads on first use; `import fastmm.nn` works too
+    if name == "nn":
+        import importlib
+        return importlib.import_module("fastmm.nn")
+    raise AttributeError(f"module 'fastmm' has no attribute {name!r}")

@@ -2,17 +2,34 @@
 # The epilogue: bias and activation applied to a finished tile of C.
 # The driver calls it once per tile after the last k block, while the tile is
 # still in L1, so a dense layer's output is written once.
-from libc.math cimport exp, tanh, erf, sqrt
+from libc.math cimport exp, tanh, erfc
 
 from fastmm._pack cimport real
-cdef enum:
-    ACT_NONE = 0
-    ACT_RELU = 1
-    ACT_LEAKY_RELU = 2
-    ACT_SIGMOID = 3
-    ACT_TANH = 4
-    ACT_GELU_TANH = 5
-    ACT_GELU_ERF = 6
+
+# One definition of the codes and the element functions, in C, shared by the
+# vectorized tile routine and the scalar paths (see _activation.h for why).
+cdef extern from "_activation.h" nogil:
+    enum:
+        ACT_NONE "FMM_ACT_NONE"
+        ACT_RELU "FMM_ACT_RELU"
+        ACT_LEAKY_RELU "FMM_ACT_LEAKY_RELU"
+        ACT_SIGMOID "FMM_ACT_SIGMOID"
+        ACT_TANH "FMM_ACT_TANH"
+        ACT_GELU_TANH "FMM_ACT_GELU_TANH"
+        ACT_GELU_ERF "FMM_ACT_GELU_ERF"
+    float fmm_act_f32(float v, int act, float slope)
+    double fmm_act_f64(double v, int act, double slope)
+    float fmm_tanhf(float x)
+    float fmm_erfcf(float x)
+    float fmm_expf_neg(float x)
+    void fmm_act_tile_f32(float* c, Py_ssize_t rs, Py_ssize_t mr,
+                          Py_ssize_t nr, const float* bias, int act,
+                          float slope)
+    void fmm_act_tile_f64(double* c, Py_ssize_t rs, Py_ssize_t mr,
+                          Py_ssize_t nr, const double* bias, int act,
+                          double slope)
+    void fmm_softmax_row_f32(float* y, Py_ssize_t n)
+    void fmm_softmax_row_f64(double* y, Py_ssize_t n)
 
 # Applied by the driver to each finished tile of C (after the last k block),
 # while the tile is still in cache: C[i, j] = act(C[i, j] + bias[j]).
@@ -24,41 +41,49 @@ cdef struct Epilogue:
     bint bias_along_rows      # the driver's own: set when it computes C^T
 
 
-cdef extern from "<math.h>" nogil:
-    float expf(float)
-    float tanhf(float)
-    float erff(float)
-
-
 cdef inline real activate(real x, int act, double slope) noexcept nogil:
-    cdef real s
+    """act(x), one element: relu and leaky_relu keep NaN as NaN (as
+    np.maximum does); sigmoid never overflows; gelu is the erf form,
+    gelu_tanh the tanh approximation."""
+    if real is float:
+        return fmm_act_f32(x, act, <float>slope)
+    else:
+        return fmm_act_f64(x, act, slope)
+
+
+cdef inline real activation_grad(real v, int act, double slope,
+                                 bint from_z) noexcept nogil:
+    """act'(z), from the pre-activation z (from_z) or the output y = act(z).
+
+    From y where the activation allows it (relu, leaky_relu with slope >= 0,
+    sigmoid, tanh), so backward needs only what forward wrote; gelu is not a
+    function of its output and always takes z.
+    """
+    cdef real s, t
     if act == ACT_RELU:
-        # x > 0 keeps NaN as NaN (max(x, 0) would not)
-        return x if (x > 0 or x != x) else <real>0
+        return <real>1 if v > 0 else <real>0
     if act == ACT_LEAKY_RELU:
-        return x if (x > 0 or x != x) else <real>(x * slope)
+        return <real>1 if v > 0 else <real>slope
     if act == ACT_SIGMOID:
-        # stable on both sides: never exp of a large positive number
-        if real is float:
-            if x >= 0:
-                return 1 / (1 + expf(-x))
-            s = expf(x)
-            return s / (1 + s)
-        else:
-            if x >= 0:
-                return 1 / (1 + exp(-x))
-            s = exp(x)
-            return s / (1 + s)
+        s = activate(v, ACT_SIGMOID, slope) if from_z else v
+        return s * (1 - s)
     if act == ACT_TANH:
-        return tanhf(x) if real is float else tanh(x)
+        s = activate(v, ACT_TANH, slope) if from_z else v
+        return 1 - s * s
     if act == ACT_GELU_TANH:
-        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        s = <real>0.7978845608028654 * (x + <real>0.044715 * x * x * x)
-        return <real>0.5 * x * (1 + (tanhf(s) if real is float else tanh(s)))
+        # d/dz of 0.5 z (1 + tanh(u)), u = sqrt(2/pi) (z + 0.044715 z^3)
+        s = <real>0.7978845608028654 * (v + <real>0.044715 * v * v * v)
+        t = fmm_tanhf(s) if real is float else tanh(s)
+        return (<real>0.5 * (1 + t) + <real>0.5 * v * (1 - t * t)
+                * <real>0.7978845608028654 * (1 + <real>0.134145 * v * v))
     if act == ACT_GELU_ERF:
-        s = x * <real>0.7071067811865476
-        return <real>0.5 * x * (1 + (erff(s) if real is float else erf(s)))
-    return x
+        # Phi(z) + z phi(z), Phi(z) = erfc(-z/sqrt(2)) / 2 (accurate for z < 0)
+        s = -v * <real>0.7071067811865476
+        t = (fmm_expf_neg(-<real>0.5 * v * v) if real is float
+             else exp(-<real>0.5 * v * v))
+        return (<real>0.5 * (fmm_erfcf(s) if real is float else erfc(s))
+                + v * t * <real>0.3989422804014327)
+    return 1
 
 
 cdef inline void apply_epilogue(real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
@@ -70,6 +95,18 @@ cdef inline void apply_epilogue(real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
     cdef real* ci
     cdef real bi
     cdef int act = ep.activation
+    if cs_c == 1 and not ep.bias_along_rows and (bias == NULL
+                                                 or ep.bias_stride == 1):
+        # the dense layer's case: rows of the tile through vectorized loops
+        if real is float:
+            fmm_act_tile_f32(c, rs_c, mr, nr,
+                             bias + col0 if bias != NULL else NULL, act,
+                             <float>ep.slope)
+        else:
+            fmm_act_tile_f64(c, rs_c, mr, nr,
+                             bias + col0 if bias != NULL else NULL, act,
+                             ep.slope)
+        return
     for i in range(mr):
         ci = c + i * rs_c
         if bias != NULL and ep.bias_along_rows:

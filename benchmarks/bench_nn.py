@@ -1,0 +1,159 @@
+"""Dense-layer benchmarks: fastmm.nn against the same layer in numpy.
+
+asv suite (``asv run``), or standalone for a side-by-side table:
+
+    python benchmarks/bench_nn.py
+
+Each class times fastmm and its numpy baseline at the same thread count
+(fastmm via fastmm.set_num_threads, numpy's BLAS via threadpoolctl) and
+reports the ratio numpy / fastmm as track_speedup (> 1: fastmm is faster),
+each the best of many single calls alternating between the two (robust on
+a shared machine).  float32, seeded data.
+"""
+import time
+
+import numpy as np
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:          # pragma: no cover - a dependency of fastmm
+    threadpool_limits = None
+
+SHAPES = [(4096, 256, 256), (256, 784, 512)]     # (batch, in, out)
+THREADS = [1, 2]
+
+
+def _fastmm_nn():
+    """fastmm.nn, or NotImplementedError (asv: skip) at commits without it."""
+    try:
+        import fastmm
+        import fastmm.nn as nn
+    except ImportError as e:
+        raise NotImplementedError(f"fastmm.nn unavailable: {e}")
+    return fastmm, nn
+
+
+def _ratio(numpy_f, fastmm_f, budget=2.0):
+    """(numpy time / fastmm time, numpy time, fastmm time): each the best of
+    many single calls, the two libraries alternating call by call, so both
+    see the same machine load and a quiet moment counts for either."""
+    numpy_f()
+    fastmm_f()
+    start = time.perf_counter()
+    numpy_f()
+    fastmm_f()
+    pair = time.perf_counter() - start
+    trials = max(20, min(500, int(budget / max(pair, 1e-9))))
+    t_np = t_fm = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        numpy_f()
+        mid = time.perf_counter()
+        fastmm_f()
+        end = time.perf_counter()
+        t_np = min(t_np, mid - start)
+        t_fm = min(t_fm, end - mid)
+    return t_np / t_fm, t_np, t_fm
+
+
+def numpy_forward(x, w, b):
+    return np.maximum(x @ w + b, 0)
+
+
+def numpy_backward(x, w, dy, y):
+    g = dy * (y > 0)
+    return g @ w.T, x.T @ g, g.sum(0)
+
+
+class _Pinned:
+    """Seeded float32 layer data and both libraries pinned to ``threads``."""
+    params = (SHAPES, THREADS)
+    param_names = ["shape", "threads"]
+
+    def setup(self, shape, threads):
+        self.fastmm, self.nn = _fastmm_nn()
+        if threadpool_limits is None:
+            raise NotImplementedError("threadpoolctl is required")
+        m, k, n = shape
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((m, k), dtype=np.float32)
+        self.w = (rng.standard_normal((k, n), dtype=np.float32)
+                  / np.float32(np.sqrt(k)))
+        self.b = rng.standard_normal(n, dtype=np.float32)
+        self.dy = rng.standard_normal((m, n), dtype=np.float32)
+        self.y = np.maximum(self.x @ self.w + self.b, 0)
+        self._threads = self.fastmm.get_num_threads()
+        self.fastmm.set_num_threads(threads)
+        self._limits = threadpool_limits(threads, user_api="blas")
+
+    def teardown(self, shape, threads):
+        self._limits.restore_original_limits()
+        self.fastmm.set_num_threads(self._threads)
+
+
+class LinearForward(_Pinned):
+    """relu(x @ w + b): fused epilogue vs numpy's three passes."""
+
+    def time_fastmm(self, shape, threads):
+        self.nn.linear(self.x, self.w, self.b, "relu")
+
+    def time_numpy(self, shape, threads):
+        numpy_forward(self.x, self.w, self.b)
+
+    def track_speedup(self, shape, threads):
+        return _ratio(lambda: numpy_forward(self.x, self.w, self.b),
+                      lambda: self.nn.linear(self.x, self.w, self.b,
+                                             "relu"))[0]
+    track_speedup.unit = "x (numpy time / fastmm time)"
+
+
+class LinearBackward(_Pinned):
+    """relu layer's dx, dw, db: one pass + two transposed-view GEMMs vs
+    numpy's g = dy * (y > 0); g @ w.T; x.T @ g; g.sum(0)."""
+
+    def time_fastmm(self, shape, threads):
+        self.nn.linear_backward(self.x, self.w, self.dy, y=self.y,
+                                activation="relu")
+
+    def time_numpy(self, shape, threads):
+        numpy_backward(self.x, self.w, self.dy, self.y)
+
+    def track_speedup(self, shape, threads):
+        return _ratio(lambda: numpy_backward(self.x, self.w, self.dy, self.y),
+                      lambda: self.nn.linear_backward(
+                          self.x, self.w, self.dy, y=self.y,
+                          activation="relu"))[0]
+    track_speedup.unit = "x (numpy time / fastmm time)"
+
+
+def main():
+    _, nn = _fastmm_nn()
+    import fastmm._gemm
+    print(f"kernel: {fastmm._gemm.kernel_info()['name']}; float32; best of "
+          f"alternating single calls; speedup = numpy time / fastmm time")
+    print(f"{'benchmark':<16}{'shape (m,k->n)':<18}{'threads':>8}"
+          f"{'fastmm ms':>11}{'numpy ms':>10}{'speedup':>9}")
+    for cls, numpy_f, fastmm_f in (
+            (LinearForward,
+             lambda s: numpy_forward(s.x, s.w, s.b),
+             lambda s: s.nn.linear(s.x, s.w, s.b, "relu")),
+            (LinearBackward,
+             lambda s: numpy_backward(s.x, s.w, s.dy, s.y),
+             lambda s: s.nn.linear_backward(s.x, s.w, s.dy, y=s.y,
+                                            activation="relu"))):
+        for shape in SHAPES:
+            for threads in THREADS:
+                bench = cls()
+                bench.setup(shape, threads)
+                try:
+                    r, t_np, t_fm = _ratio(lambda: numpy_f(bench),
+                                           lambda: fastmm_f(bench))
+                finally:
+                    bench.teardown(shape, threads)
+                m, k, n = shape
+                print(f"{cls.__name__:<16}{f'{m}x{k}->{n}':<18}{threads:>8}"
+                      f"{t_fm * 1e3:>11.3f}{t_np * 1e3:>10.3f}{r:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+/*
+ * Activations for the dense-layer epilogue (fastmm/_epilogue.pxd), written
+ * branch-free so the compiler vectorizes a row of a tile at a time.
+ *
+ * Why not libm: glibc's expf/tanhf are scalar calls of 10-40 ns each, which
+ * would make a fused sigmoid/tanh layer slower than numpy's SIMD ufuncs.
+ * float32 sigmoid, tanh and both gelus use Cephes' expf/tanhf polynomials
+ * and Numerical Recipes' erfc (within a few ulp); float64 keeps libm.
+ *
+ * The tile routine is compiled three times, for AVX-512, AVX2+FMA and the
+ * x86-64 baseline, by per-function target attributes; the CPU's features
+ * (as libgcc reads them, OS register support included) pick one at run
+ * time.  A CPU without AVX never executes an AVX instruction.  The vector
+ * versions contract a*b+c into FMAs, so results may differ from the scalar
+ * path (fmm_act_f32 below) in the last bit.
+ */
+#ifndef FASTMM_ACTIVATION_H
+#define FASTMM_ACTIVATION_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The codes of _epilogue.pxd's ACT_* enum. */
+enum { FMM_ACT_NONE, FMM_ACT_RELU, FMM_ACT_LEAKY_RELU, FMM_ACT_SIGMOID,
+       FMM_ACT_TANH, FMM_ACT_GELU_TANH, FMM_ACT_GELU_ERF };
+
+#define FMM_INLINE static inline __attribute__((always_inline))
+
+/* exp(x) for x <= 0 (the only arguments the callers need, so no overflow).
+ * Cephes expf: x = n ln2 + r with |r| <= ln2/2, a degree-6 polynomial in r,
+ * times 2^n built in the exponent bits.  Rounding to n adds and subtracts
+ * 1.5 * 2^23 instead of calling rintf, which the baseline ISA cannot
+ * vectorize.  Below -87.33 (2^-126) the result flushes to 0 (error below
+ * 1.2e-38). */
+FMM_INLINE float fmm_expf_neg(float x)
+{
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    float xc = x < -87.33654f ? -87.33654f : x;
+    float t = xc * 1.44269504088896341f + magic;
+    union { float f; int32_t i; } u = { t }, s;
+    int32_t n = u.i - 0x4B400000; /* the bits of magic */
+    float fn = t - magic;
+    float r = xc - fn * 0.693359375f - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    s.i = (n + 127) << 23;
+    return x < -87.33654f ? 0.0f : p * s.f;
+}
+
+/* 1 / (1 + exp(-x)) without overflow on either side; NaN stays NaN. */
+FMM_INLINE float fmm_sigmoidf(float x)
+{
+    float e = fmm_expf_neg(-fabsf(x));
+    float s = 1.0f / (1.0f + e);
+    return x >= 0 ? s : e * s;
+}
+
+/* Cephes tanhf: an odd polynomial below 0.625 (where (1-e)/(1+e) would lose
+ * relative accuracy), (1 - e) / (1 + e) with e = exp(-2|x|) above. */
+FMM_INLINE float fmm_tanhf(float x)
+{
+    float a = fabsf(x), s = a * a, e, big, small;
+    small = ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s
+               - 5.37397155531e-2f) * s + 1.33314422036e-1f) * s
+             - 3.33332819422e-1f) * s * a + a;
+    e = fmm_expf_neg(-2.0f * a);
+    big = (1.0f - e) / (1.0f + e);
+    return copysignf(a < 0.625f ? small : big, x);
+}
+
+/* 0.5 x (1 + tanh(u)) written as x * sigmoid(2u): the same function, without
+ * the cancellation in 1 + tanh(u) for negative x. */
+FMM_INLINE float fmm_gelu_tanhf(float x)
+{
+    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return x * fmm_sigmoidf(2.0f * u);
+}
+
+/* erfc(x): Numerical Recipes' erfcc, a Chebyshev fit of erfc(x) exp(x^2)
+ * with fractional error below 1.2e-7 everywhere, tails included. */
+FMM_INLINE float fmm_erfcf(float x)
+{
+    float z = fabsf(x), t = 1.0f / (1.0f + 0.5f * z), p, ans;
+    p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    ans = t * fmm_expf_neg(-z * z - 1.26551223f + t * p);
+    return x >= 0 ? ans : 2.0f - ans;
+}
+
+/* One element, any activation: the scalar reference the strided paths use. */
+FMM_INLINE float fmm_act_f32(float v, int act, float slope)
+{
+    switch (act) {
+    case FMM_ACT_RELU: return (v > 0 || v != v) ? v : 0.0f;
+    case FMM_ACT_LEAKY_RELU: return (v > 0 || v != v) ? v : v * slope;
+    case FMM_ACT_SIGMOID: return fmm_sigmoidf(v);
+    case FMM_ACT_TANH: return fmm_tanhf(v);
+    case FMM_ACT_GELU_TANH: return fmm_gelu_tanhf(v);
+    /* 1 + erf(t) as erfc(-t): no cancellation for negative v */
+    case FMM_ACT_GELU_ERF:
+        return 0.5f * v * fmm_erfcf(-v * 0.7071067811865476f);
+    default: return v;
+    }
+}
+
+FMM_INLINE double fmm_act_f64(double v, int act, double slope)
+{
+    double s;
+    switch (act) {
+    case FMM_ACT_RELU: return (v > 0 || v != v) ? v : 0.0;
+    case FMM_ACT_LEAKY_RELU: return (v > 0 || v != v) ? v : v * slope;
+    case FMM_ACT_SIGMOID:
+        s = exp(-fabs(v));
+        return v >= 0 ? 1.0 / (1.0 + s) : s / (1.0 + s);
+    case FMM_ACT_TANH: return tanh(v);
+    case FMM_ACT_GELU_TANH: /* x * sigmoid(2u), as fmm_gelu_tanhf */
+        s = 1.5957691216057308 * (v + 0.044715 * v * v * v);
+        return v * (s >= 0 ? 1.0 / (1.0 + exp(-s)) : exp(s) / (1.0 + exp(s)));
+    case FMM_ACT_GELU_ERF: return 0.5 * v * erfc(-v * 0.7071067811865476);
+    default: return v;
+    }
+}
+
+/*
+ * c[i*rs + j] = act(c[i*rs + j] + bias[j]) for an mr x nr tile with unit
+ * column stride; bias is NULL or unit-stride.  One loop per activation, each
+ * with a loop-invariant body, so every one of them vectorizes.
+ */
+#define FMM_ACT_TILE_BODY(T, ACT)                                             \
+    for (ptrdiff_t i = 0; i < mr; i++) {                                      \
+        T *ci = c + i * rs;                                                   \
+        if (bias)                                                             \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] += bias[j];                                             \
+        switch (act) {                                                        \
+        case FMM_ACT_NONE: break;                                             \
+        case FMM_ACT_RELU:                                                    \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = (ci[j] > 0 || ci[j] != ci[j]) ? ci[j] : (T)0;         \
+            break;                                                            \
+        case FMM_ACT_LEAKY_RELU:                                              \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = (ci[j] > 0 || ci[j] != ci[j]) ? ci[j]                 \
+                                                      : ci[j] * (T)slope;     \
+            break;                                                            \
+        case FMM_ACT_SIGMOID:                                                 \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = ACT(ci[j], FMM_ACT_SIGMOID, slope);                   \
+            break;                                                            \
+        case FMM_ACT_TANH:                                                    \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = ACT(ci[j], FMM_ACT_TANH, slope);                      \
+            break;                                                            \
+        case FMM_ACT_GELU_TANH:                                               \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = ACT(ci[j], FMM_ACT_GELU_TANH, slope);                 \
+            break;                                                            \
+        case FMM_ACT_GELU_ERF:                                                \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = ACT(ci[j], FMM_ACT_GELU_ERF, slope);                  \
+            break;                                                            \
+        default:                                                              \
+            for (ptrdiff_t j = 0; j < nr; j++)                                \
+                ci[j] = ACT(ci[j], act, slope);                               \
+        }                                                                     \
+    }
+
+#define FMM_ACT_TILE(NAME, ATTR, T, ACT)                                      \
+    ATTR static void NAME(T *c, ptrdiff_t rs, ptrdiff_t mr, ptrdiff_t nr,     \
+                          const T *bias, int act, T slope)                    \
+    {                                                                         \
+        FMM_ACT_TILE_BODY(T, ACT)                                             \
+    }
+
+/*
+ * Softmax of one unit-stride row, in place.  Subtracting the row maximum keeps
+ * every exp() argument <= 0 (no overflow).  The maximum and the sum run in
+ * FMM_SM_L independent lanes, so the compiler vectorizes them without being
+ * allowed to reorder a floating-point reduction (no -ffast-math); the sum's
+ * lanes are doubles.  NaN anywhere in the row makes the whole row NaN.
+ */
+#define FMM_SM_L 16
+#define FMM_SOFTMAX_ROW(NAME, ATTR, T, EXP)                                   \
+    ATTR static void NAME(T *y, ptrdiff_t n)                                  \
+    {                                                                         \
+        T lane_max[FMM_SM_L], mx = y[0];                                      \
+        double lane_sum[FMM_SM_L], total = 0;                                 \
+        ptrdiff_t j = 0, l;                                                   \
+        for (l = 0; l < FMM_SM_L; l++) {                                      \
+            lane_max[l] = y[0];                                               \
+            lane_sum[l] = 0;                                                  \
+        }                                                                     \
+        for (; j + FMM_SM_L <= n; j += FMM_SM_L)                              \
+            for (l = 0; l < FMM_SM_L; l++)                                    \
+                lane_max[l] = y[j + l] > lane_max[l] ? y[j + l] : lane_max[l];\
+        for (; j < n; j++)                                                    \
+            mx = y[j] > mx ? y[j] : mx;                                       \
+        for (l = 0; l < FMM_SM_L; l++)                                        \
+            mx = lane_max[l] > mx ? lane_max[l] : mx;                         \
+        for (j = 0; j < n; j++)                                               \
+            y[j] = EXP(y[j] - mx);                                            \
+        for (j = 0; j + FMM_SM_L <= n; j += FMM_SM_L)                         \
+            for (l = 0; l < FMM_SM_L; l++)                                    \
+                lane_sum[l] += y[j + l];                                      \
+        for (; j < n; j++)                                                    \
+            total += y[j];                                                    \
+        for (l = 0; l < FMM_SM_L; l++)                                        \
+            total += lane_sum[l];                                             \
+        T inv = (T)(1.0 / total);                                             \
+        for (j = 0; j < n; j++)                                               \
+            y[j] *= inv;                                                      \
+    }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FMM_ACT_X86 1
+#define FMM_ACT_AVX2 __attribute__((target("avx2,fma")))
+#define FMM_ACT_AVX512 \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
+FMM_ACT_TILE(fmm_act_tile_f32_avx512, FMM_ACT_AVX512, float, fmm_act_f32)
+FMM_ACT_TILE(fmm_act_tile_f64_avx512, FMM_ACT_AVX512, double, fmm_act_f64)
+FMM_ACT_TILE(fmm_act_tile_f32_avx2, FMM_ACT_AVX2, float, fmm_act_f32)
+FMM_ACT_TILE(fmm_act_tile_f64_avx2, FMM_ACT_AVX2, double, fmm_act_f64)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx512, FMM_ACT_AVX512, float,
+                fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f64_avx512, FMM_ACT_AVX512, double, exp)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_avx2, FMM_ACT_AVX2, float, fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f64_avx2, FMM_ACT_AVX2, double, exp)
+#endif
+FMM_ACT_TILE(fmm_act_tile_f32_base, , float, fmm_act_f32)
+FMM_ACT_TILE(fmm_act_tile_f64_base, , double, fmm_act_f64)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f32_base, , float, fmm_expf_neg)
+FMM_SOFTMAX_ROW(fmm_softmax_row_f64_base, , double, exp)
+
+/* 2: AVX-512, 1: AVX2+FMA, 0: baseline; decided once per module. */
+static int fmm_act_isa = -1;
+
+/* FASTMM_KERNEL=avx2 or generic (the GEMM kernel override) caps these
+ * routines too, so one setting runs, and tests, every path. */
+static int fmm_act_detect(void)
+{
+    int cap = 2;
+    const char *env = getenv("FASTMM_KERNEL");
+    if (env && strcmp(env, "generic") == 0)
+        cap = 0;
+    else if (env && strcmp(env, "avx2") == 0)
+        cap = 1;
+#ifdef FMM_ACT_X86
+    __builtin_cpu_init();
+    if (cap >= 2 && __builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl"))
+        return 2;
+    if (cap >= 1 && __builtin_cpu_supports("avx2")
+        && __builtin_cpu_supports("fma"))
+        return 1;
+#endif
+    return 0;
+}
+
+static void fmm_act_tile_f32(float *c, ptrdiff_t rs, ptrdiff_t mr,
+                             ptrdiff_t nr, const float *bias, int act,
+                             float slope)
+{
+    /* benign race: every thread computes the same value */
+    if (fmm_act_isa < 0)
+        fmm_act_isa = fmm_act_detect();
+#ifdef FMM_ACT_X86
+    if (fmm_act_isa == 2)
+        return fmm_act_tile_f32_avx512(c, rs, mr, nr, bias, act, slope);
+    if (fmm_act_isa == 1)
+        return fmm_act_tile_f32_avx2(c, rs, mr, nr, bias, act, slope);
+#endif
+    fmm_act_tile_f32_base(c, rs, mr, nr, bias, act, slope);
+}
+
+static void fmm_act_tile_f64(double *c, ptrdiff_t rs, ptrdiff_t mr,
+                             ptrdiff_t nr, const double *bias, int act,
+                             double slope)
+{
+    if (fmm_act_isa < 0)
+        fmm_act_isa = fmm_act_detect();
+#ifdef FMM_ACT_X86
+    if (fmm_act_isa == 2)
+        return fmm_act_tile_f64_avx512(c, rs, mr, nr, bias, act, slope);
+    if (fmm_act_isa == 1)
+        return fmm_act_tile_f64_avx2(c, rs, mr, nr, bias, act, slope);
+#endif
+    fmm_act_tile_f64_base(c, rs, mr, nr, bias, act, slope);
+}
+
+static void fmm_softmax_row_f32(float *y, ptrdiff_t n)
+{
+    if (fmm_act_isa < 0)
+        fmm_act_isa = fmm_act_detect();
+#ifdef FMM_ACT_X86
+    if (fmm_act_isa == 2)
+        return fmm_softmax_row_f32_avx512(y, n);
+    if (fmm_act_isa == 1)
+        return fmm_softmax_row_f32_avx2(y, n);
+#endif
+    fmm_softmax_row_f32_base(y, n);
+}
+
+static void fmm_softmax_row_f64(double *y, ptrdiff_t n)
+{
+    if (fmm_act_isa < 0)
+        fmm_act_isa = fmm_act_detect();
+#ifdef FMM_ACT_X86
+    if (fmm_act_isa == 2)
+        return fmm_softmax_row_f64_avx512(y, n);
+    if (fmm_act_isa == 1)
+        return fmm_softmax_row_f64_avx2(y, n);
+#endif
+    fmm_softmax_row_f64_base(y, n);
+}
+
+#endif

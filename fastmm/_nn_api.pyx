@@ -1,0 +1,102 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Fast entry points for fastmm.nn.linear and linear_backward.
+
+Checking arguments the numpy way (np.result_type, np.require, shape
+messages) costs several microseconds, more than a small layer's whole
+product.  These functions accept only inputs that need nothing done to them
+(exact ndarrays of one native float type, aligned, with matching shapes and a
+known activation name) and return None otherwise; fastmm/nn.py then takes
+its full path, which converts or raises the proper error.
+"""
+import numpy as np
+cimport numpy as cnp
+
+from fastmm._epilogue cimport (ACT_NONE, ACT_LEAKY_RELU, ACT_GELU_TANH,
+                               ACT_GELU_ERF)
+from fastmm._nn import CODES, forward, backward
+
+cnp.import_array()
+
+cdef type _ndarray = np.ndarray
+
+
+cdef inline bint _ready(object a, int typenum, int ndim):
+    """a is an exact ndarray of this type and ndim, native order, aligned."""
+    if type(a) is not _ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
+
+
+cdef int _code(object activation, object slope):
+    """The activation's code, or -1 when nn.py must look (aliases, errors,
+    a slope that is not a finite float)."""
+    if type(slope) is not float or not (-1e308 < <double>slope < 1e308):
+        return -1
+    if activation is None:
+        return ACT_NONE
+    code = CODES.get(activation) if type(activation) is str else None
+    return -1 if code is None else code
+
+
+cdef int _typenum(object x, object w):
+    """The common float type of x and w when both are ready 2-D arrays."""
+    if type(x) is not _ndarray:
+        return -1
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        return -1
+    if not (_ready(x, t, 2) and _ready(w, t, 2)):
+        return -1
+    if (cnp.PyArray_DIM(<cnp.ndarray>x, 1)
+            != cnp.PyArray_DIM(<cnp.ndarray>w, 0)):
+        return -1
+    return t
+
+
+def try_forward(x, w, b, activation, slope):
+    """linear(x, w, b, activation, slope=slope) for ready inputs, else None."""
+    cdef int code = _code(activation, slope)
+    cdef int t = _typenum(x, w)
+    cdef cnp.npy_intp dims[2]
+    if code < 0 or t < 0:
+        return None
+    if b is not None and not (_ready(b, t, 1) and cnp.PyArray_DIM(
+            <cnp.ndarray>b, 0) == cnp.PyArray_DIM(<cnp.ndarray>w, 1)):
+        return None
+    dims[0] = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
+    dims[1] = cnp.PyArray_DIM(<cnp.ndarray>w, 1)
+    return forward(x, w, b, cnp.PyArray_EMPTY(2, dims, t, 0), code, slope)
+
+
+def try_backward(x, w, dy, y, z, activation, slope, bint need_dx):
+    """linear_backward(...) for ready inputs where the derivative comes
+    from y (or from z for gelu), else None: nn.py handles the rest."""
+    cdef int code = _code(activation, slope)
+    cdef int t = _typenum(x, w)
+    cdef bint from_z = False
+    cdef cnp.npy_intp dims[2]
+    if code < 0 or t < 0 or not _ready(dy, t, 2):
+        return None
+    dims[0] = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
+    dims[1] = cnp.PyArray_DIM(<cnp.ndarray>w, 1)
+    if (cnp.PyArray_DIM(<cnp.ndarray>dy, 0) != dims[0]
+            or cnp.PyArray_DIM(<cnp.ndarray>dy, 1) != dims[1]):
+        return None
+    v = None
+    if code == ACT_GELU_TANH or code == ACT_GELU_ERF or (
+            code == ACT_LEAKY_RELU and <double>slope < 0):
+        v, from_z = z, True
+    elif code != ACT_NONE:
+        v = y
+    if code != ACT_NONE and not (
+            _ready(v, t, 2) and cnp.PyArray_DIM(<cnp.ndarray>v, 0) == dims[0]
+            and cnp.PyArray_DIM(<cnp.ndarray>v, 1) == dims[1]):
+        return None
+    dx = (cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>x), t, 0)
+          if need_dx else None)
+    dw = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(<cnp.ndarray>w), t, 0)
+    db = cnp.PyArray_EMPTY(1, &dims[1], t, 0)
+    backward(x, w, dy, v, from_z, code, slope, dx, dw, db)
+    return dx, dw, db

@@ -1,0 +1,411 @@
+"""fastmm.nn: fused dense-layer forward/backward against numpy references,
+finite-difference gradients, thread-count independence, layers and training."""
+import io
+import math
+
+import numpy as np
+import pytest
+
+import fastmm
+import fastmm.nn as nn
+
+ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
+        "gelu_tanh", "softmax"]
+DTYPES = [np.float32, np.float64]
+# (batch, in, out): batch 1, primes, m != n, k == 1, wider than a tile
+SHAPES = [(1, 1, 1), (1, 7, 5), (13, 17, 11), (31, 2, 37), (64, 33, 3),
+          (97, 61, 53)]
+SLOPE = 0.07
+_erf = np.vectorize(math.erf)
+
+
+def ref_act(z, name, slope=SLOPE):
+    """The activation in float64, written the plain way."""
+    if name == "identity":
+        return z
+    if name == "relu":
+        return np.where(z > 0, z, 0.0)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, slope * z)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "gelu":
+        return 0.5 * z * (1 + _erf(z / math.sqrt(2)))
+    if name == "gelu_tanh":
+        u = math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)
+        return 0.5 * z * (1 + np.tanh(u))
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise AssertionError(name)
+
+
+def ref_grad_z(z, dy, name, slope=SLOPE):
+    """dL/dz from dL/dy, in float64, by the textbook derivatives."""
+    if name == "identity":
+        return dy
+    if name == "relu":
+        return dy * (z > 0)
+    if name == "leaky_relu":
+        return dy * np.where(z > 0, 1.0, slope)
+    if name == "sigmoid":
+        s = ref_act(z, name)
+        return dy * s * (1 - s)
+    if name == "tanh":
+        return dy * (1 - np.tanh(z) ** 2)
+    if name == "gelu":
+        phi = np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        return dy * (0.5 * (1 + _erf(z / math.sqrt(2))) + z * phi)
+    if name == "gelu_tanh":
+        c = math.sqrt(2 / math.pi)
+        t = np.tanh(c * (z + 0.044715 * z ** 3))
+        return dy * (0.5 * (1 + t)
+                     + 0.5 * z * (1 - t * t) * c * (1 + 3 * 0.044715 * z * z))
+    if name == "softmax":
+        y = ref_act(z, name)
+        return y * (dy - (dy * y).sum(axis=1, keepdims=True))
+    raise AssertionError(name)
+
+
+def data(m, k, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(dtype)
+    w = (rng.standard_normal((k, n)) / math.sqrt(k)).astype(dtype)
+    # a different bias in every column, so a bias applied along the wrong
+    # axis or to the wrong tile shows
+    b = (np.linspace(-1, 1, n) + 0.1 * rng.standard_normal(n)).astype(dtype)
+    dy = rng.standard_normal((m, n)).astype(dtype)
+    return x, w, b, dy
+
+
+def tol(dtype, k):
+    return 30 * (k + 2) * np.finfo(dtype).eps
+
+
+def assert_close(a, ref, dtype, k):
+    assert a.dtype == dtype
+    t = tol(dtype, k)
+    scale = max(1.0, float(np.abs(ref).max(initial=0)))
+    np.testing.assert_allclose(a, ref, rtol=t, atol=t * scale)
+
+
+def extra(name):
+    return {"slope": SLOPE} if name == "leaky_relu" else {}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_numpy(shape, act, dtype):
+    m, k, n = shape
+    x, w, b, _ = data(m, k, n, dtype)
+    z = x.astype(np.float64) @ w.astype(np.float64) + b
+    y = nn.linear(x, w, b, activation=act, **extra(act))
+    assert y.shape == (m, n)
+    assert_close(y, ref_act(z, act), dtype, k)
+    # without a bias
+    y = nn.linear(x, w, activation=act, **extra(act))
+    assert_close(y, ref_act(z - b, act), dtype, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_matches_numpy(shape, act, dtype):
+    m, k, n = shape
+    x, w, b, dy = data(m, k, n, dtype, seed=1)
+    z64 = x.astype(np.float64) @ w.astype(np.float64) + b
+    g = ref_grad_z(z64, dy.astype(np.float64), act)
+    z = nn.linear(x, w, b)
+    y = nn.activate(z, act, **extra(act))
+    dx, dw, db = nn.linear_backward(x, w, dy, y=y, z=z, activation=act,
+                                    **extra(act))
+    assert (dx.shape, dw.shape, db.shape) == ((m, k), (k, n), (n,))
+    assert_close(dx, g @ w.T.astype(np.float64), dtype, max(m, n, k))
+    assert_close(dw, x.T.astype(np.float64) @ g, dtype, max(m, n, k))
+    assert_close(db, g.sum(axis=0), dtype, max(m, n, k))
+    if act not in ("gelu", "gelu_tanh", "identity"):
+        # from y alone, as forward left it
+        y = nn.linear(x, w, b, act, **extra(act))
+        dx2, dw2, db2 = nn.linear_backward(x, w, dy, y=y, activation=act,
+                                           **extra(act))
+        assert_close(dx2, g @ w.T.astype(np.float64), dtype, max(m, n, k))
+        assert_close(db2, g.sum(axis=0), dtype, max(m, n, k))
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_finite_differences(act):
+    """dL/dx, dL/dw, dL/db of L = sum(r * act(x @ w + b)), central
+    differences in float64."""
+    m, k, n = 4, 5, 3
+    x, w, b, r = data(m, k, n, np.float64, seed=2)
+
+    def loss(x_, w_, b_):
+        return float((r * nn.linear(x_, w_, b_, act, **extra(act))).sum())
+
+    z = nn.linear(x, w, b)
+    dx, dw, db = nn.linear_backward(x, w, r, z=z, activation=act,
+                                    **extra(act))
+    h = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        num = np.empty_like(arr)
+        for idx in np.ndindex(arr.shape):
+            keep = arr[idx]
+            arr[idx] = keep + h
+            up = loss(x, w, b)
+            arr[idx] = keep - h
+            down = loss(x, w, b)
+            arr[idx] = keep
+            num[idx] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_any_strides_no_copies_needed(dtype):
+    m, k, n = 23, 19, 29
+    x, w, b, dy = data(m, k, n, dtype, seed=3)
+    w_torch = np.ascontiguousarray(w.T)          # PyTorch's (out, in) layout
+    x_strided = np.zeros((2 * m, k + 3), dtype)[::2, 1:k + 1]
+    x_strided[...] = x
+    b_strided = np.zeros(2 * n, dtype)[::-2]
+    b_strided[...] = b
+    ref = ref_act(x.astype(np.float64) @ w + b, "relu")
+    out = np.zeros((n, m), dtype).T              # column-major out
+    y = nn.linear(x_strided, w_torch.T, b_strided, "relu", out=out)
+    assert y is out
+    assert_close(out, ref, dtype, k)
+    y = nn.linear(x_strided, w_torch.T, b_strided, "relu")
+    dx, dw, db = nn.linear_backward(x_strided, w_torch.T, dy[:, ::-1][:, ::-1],
+                                    y=y, activation="relu")
+    g = dy * (ref > 0)
+    assert_close(dx, g @ w.T, dtype, n)
+    assert_close(dw, x.T @ g, dtype, m)
+    assert_close(db, g.sum(0), dtype, m)
+
+
+def test_out_overlapping_an_input():
+    x, w, b, _ = data(6, 6, 6, np.float64, seed=4)
+    ref = ref_act(x @ w + b, "tanh")
+    nn.linear(x, w, b, "tanh", out=x)
+    assert_close(x, ref, np.float64, 6)
+
+
+def test_degenerate_sizes():
+    b = np.arange(4, dtype=np.float32) - 1.5
+    # k == 0: the product is zero, the epilogue still applies
+    y = nn.linear(np.zeros((3, 0), np.float32), np.zeros((0, 4), np.float32),
+                  b, "relu")
+    np.testing.assert_array_equal(y, np.tile(np.maximum(b, 0), (3, 1)))
+    y = nn.linear(np.zeros((0, 5)), np.ones((5, 4)), b, "softmax")
+    assert y.shape == (0, 4)
+    dx, dw, db = nn.linear_backward(np.zeros((0, 5)), np.ones((5, 4)),
+                                    np.zeros((0, 4)), y=y, activation="relu")
+    assert dx.shape == (0, 5)
+    np.testing.assert_array_equal(dw, 0)
+    np.testing.assert_array_equal(db, 0)
+
+
+def test_special_values():
+    x = np.array([[np.nan, 1.0]], np.float32)
+    w = np.eye(2, dtype=np.float32)
+    assert np.isnan(nn.linear(x, w, activation="relu")[0, 0])
+    big = np.array([[1000.0, 999.0, -1000.0]])
+    p = nn.linear(big, np.eye(3), activation="softmax")
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_allclose(p, ref_act(big, "softmax"))
+    s = nn.linear(np.array([[-100.0, 100.0]], np.float32),
+                  np.eye(2, dtype=np.float32), activation="sigmoid")
+    assert s[0, 0] >= 0 and s[0, 1] == 1
+
+
+def test_threads_identical():
+    """Fixed per-element order in the GEMM and a fixed row-block order for db:
+    the thread count must not change the results."""
+    m, k, n = 2000, 48, 500
+    x, w, b, dy = data(m, k, n, np.float32, seed=5)
+    results = []
+    for t in (1, 2):
+        with fastmm.threads(t):
+            y = nn.linear(x, w, b, "relu")
+            results.append((y,) + nn.linear_backward(x, w, dy, y=y,
+                                                     activation="relu"))
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-6, atol=1e-6)
+    # db depends only on dy and y, through fastmm's own reduction: bitwise
+    y = results[0][0]
+    dbs = []
+    for t in (1, 2):
+        with fastmm.threads(t):
+            dbs.append(nn.linear_backward(x, w, dy, y=y, activation="relu")[2])
+    np.testing.assert_array_equal(dbs[0], dbs[1])
+
+
+def test_dtype_promotion():
+    x, w, b, _ = data(5, 4, 3, np.float32)
+    assert nn.linear(x, w, b).dtype == np.float32
+    assert nn.linear(x, w.astype(np.float64), b).dtype == np.float64
+    assert nn.linear(x.astype(np.int64), w, b).dtype == np.float64
+    big_endian = x.astype(">f4")
+    np.testing.assert_array_equal(nn.linear(big_endian, w, b),
+                                  nn.linear(x, w, b))
+
+
+def test_errors():
+    x, w, b, dy = data(5, 4, 3, np.float32)
+    with pytest.raises(ValueError, match="unknown activation 'swish'.*relu"):
+        nn.linear(x, w, b, "swish")
+    with pytest.raises(TypeError, match="activation must be"):
+        nn.linear(x, w, b, 3)
+    with pytest.raises(ValueError, match="inner dimensions 4 and 3"):
+        nn.linear(x, w.T, b)
+    with pytest.raises(ValueError, match="b has shape"):
+        nn.linear(x, w, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        nn.linear(x[0], w, b)
+    with pytest.raises(TypeError, match="real floating-point"):
+        nn.linear(x.astype(complex), w, b)
+    with pytest.raises(TypeError, match="dtype"):
+        nn.linear(x, w, b, out=np.empty((5, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        nn.linear(x, w, b, out=np.empty((3, 5), np.float32))
+    ro = np.empty((5, 3), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        nn.linear(x, w, b, out=ro)
+    with pytest.raises(ValueError, match="pre-activation"):
+        nn.linear_backward(x, w, dy, y=dy, activation="gelu")
+    with pytest.raises(ValueError, match="pre-activation"):
+        nn.linear_backward(x, w, dy, y=dy, activation="leaky_relu", slope=-1)
+    with pytest.raises(ValueError, match="needs y="):
+        nn.linear_backward(x, w, dy, activation="relu")
+    with pytest.raises(ValueError, match="dy has shape"):
+        nn.linear_backward(x, w, dy.T, y=dy, activation="relu")
+    with pytest.raises(ValueError, match="finite"):
+        nn.linear(x, w, b, "leaky_relu", slope=float("nan"))
+
+
+# ---- layers, losses, training ----
+
+def test_dense_init_and_seed():
+    a = nn.Dense(200, 300, "relu", seed=7)
+    assert a.init == "he" and a.W.shape == (200, 300)
+    assert a.W.dtype == np.float32
+    assert abs(a.W.std() - math.sqrt(2 / 200)) < 0.05 * math.sqrt(2 / 200)
+    np.testing.assert_array_equal(a.W, nn.Dense(200, 300, "relu", seed=7).W)
+    x = nn.Dense(200, 300, "tanh", init="xavier", seed=7)
+    assert np.abs(x.W).max() <= math.sqrt(6 / 500)
+    with pytest.raises(ValueError, match="init"):
+        nn.Dense(2, 3, init="lecun")
+    with pytest.raises(ValueError, match="outputs 3 features"):
+        nn.Sequential([nn.Dense(2, 3), nn.Dense(4, 5)])
+
+
+def _net(dtype=np.float64, out="softmax"):
+    return nn.Sequential([nn.Dense(6, 8, "relu", seed=0, dtype=dtype),
+                          nn.Dense(8, 7, "gelu", seed=1, dtype=dtype),
+                          nn.Dense(7, 4, out, seed=2, dtype=dtype)])
+
+
+@pytest.mark.parametrize("loss_cls,out", [(nn.SoftmaxCrossEntropy, "softmax"),
+                                          (nn.SoftmaxCrossEntropy, None),
+                                          (nn.MeanSquaredError, "sigmoid")])
+def test_network_gradients_finite_differences(loss_cls, out):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((5, 6))
+    t = rng.integers(0, 4, 5) if loss_cls is nn.SoftmaxCrossEntropy \
+        else rng.random((5, 4))
+    net, loss = _net(out=out), loss_cls()
+    act = net.output_activation
+    pred = net.forward(X)
+    grad, pre = loss.gradient(pred, t, act)
+    net.backward(grad, preactivation=pre)
+    h = 1e-6
+    for layer in net.layers:
+        for p, g in layer.parameters():
+            num = np.empty_like(p)
+            for idx in np.ndindex(p.shape):
+                keep = p[idx]
+                p[idx] = keep + h
+                up = loss.value(net.forward(X, training=False), t, act)
+                p[idx] = keep - h
+                down = loss.value(net.forward(X, training=False), t, act)
+                p[idx] = keep
+                num[idx] = (up - down) / (2 * h)
+            np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
+
+
+def test_sgd_momentum():
+    p, g = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    opt = nn.SGD(lr=0.1, momentum=0.5)
+    opt.step([(p, g)])
+    np.testing.assert_allclose(p, [0.95, 2.1])
+    opt.step([(p, g)])   # v = 0.5 * v - lr * g
+    np.testing.assert_allclose(p, [0.95 - 0.075, 2.1 + 0.15])
+
+
+def test_fit_learns_and_save_load(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 10)) * 3
+    labels = rng.integers(0, 3, 600)
+    X = (centers[labels] + rng.standard_normal((600, 10))).astype(np.float32)
+    net = nn.Sequential([nn.Dense(10, 16, "relu", seed=0),
+                         nn.Dense(16, 3, "softmax", seed=1)])
+    stream = io.StringIO()
+    hist = net.fit(X, labels, epochs=5, batch_size=32, seed=0, stream=stream,
+                   validation_data=(X[:100], labels[:100]))
+    assert len(hist["loss"]) == 5 and len(hist["epoch_time"]) == 5
+    assert hist["loss"][-1] < 0.5 * hist["loss"][0]
+    assert "epoch 5/5" in stream.getvalue() and "loss" in stream.getvalue()
+    accuracy = (net.predict(X).argmax(1) == labels).mean()
+    assert accuracy > 0.95
+    path = tmp_path / "net.npz"
+    net.save(path)
+    again = nn.Sequential.load(path)
+    np.testing.assert_array_equal(again.predict(X), net.predict(X))
+    assert repr(again) == repr(net)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_compiled_matches_formula(nesterov):
+    """The fused step (contiguous arrays) and the numpy fallback (a strided
+    parameter) implement the same update."""
+    rng = np.random.default_rng(6)
+    p = rng.standard_normal((6, 5))
+    g = rng.standard_normal((6, 5))
+    strided = np.zeros((6, 10))[:, ::2]
+    strided[...] = p
+    a = nn.SGD(lr=0.1, momentum=0.8, nesterov=nesterov, weight_decay=0.01)
+    b = nn.SGD(lr=0.1, momentum=0.8, nesterov=nesterov, weight_decay=0.01)
+    v = np.zeros_like(p)
+    ref = p.copy()
+    for _ in range(3):
+        a.step([(p, g)])
+        b.step([(strided, g)])
+        gd = g + 0.01 * ref
+        v = 0.8 * v - 0.1 * gd
+        ref += 0.8 * v - 0.1 * gd if nesterov else v
+    np.testing.assert_allclose(p, ref, rtol=1e-14)
+    np.testing.assert_allclose(strided, ref, rtol=1e-14)
+
+
+def test_lazy_attribute():
+    assert fastmm.nn is nn
+    assert "nn" in fastmm.__all__
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_rows_long_strided_and_nan(dtype):
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((5, 70)) * 30 + 500).astype(dtype)
+    eye = np.eye(70, dtype=dtype)
+    ref = ref_act(z.astype(np.float64), "softmax")
+    assert_close(nn.linear(z, eye, activation="softmax"), ref, dtype, 70)
+    out = np.zeros((70, 5), dtype).T        # strided rows: the plain path
+    nn.linear(z, eye, activation="softmax", out=out)
+    assert_close(out, ref, dtype, 70)
+    z[2, 40] = np.nan
+    p = nn.linear(z, eye, activation="softmax")
+    assert np.isnan(p[2]).all() and np.isfinite(np.delete(p, 2, 0)).all()
