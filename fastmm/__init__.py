@@ -2,6 +2,7 @@
 
     c = fastmm.matmul(a, b)              # np.matmul, faster for float32/64
     c = fastmm.gemm(alpha, a, b, beta, c, trans_a=False, trans_b=False)
+    y = fastmm.nn.linear(x, w, b, activation="relu")
     with fastmm.threads(1): ...
     fastmm.show_config()
 """
@@ -12,14 +13,17 @@ from fastmm._linalg import gemm, matmul
 from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
-           "show_config", "nn", "__version__"]
+           "show_config", "nn", "cuda", "__version__"]
+
+# Submodules loaded on first access: fastmm.nn, and fastmm.cuda, which must
+# not pull numba into a plain `import fastmm`.
+_LAZY_SUBMODULES = ("nn", "cuda")
 
 
 def __getattr__(name):
-    # fastmm.cuda on first access; it imports numba only when it computes
-    if name == "cuda":
+    if name in _LAZY_SUBMODULES:
         import importlib
-        return importlib.import_module("fastmm.cuda")
+        return importlib.import_module(f"fastmm.{name}")
     raise AttributeError(f"module 'fastmm' has no attribute {name!r}")
 
 
@@ -27,11 +31,3 @@ from fastmm._threads import _register_threadpoolctl
 
 _register_threadpoolctl()
 del _register_threadpoolctl
-
-
-def __getattr__(name):
-    # fastmm.nn (dense layers) loads on first use; `import fastmm.nn` works too
-    if name == "nn":
-        import importlib
-        return importlib.import_module("fastmm.nn")
-    raise AttributeError(f"module 'fastmm' has no attribute {name!r}")
