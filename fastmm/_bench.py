@@ -166,27 +166,32 @@ def measure_peak(nthreads, seconds=0.05):
 
 # ---------------------------------------------------------------- timing
 
-def best_time(func, repeats, budget=0.25, sample=2e-3):
-    """Best seconds per call of ``func()`` over ``repeats`` samples.
+def best_times(funcs, repeats, budget=0.5, sample=2e-3):
+    """Best seconds per call of each ``func()`` over ``repeats`` rounds.
 
-    Each sample loops ``func`` enough times to last ~``sample`` seconds;
-    sampling stops early (after at least 2) once ``budget`` seconds are spent.
+    Each sample loops one function enough times to last ~``sample`` seconds
+    (tiny products need thousands of calls to be timed).  The functions take
+    turns within a round, so load from elsewhere on the machine hits them
+    alike; rounds stop early (after at least 2) once ``budget`` s are spent.
     """
-    func()                                    # warm caches, pages, threads
-    t0 = time.perf_counter()
-    func()
-    once = time.perf_counter() - t0
-    inner = max(1, int(sample / max(once, 1e-9)))
-    best = math.inf
-    spent = 0.0
-    for i in range(repeats):
+    inner = []
+    for func in funcs:
+        func()                                # warm caches, pages, threads
         t0 = time.perf_counter()
-        for _ in range(inner):
-            func()
-        elapsed = time.perf_counter() - t0
-        best = min(best, elapsed / inner)
-        spent += elapsed
-        if i >= 1 and spent > budget:
+        func()
+        once = time.perf_counter() - t0
+        inner.append(max(1, int(sample / max(once, 1e-9))))
+    best = [math.inf] * len(funcs)
+    spent = 0.0
+    for r in range(repeats):
+        for i, func in enumerate(funcs):
+            t0 = time.perf_counter()
+            for _ in range(inner[i]):
+                func()
+            elapsed = time.perf_counter() - t0
+            best[i] = min(best[i], elapsed / inner[i])
+            spent += elapsed
+        if r >= 1 and spent > budget:
             break
     return best
 
@@ -261,8 +266,8 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng):
         return {"flops": flops, "error": error, "fastmm": None, "numpy": None}
     out_f = np.empty_like(want)
     out_n = np.empty_like(want)
-    t_f = best_time(lambda: fastmm.matmul(a, b, out=out_f), repeats)
-    t_n = best_time(lambda: np_op(a, b, out=out_n), repeats)
+    t_f, t_n = best_times([lambda: fastmm.matmul(a, b, out=out_f),
+                           lambda: np_op(a, b, out=out_n)], repeats)
     return {"flops": flops, "error": None,
             "fastmm": flops / t_f / 1e9, "numpy": flops / t_n / 1e9,
             "fastmm_s": t_f, "numpy_s": t_n}
