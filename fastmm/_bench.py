@@ -129,11 +129,12 @@ def _peak_isa():
     return None
 
 
-def measure_peak(nthreads, seconds=0.05):
+def measure_peak(nthreads, seconds=0.005, rounds=20):
     """float32 FMA peak in GFLOP/s on ``nthreads`` cores, and how it was got.
 
     Runs the known-peak loop above in ``nthreads`` Python threads at once
-    (ctypes drops the GIL), best of 3, so it reflects the all-core clock.
+    (ctypes drops the GIL), so it reflects the all-core clock.  Many short
+    rounds, best kept: on a shared machine some round runs undisturbed.
     float64's peak is half (same FMA rate, half the lanes).  Returns
     ``(gflops, how)``, or ``(None, why)`` where the loop cannot run.
     """
@@ -151,7 +152,7 @@ def measure_peak(nthreads, seconds=0.05):
     per_iter = (time.perf_counter() - t0) / 100_000
     iters = max(1000, int(seconds / per_iter))
     best = 0.0
-    for _ in range(3):
+    for _ in range(rounds):
         workers = [threading.Thread(target=func, args=(iters,))
                    for _ in range(nthreads)]
         t0 = time.perf_counter()
