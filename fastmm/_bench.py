@@ -24,7 +24,7 @@ import numpy as np
 
 FAMILIES = ("square", "nn", "small", "matvec", "stack")
 FAMILY_HELP = {
-    "square": "n x n @ n x n, n = 256 .. 2048",
+    "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
     "nn": "dense-layer shapes: batch m in {1, 32, 64, 256, 4096}, "
           "(in k, out n) in 64 .. 4096",
     "small": "n x n @ n x n, n = 2 .. 96",
@@ -36,7 +36,7 @@ FAMILY_HELP = {
 def family_cases(family, quick=False):
     """(label, shape of a, shape of b, size for plots) for one family."""
     if family == "square":
-        ns = (256, 1024) if quick else (256, 512, 1024, 1536, 2048)
+        ns = (256, 1024) if quick else (256, 512, 1024, 2048)
         return [(f"{n}", (n, n), (n, n), n) for n in ns]
     if family == "nn":
         if quick:
@@ -170,21 +170,26 @@ def measure_peak(nthreads, seconds=0.005, rounds=20):
 def best_times(funcs, repeats, budget=0.5, sample=2e-3):
     """Best seconds per call of each ``func()`` over ``repeats`` rounds.
 
-    Each sample loops one function enough times to last ~``sample`` seconds
-    (tiny products need thousands of calls to be timed).  The functions take
-    turns within a round, so load from elsewhere on the machine hits them
-    alike; rounds stop early (after at least 2) once ``budget`` s are spent.
+    Call each function once first (the caller has already run it once, so
+    caches, pages and threads are warm) to choose its inner count: each
+    sample loops it enough times to last ~``sample`` seconds (tiny products
+    need thousands of calls to be timed); a product that is slow enough to
+    be one sample counts that first call as one.  The functions take turns
+    within a round, so load from elsewhere on the machine hits them alike;
+    rounds stop early (after at least 2 samples each) once ``budget``
+    seconds are spent.
     """
-    inner = []
+    inner, best = [], []
+    spent = 0.0
     for func in funcs:
-        func()                                # warm caches, pages, threads
         t0 = time.perf_counter()
         func()
         once = time.perf_counter() - t0
+        spent += once
         inner.append(max(1, int(sample / max(once, 1e-9))))
-    best = [math.inf] * len(funcs)
-    spent = 0.0
-    for r in range(repeats):
+        best.append(once if inner[-1] == 1 else math.inf)
+    rounds = repeats - 1 if all(n == 1 for n in inner) else repeats
+    for r in range(rounds):
         for i, func in enumerate(funcs):
             t0 = time.perf_counter()
             for _ in range(inner[i]):
@@ -192,7 +197,7 @@ def best_times(funcs, repeats, budget=0.5, sample=2e-3):
             elapsed = time.perf_counter() - t0
             best[i] = min(best[i], elapsed / inner[i])
             spent += elapsed
-        if r >= 1 and spent > budget:
+        if spent > budget and (r >= 1 or rounds < repeats):
             break
     return best
 
@@ -265,8 +270,8 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng):
     flops = flop_count(shape_a, shape_b)
     if error is not None:
         return {"flops": flops, "error": error, "fastmm": None, "numpy": None}
-    out_f = np.empty_like(want)
-    out_n = np.empty_like(want)
+    out_f = np.zeros_like(want)              # zeros: pages touched before timing
+    out_n = np.zeros_like(want)
     t_f, t_n = best_times([lambda: fastmm.matmul(a, b, out=out_f),
                            lambda: np_op(a, b, out=out_n)], repeats)
     return {"flops": flops, "error": None,
