@@ -17,6 +17,7 @@ The "% of peak" column uses the machine's FMA peak, measured at start-up by
 """
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -255,6 +256,18 @@ class Progress:
             self.stream.flush()
 
 
+def machine_load():
+    """A description of the load from other processes, or '' when idle."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    from fastmm._threads import cpu_count
+    ncpu = cpu_count()
+    # this process is idle while it sets up, so the load is others' work
+    return f"load average {load:.1f} on {ncpu} CPU(s)" if load > 0.5 * ncpu else ""
+
+
 def numpy_blas():
     """One line naming numpy's BLAS library, from threadpoolctl."""
     from threadpoolctl import threadpool_info
@@ -320,6 +333,11 @@ def run(args):
         print(f"FMA peak, {t} thread(s): {shown} ({how})")
     print("numpy baseline: np.dot for 1-D/2-D, np.matmul for stacks; "
           "both write into a preallocated out")
+    busy = machine_load()
+    if busy:
+        print(f"WARNING: {busy}: other work shares the CPUs, so timings "
+              f"(multi-threaded ones most) are noisy; compare ratios, rerun "
+              f"when the machine is idle")
 
     cases = [(fam, label, sa, sb, size, dt, t)
              for fam in families
