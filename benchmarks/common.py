@@ -60,11 +60,15 @@ DTYPES = ["float32", "float64"]
 
 
 def _cpu_count():
+    """CPUs this process may use (fastmm's own count where it has one)."""
     try:
-        return fastmm.get_num_threads()
-    except AttributeError:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
+        from fastmm._threads import cpu_count
+        return cpu_count()
+    except (ImportError, AttributeError):
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # 1 thread, and every CPU the process may use (when that is more than 1)
