@@ -1,0 +1,1 @@
+"""fastmm's asv benchmark suite (see asv.conf.json and README.md)."""

@@ -1,0 +1,198 @@
+"""Shared pieces of the asv suite: seeded data, shape lists, thread pinning.
+
+Every benchmark class times fastmm and numpy on the same data at the same
+thread count, and its ``track_*`` benchmarks report fastmm's GFLOP/s and its
+speedup over numpy measured side by side in one call, so results taken on a
+busy machine still compare like with like.
+
+The pattern a new benchmark file follows (bench_gemm.py is the example):
+
+    from .common import DTYPES, THREADS, Product, fastmm, random_array, require
+
+    class Linear(Product):
+        params = [["256x1024x4096"], DTYPES, THREADS]
+        param_names = ["shape", "dtype", "threads"]
+
+        def setup(self, shape, dtype, threads):
+            require("nn")                  # skipped on commits without fastmm.nn
+            m, k, n = parse_shape(shape)
+            x = random_array((m, k), dtype, seed=1)
+            ...                            # weights, bias, outputs
+            self.prepare(lambda: fastmm.nn.linear(x, w, b, out=out_f),
+                         lambda: np.add(x @ w, b, out=out_n),
+                         2.0 * m * k * n, threads, check=(x, w, out_f, out_n))
+
+        def time_fastmm(self, shape, dtype, threads):
+            self.fastmm_op()
+
+        def time_numpy(self, shape, dtype, threads):
+            self.numpy_op()
+
+        def track_gflops(self, shape, dtype, threads):
+            return self.fastmm_gflops()
+        track_gflops.unit = "GFLOP/s"
+
+        def track_speedup(self, shape, dtype, threads):
+            return self.speedup()
+        track_speedup.unit = "x numpy"
+
+``Product.teardown`` restores the thread counts ``prepare`` pinned.
+"""
+import math
+import os
+import time
+
+import numpy as np
+
+try:
+    import fastmm
+except ImportError:          # a commit that does not build or import
+    fastmm = None
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:
+    threadpool_limits = None
+
+SEED = 20251121
+
+DTYPES = ["float32", "float64"]
+
+
+def _cpu_count():
+    """CPUs this process may use (fastmm's own count where it has one)."""
+    try:
+        from fastmm._threads import cpu_count
+        return cpu_count()
+    except (ImportError, AttributeError):
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# 1 thread, and every CPU the process may use (when that is more than 1)
+THREADS = sorted({1, _cpu_count()})
+
+SQUARE_SIZES = [64, 256, 1024, 2048]
+# dense-layer products "m x k x n": (m, k) activations @ (k, n) weights
+NN_SHAPES = ["1x1024x4096", "32x1024x1024", "64x4096x1024", "256x1024x4096",
+             "4096x512x512", "4096x1024x1024"]
+SMALL_SIZES = [2, 4, 8, 16, 32, 64, 96]
+# stacks "b x n": (b, n, n) @ (b, n, n)
+STACK_SHAPES = ["10000x4", "10000x8", "1000x32", "100x64"]
+TRANSPOSES = ["NN", "TN", "NT", "TT"]
+
+
+def parse_shape(text):
+    """'32x1024x1024' -> (32, 1024, 1024)."""
+    return tuple(int(x) for x in text.split("x"))
+
+
+def require(*names):
+    """Raise NotImplementedError (asv: skip) unless fastmm has ``names``.
+
+    Dotted names reach submodules: ``require("nn.linear")``.
+    """
+    if fastmm is None:
+        raise NotImplementedError("fastmm does not import at this commit")
+    for name in names:
+        obj = fastmm
+        for part in name.split("."):
+            if not hasattr(obj, part):
+                raise NotImplementedError(f"fastmm.{name} not at this commit")
+            obj = getattr(obj, part)
+
+
+def random_array(shape, dtype, seed=0):
+    """Uniform [-1, 1) data, the same for a given (shape, dtype, seed).
+
+    Generating writes every element, so the pages are touched before timing.
+    """
+    rng = np.random.default_rng([SEED, seed])
+    return rng.uniform(-1.0, 1.0, shape).astype(dtype)
+
+
+def best_times(funcs, repeats=5, sample=2e-3):
+    """Best seconds per call of each ``func()``, samples interleaved.
+
+    Each sample loops one function for ~``sample`` seconds; the functions
+    take turns, so a burst of load from elsewhere hits them alike.
+    """
+    inner = []
+    for func in funcs:
+        func()
+        t0 = time.perf_counter()
+        func()
+        inner.append(max(1, int(sample / max(time.perf_counter() - t0, 1e-9))))
+    best = [math.inf] * len(funcs)
+    for _ in range(repeats):
+        for i, func in enumerate(funcs):
+            t0 = time.perf_counter()
+            for _ in range(inner[i]):
+                func()
+            best[i] = min(best[i], (time.perf_counter() - t0) / inner[i])
+    return best
+
+
+def check_close(got, want, k, a, b):
+    """AssertionError unless fastmm's ``got`` is within the k*eps bound.
+
+    A benchmark whose answer is wrong must fail, not report a speed.
+    """
+    eps = np.finfo(want.dtype).eps
+    bound = 2 * k * eps * np.matmul(np.abs(a), np.abs(b)) + np.finfo(want.dtype).tiny
+    err = np.abs(np.asarray(got, np.float64) - want)
+    if not (np.all(np.isfinite(got)) and np.all(err <= bound)):
+        raise AssertionError("fastmm's result differs from numpy's beyond "
+                             "the k*eps bound")
+
+
+class Product:
+    """Base of every fastmm-vs-numpy benchmark: pinned threads, both ops.
+
+    It defines no benchmarks itself; subclasses add one-line ``time_*``
+    methods calling ``fastmm_op`` / ``numpy_op`` and ``track_*`` methods
+    returning ``fastmm_gflops()`` / ``speedup()``.
+    """
+    timeout = 180
+
+    def prepare(self, fastmm_op, numpy_op, flops, threads, check=None):
+        """Pin threads, run both ops once (warm-up), then, with
+        ``check=(a, b, fastmm_out, numpy_out)``, verify fastmm's output
+        against numpy's within the k*eps bound of a @ b."""
+        self.pin(threads)
+        self.fastmm_op, self.numpy_op, self.flops = fastmm_op, numpy_op, flops
+        fastmm_op()
+        numpy_op()
+        if check is not None:
+            a, b, got, want = check
+            check_close(got, want, a.shape[-1], a, b)
+
+    def pin(self, threads):
+        """fastmm and numpy's BLAS both to ``threads`` until teardown."""
+        if threads > _cpu_count():
+            raise NotImplementedError(f"{threads} threads > CPUs available")
+        self._saved_threads = None
+        self._blas_limits = None
+        if hasattr(fastmm, "set_num_threads"):
+            self._saved_threads = fastmm.get_num_threads()
+            fastmm.set_num_threads(threads)
+        elif threads != 1:
+            raise NotImplementedError("no fastmm.set_num_threads at this commit")
+        if threadpool_limits is not None:
+            self._blas_limits = threadpool_limits(threads, user_api="blas")
+
+    def teardown(self, *params):
+        if getattr(self, "_blas_limits", None) is not None:
+            self._blas_limits.restore_original_limits()
+        if getattr(self, "_saved_threads", None) is not None:
+            fastmm.set_num_threads(self._saved_threads)
+
+    def fastmm_gflops(self):
+        return self.flops / best_times([self.fastmm_op])[0] / 1e9
+
+    def speedup(self):
+        """numpy's time / fastmm's time, measured back to back."""
+        t_numpy, t_fastmm = best_times([self.numpy_op, self.fastmm_op])
+        return t_numpy / t_fastmm

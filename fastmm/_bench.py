@@ -1,0 +1,475 @@
+"""``python -m fastmm bench``: fastmm against numpy, side by side.
+
+Every case is timed for fastmm and for numpy in this one process, at the same
+thread count (numpy's BLAS pinned with threadpoolctl, fastmm with
+``fastmm.threads``), best of several repeats, each repeat long enough
+(inner iterations) for the clock to resolve tiny products.  Each case's
+fastmm result is checked against numpy's first: a wrong answer is reported
+as WRONG, never as a speed, and makes the command exit with status 1.
+
+The numpy baseline is ``np.dot`` for 1-D and 2-D operands (numpy's cheapest
+call into its BLAS) and ``np.matmul`` for stacks (``np.dot`` means something
+else there).  Both libraries write into a preallocated ``out`` so allocation
+is timed for neither.
+
+The "% of peak" column uses the machine's FMA peak, measured at start-up by
+:func:`measure_peak` (see there), or given with ``--peak``.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+FAMILIES = ("square", "nn", "small", "matvec", "stack")
+FAMILY_HELP = {
+    "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
+    "nn": "dense-layer shapes: batch m in {1, 32, 64, 256, 4096}, "
+          "(in k, out n) in 64 .. 4096",
+    "small": "n x n @ n x n, n = 2 .. 96",
+    "matvec": "matrix @ vector and vector @ matrix",
+    "stack": "stacks of small matrices, e.g. (10000, 8, 8) @ (10000, 8, 8)",
+}
+
+
+def family_cases(family, quick=False):
+    """(label, shape of a, shape of b, size for plots) for one family."""
+    if family == "square":
+        ns = (256, 1024) if quick else (256, 512, 1024, 2048)
+        return [(f"{n}", (n, n), (n, n), n) for n in ns]
+    if family == "nn":
+        if quick:
+            mkn = [(32, 1024, 1024), (256, 1024, 4096)]
+        else:
+            kn = [(64, 256), (512, 512), (1024, 4096), (4096, 1024)]
+            # a 4096-row batch with 4096-wide layers is 34 GFLOP: keep the
+            # default run short by pairing it with the narrower layers only
+            mkn = [(m, k, n) for m in (1, 32, 64, 256) for k, n in kn]
+            mkn += [(4096, 64, 256), (4096, 512, 512), (4096, 1024, 1024)]
+        return [(f"{m}x{k} @ {k}x{n}", (m, k), (k, n), m) for m, k, n in mkn]
+    if family == "small":
+        ns = (4, 16, 64) if quick else (2, 3, 4, 8, 16, 32, 48, 64, 96)
+        return [(f"{n}", (n, n), (n, n), n) for n in ns]
+    if family == "matvec":
+        ns = (1024,) if quick else (256, 1024, 4096)
+        cases = [(f"{n}x{n} @ {n}", (n, n), (n,), n) for n in ns]
+        cases += [(f"{n} @ {n}x{n}", (n,), (n, n), n) for n in ns[-1:]]
+        return cases
+    if family == "stack":
+        shapes = [(10000, 8)] if quick else [(10000, 4), (10000, 8),
+                                             (1000, 32), (100, 64)]
+        return [(f"{b}x{n}x{n} @ {b}x{n}x{n}", (b, n, n), (b, n, n), n)
+                for b, n in shapes]
+    raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+
+
+def flop_count(shape_a, shape_b):
+    """2*m*k*n per product, times the stack size."""
+    k = shape_a[-1]
+    m = shape_a[-2] if len(shape_a) > 1 else 1
+    n = shape_b[-1] if len(shape_b) > 1 else 1
+    batch = math.prod(np.broadcast_shapes(shape_a[:-2], shape_b[:-2]))
+    return 2.0 * batch * m * k * n
+
+
+# ---------------------------------------------------------------- peak
+
+# A short loop of 12 independent vfmadd231ps on registers only (no memory),
+# enough chains to cover FMA latency x throughput on current x86 cores, so
+# it runs at exactly the core's FMA issue rate: a known-peak loop.  Bytes
+# assembled from:  vxorps xmm0..xmm13 (zero: no denormal stalls);
+# 1: vfmadd231ps {zmm|ymm}0..11, {zmm|ymm}12, {zmm|ymm}13; dec rdi; jnz 1b;
+# vzeroupper; ret.  It follows the System V ABI (rdi = iterations, vector
+# registers caller-saved), so it runs only on x86-64 Linux.
+_ZERO = bytes.fromhex(
+    "c5f857c0c5f057c9c5e857d2c5e057dbc5d857e4c5d057edc5c857f6c5c057ff"
+    "c4413857c0c4413057c9c4412857d2c4412057dbc4411857e4c4411057ed")
+_FMA = {
+    "zmm": [bytes([0x62, 0xd2 if r < 8 else 0x52, 0x1d, 0x48, 0xb8,
+                   0xc5 + 8 * (r % 8)]) for r in range(12)],
+    "ymm": [bytes([0xc4, 0xc2 if r < 8 else 0x42, 0x1d, 0xb8,
+                   0xc5 + 8 * (r % 8)]) for r in range(12)],
+}
+_LANES32 = {"zmm": 16, "ymm": 8}
+
+
+def _fma_loop(isa):
+    """The known-peak loop as a ctypes function f(iterations), or None."""
+    import ctypes
+    import mmap
+    body = b"".join(_FMA[isa])
+    back = (-(len(body) + 5)) & 0xFF         # jnz rel8 back over the body
+    code = _ZERO + body + bytes([0x48, 0xFF, 0xCF, 0x75, back,
+                                 0xC5, 0xF8, 0x77, 0xC3])
+    try:
+        buf = mmap.mmap(-1, len(code), prot=mmap.PROT_READ | mmap.PROT_WRITE
+                        | mmap.PROT_EXEC)
+    except (OSError, AttributeError, ValueError):
+        return None                          # W^X policy or no mmap.PROT_EXEC
+    buf.write(code)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    func = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr)
+    func._keep = buf                         # the code lives as long as func
+    return func
+
+
+def _peak_isa():
+    """'zmm' or 'ymm' when the CPU and OS run that FMA loop, else None."""
+    import platform
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    from fastmm._config import cpu_features
+    # /proc/cpuinfo lists avx* only when the kernel enabled their state (XCR0)
+    feats = set(cpu_features())
+    if "avx512f" in feats:
+        return "zmm"
+    if "avx2" in feats and "fma" in feats:
+        return "ymm"
+    return None
+
+
+def measure_peak(nthreads, seconds=0.02, rounds=5):
+    """float32 FMA peak in GFLOP/s on ``nthreads`` cores, and how it was got.
+
+    Runs the known-peak loop above in ``nthreads`` Python threads at once
+    (ctypes drops the GIL), so the all-core clock applies.  Each thread's
+    rate is its flops over its own CPU time (time.thread_time), so time the
+    thread spends descheduled on a shared machine does not count: this is
+    what the cores do while running.  Best of ``rounds``.  float64's peak is
+    half (same FMA rate, half the lanes).  Returns ``(gflops, how)``, or
+    ``(None, why)`` where the loop cannot run.
+    """
+    import threading
+    isa = _peak_isa()
+    if isa is None:
+        return None, "no AVX2/AVX-512 FMA loop for this platform"
+    func = _fma_loop(isa)
+    if func is None:
+        return None, "cannot map executable memory"
+    flops_per_iter = 2 * 12 * _LANES32[isa]
+    func(1000)
+    t0 = time.thread_time()
+    func(100_000)
+    per_iter = max(time.thread_time() - t0, 1e-6) / 100_000
+    iters = max(1000, int(seconds / per_iter))
+
+    def worker(rates, i):
+        t0 = time.thread_time()
+        func(iters)
+        rates[i] = iters * flops_per_iter / (time.thread_time() - t0) / 1e9
+
+    best = 0.0
+    for _ in range(rounds):
+        rates = [0.0] * nthreads
+        workers = [threading.Thread(target=worker, args=(rates, i))
+                   for i in range(nthreads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, sum(rates))
+    return best, (f"{isa} FMA loop on {nthreads} thread(s), flops per "
+                  f"thread CPU second")
+
+
+# ---------------------------------------------------------------- timing
+
+def best_times(funcs, repeats, budget=0.5, sample=2e-3):
+    """Best seconds per call of each ``func()`` over ``repeats`` rounds.
+
+    Call each function once first (the caller has already run it once, so
+    caches, pages and threads are warm) to choose its inner count: each
+    sample loops it enough times to last ~``sample`` seconds (tiny products
+    need thousands of calls to be timed); a product that is slow enough to
+    be one sample counts that first call as one.  The functions take turns
+    within a round, so load from elsewhere on the machine hits them alike;
+    rounds stop early (after at least 2 samples each) once ``budget``
+    seconds are spent.
+    """
+    inner, best = [], []
+    spent = 0.0
+    for func in funcs:
+        t0 = time.perf_counter()
+        func()
+        once = time.perf_counter() - t0
+        spent += once
+        inner.append(max(1, int(sample / max(once, 1e-9))))
+        best.append(once if inner[-1] == 1 else math.inf)
+    rounds = repeats - 1 if all(n == 1 for n in inner) else repeats
+    for r in range(rounds):
+        for i, func in enumerate(funcs):
+            t0 = time.perf_counter()
+            for _ in range(inner[i]):
+                func()
+            elapsed = time.perf_counter() - t0
+            best[i] = min(best[i], elapsed / inner[i])
+            spent += elapsed
+        if spent > budget and (r >= 1 or rounds < repeats):
+            break
+    return best
+
+
+def check_result(got, want, a, b):
+    """None when fastmm's ``got`` is within the k*eps bound of ``want``."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return f"shape/dtype {got.shape} {got.dtype} != {want.shape} {want.dtype}"
+    k = a.shape[-1]
+    eps = np.finfo(want.dtype).eps
+    # |fl(a@b) - a@b| <= k*eps*(|a|@|b|) for any summation order; both
+    # results carry such an error, hence the factor 2
+    bound = 2 * k * eps * np.matmul(np.abs(a), np.abs(b)) + np.finfo(want.dtype).tiny
+    err = np.abs(got.astype(np.float64) - want)
+    if not np.all(np.isfinite(got)) or np.any(err > bound):
+        worst = float(np.max(err / bound)) if np.all(np.isfinite(got)) else math.inf
+        return f"error {worst:.3g} x the k*eps bound"
+    return None
+
+
+class Progress:
+    """A one-line progress bar on stderr (on a terminal; else sparse lines)."""
+
+    def __init__(self, total, stream=sys.stderr, width=30):
+        self.total, self.stream, self.width = total, stream, width
+        self.done = 0
+        self.live = stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def update(self, label):
+        if not self.live and self.total >= 20 and self.done % (self.total // 10) == 0:
+            # not a terminal (a log): one plain line per ~10 %
+            self.stream.write(f"[{self.done}/{self.total}] {label}\n")
+            self.stream.flush()
+        if self.live:
+            filled = self.width * self.done // max(self.total, 1)
+            bar = "#" * filled + "." * (self.width - filled)
+            elapsed = time.perf_counter() - self.t0
+            self.stream.write(f"\r[{bar}] {self.done}/{self.total} "
+                              f"{elapsed:5.0f}s  {label[:40]:<40}")
+            self.stream.flush()
+        self.done += 1
+
+    def close(self):
+        if self.live:
+            self.stream.write("\r" + " " * (self.width + 60) + "\r")
+            self.stream.flush()
+
+
+def machine_load():
+    """A description of the load from other processes, or '' when idle."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    from fastmm._threads import cpu_count
+    ncpu = cpu_count()
+    # this process is idle while it sets up, so the load is others' work
+    return f"load average {load:.1f} on {ncpu} CPU(s)" if load > 0.5 * ncpu else ""
+
+
+def numpy_blas():
+    """One line naming numpy's BLAS library, from threadpoolctl."""
+    from threadpoolctl import threadpool_info
+    blas = [d for d in threadpool_info() if d.get("user_api") == "blas"]
+    if not blas:
+        return "unknown (threadpoolctl finds no BLAS)"
+    d = blas[0]
+    extra = ", ".join(f"{key} {d[key]}" for key in ("architecture",
+                                                    "threading_layer")
+                      if d.get(key))
+    return f"{d['internal_api']} {d.get('version') or ''} ({extra})".replace(" ()", "")
+
+
+# ---------------------------------------------------------------- run
+
+def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng):
+    """Verify then time one case; a dict of results (speeds None if wrong)."""
+    a = rng.uniform(-1, 1, shape_a).astype(dtype)
+    b = rng.uniform(-1, 1, shape_b).astype(dtype)
+    stacked = len(shape_a) > 2 or len(shape_b) > 2
+    np_op = np.matmul if stacked else np.dot
+    want = np_op(a, b)
+    got = fastmm.matmul(a, b)
+    error = check_result(np.asarray(got), want, a, b)
+    flops = flop_count(shape_a, shape_b)
+    if error is not None:
+        return {"flops": flops, "error": error, "fastmm": None, "numpy": None}
+    out_f = np.zeros_like(want)              # zeros: pages touched before timing
+    out_n = np.zeros_like(want)
+    t_f, t_n = best_times([lambda: fastmm.matmul(a, b, out=out_f),
+                           lambda: np_op(a, b, out=out_n)], repeats)
+    return {"flops": flops, "error": None,
+            "fastmm": flops / t_f / 1e9, "numpy": flops / t_n / 1e9,
+            "fastmm_s": t_f, "numpy_s": t_n}
+
+
+def geomean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def run(args):
+    import fastmm
+    from threadpoolctl import threadpool_limits
+
+    families = args.families
+    thread_counts = args.threads or sorted({1, fastmm.get_num_threads()})
+    peaks = {}
+    for t in thread_counts:
+        if args.peak:
+            peaks[t] = (args.peak * t, "given with --peak (per core) x threads")
+        else:
+            peaks[t] = measure_peak(t)
+
+    print(f"fastmm {fastmm.__version__} vs numpy {np.__version__}, "
+          f"numpy's BLAS: {numpy_blas()}")
+    from fastmm import _gemm
+    print(f"fastmm kernel: {_gemm.kernel_info()['name']}; threads: "
+          f"{', '.join(map(str, thread_counts))} (both libraries pinned to the "
+          f"same count); best of {args.repeats}")
+    for t, (peak, how) in peaks.items():
+        shown = f"{peak:.0f} GFLOP/s float32, {peak / 2:.0f} float64" if peak else "n/a"
+        print(f"FMA peak, {t} thread(s): {shown} ({how})")
+    print("numpy baseline: np.dot for 1-D/2-D, np.matmul for stacks; "
+          "both write into a preallocated out")
+    busy = machine_load()
+    if busy:
+        print(f"WARNING: {busy}: other work shares the CPUs, so timings "
+              f"(multi-threaded ones most) are noisy; compare ratios, rerun "
+              f"when the machine is idle")
+
+    cases = [(fam, label, sa, sb, size, dt, t)
+             for fam in families
+             for label, sa, sb, size in family_cases(fam, args.quick)
+             for dt in args.dtypes for t in thread_counts]
+    rng = np.random.default_rng(0)
+    progress = Progress(len(cases))
+    rows = []
+    for fam, label, sa, sb, size, dt, t in cases:
+        progress.update(f"{fam} {label} {dt} {t}t")
+        with fastmm.threads(t), threadpool_limits(t, user_api="blas"):
+            res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats, rng)
+        peak = peaks[t][0]
+        if peak and dt == "float64":
+            peak /= 2
+        res.update(family=fam, label=label, size=size, dtype=dt, threads=t,
+                   peak=peak)
+        rows.append(res)
+    progress.close()
+    print_table(rows)
+    print_summary(rows, families, args.dtypes, thread_counts)
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"results written to {args.json}")
+    if args.plot:
+        plot(rows, args.plot, args.dtypes, thread_counts)
+        print(f"plot written to {args.plot}")
+    wrong = [r for r in rows if r["error"]]
+    if wrong:
+        print(f"\n{len(wrong)} case(s) gave WRONG results: see the table",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_table(rows):
+    header = (f"{'family':<7} {'shape':<26} {'dtype':<8} {'thr':>3} "
+              f"{'fastmm GF/s':>11} {'numpy GF/s':>10} {'speedup':>8} "
+              f"{'fastmm %pk':>10} {'numpy %pk':>9}")
+    print("\n" + header)
+    print("-" * len(header))
+    for r in rows:
+        head = f"{r['family']:<7} {r['label']:<26} {r['dtype']:<8} {r['threads']:>3} "
+        if r["error"]:
+            print(head + f"WRONG RESULT: {r['error']}")
+            continue
+        pk = r["peak"]
+        pf = f"{100 * r['fastmm'] / pk:9.0f}%" if pk else f"{'n/a':>10}"
+        pn = f"{100 * r['numpy'] / pk:8.0f}%" if pk else f"{'n/a':>9}"
+        print(head + f"{r['fastmm']:11.2f} {r['numpy']:10.2f} "
+              f"{r['fastmm'] / r['numpy']:7.2f}x {pf} {pn}")
+
+
+def print_summary(rows, families, dtypes, thread_counts):
+    cols = [(dt, t) for dt in dtypes for t in thread_counts]
+    names = [f"{dt[5:]}-bit {t}t" for dt, t in cols]
+    print("\ngeometric-mean speedup of fastmm over numpy (>1: fastmm faster)")
+    print(f"{'family':<8}" + "".join(f"{n:>13}" for n in names) + f"{'all':>9}")
+    for fam in list(families) + ["all"]:
+        sel = [r for r in rows if fam in ("all", r["family"]) and not r["error"]]
+        cells = []
+        for dt, t in cols:
+            g = geomean([r["fastmm"] / r["numpy"] for r in sel
+                         if r["dtype"] == dt and r["threads"] == t])
+            cells.append(f"{g:12.2f}x" if g else f"{'-':>13}")
+        g = geomean([r["fastmm"] / r["numpy"] for r in sel])
+        print(f"{fam:<8}" + "".join(cells) + (f"{g:8.2f}x" if g else f"{'-':>9}"))
+
+
+def plot(rows, path, dtypes, thread_counts):
+    """GFLOP/s against n for the n x n families, one panel per dtype/threads."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(dtypes), len(thread_counts), squeeze=False,
+                             figsize=(5 * len(thread_counts), 3.6 * len(dtypes)))
+    for i, dt in enumerate(dtypes):
+        for j, t in enumerate(thread_counts):
+            ax = axes[i][j]
+            sel = sorted((r for r in rows if r["family"] in ("small", "square")
+                          and r["dtype"] == dt and r["threads"] == t
+                          and not r["error"]), key=lambda r: r["size"])
+            if sel:
+                n = [r["size"] for r in sel]
+                ax.plot(n, [r["fastmm"] for r in sel], "o-", label="fastmm")
+                ax.plot(n, [r["numpy"] for r in sel], "s--", label="numpy")
+                if sel[0]["peak"]:
+                    ax.axhline(sel[0]["peak"], color="k", lw=0.8, ls=":",
+                               label="FMA peak")
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"n x n @ n x n, {dt}, {t} thread(s)")
+            ax.set_xlabel("n")
+            ax.set_ylabel("GFLOP/s")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _csv(kind, choices=None):
+    def parse(text):
+        items = [kind(x) for x in text.split(",") if x.strip()]
+        bad = [x for x in items if choices and x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: choose from {', '.join(map(str, choices))}"
+                if choices else f"{text!r}: give a comma-separated list")
+        return items
+    return parse
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="a few sizes per family (the ~20 s demo)")
+    parser.add_argument("--families", type=_csv(str, FAMILIES),
+                        default=list(FAMILIES), metavar="LIST",
+                        help="comma-separated, from: " + "; ".join(
+                            f"{k} ({v})" for k, v in FAMILY_HELP.items()))
+    parser.add_argument("--dtypes", type=_csv(str, ("float32", "float64")),
+                        default=["float32", "float64"], metavar="LIST",
+                        help="float32,float64 (default both)")
+    parser.add_argument("--threads", type=_csv(int), default=None,
+                        metavar="LIST", help="thread counts, e.g. 1,2 "
+                        "(default: 1 and fastmm.get_num_threads())")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="samples per case; the best is reported (default 5)")
+    parser.add_argument("--peak", type=float, default=None, metavar="GFLOPS",
+                        help="float32 FMA peak of one core in GFLOP/s (default: "
+                        "measured with a register-only FMA loop)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="plot GFLOP/s against n (needs matplotlib)")
+    parser.add_argument("--json", metavar="FILE.json",
+                        help="also write every result as JSON")
