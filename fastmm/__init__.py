@@ -8,7 +8,18 @@
 """
 __version__ = "0.1.0"
 
-from fastmm._threads import get_num_threads, set_num_threads, threads
+try:
+    from fastmm._threads import get_num_threads, set_num_threads, threads
+except ImportError as e:  # pragma: no cover - depends on how it was installed
+    import os as _os
+    if not any(f.startswith("_threads.") and not f.endswith((".pyx", ".pxd", ".h"))
+               for f in _os.listdir(_os.path.dirname(__file__))):
+        raise ImportError(
+            "fastmm's compiled modules are missing from "
+            f"{_os.path.dirname(__file__)}: this looks like the source tree. "
+            "Build it in place with `pip install -e .`, or run from outside "
+            "the source directory after `pip install .`") from e
+    raise
 from fastmm._linalg import gemm, matmul
 from fastmm._config import show_config
 
