@@ -26,11 +26,13 @@ fmm_sgemm_avx2_6x16(ptrdiff_t k, float alpha, const float *a, const float *b,
 {
     enum { MR = FMM_AVX2_S_MR, NV = FMM_AVX2_S_NV, W = 8 };
     __m256 acc[MR][NV];
-    /* C is touched only after the k loop: start fetching it now.  (Row
-     * pointers are walked, not indexed, here and below: a dozen live row
-     * addresses push GCC into spilling accumulators.) */
-    for (const float *ci = c; ci < c + MR * ldc; ci += ldc)
+    /* C is touched only after the k loop: start fetching its rows now (both
+     * ends: a row may straddle two lines).  Row pointers are walked, not
+     * indexed, here and below: live row addresses make GCC spill. */
+    for (const float *ci = c; ci < c + MR * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
+        _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
@@ -70,8 +72,10 @@ fmm_dgemm_avx2_6x8(ptrdiff_t k, double alpha, const double *a,
 {
     enum { MR = FMM_AVX2_D_MR, NV = FMM_AVX2_D_NV, W = 4 };
     __m256d acc[MR][NV];
-    for (const double *ci = c; ci < c + MR * ldc; ci += ldc)
+    for (const double *ci = c; ci < c + MR * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
+        _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4

@@ -39,11 +39,13 @@ fmm_sgemm_avx512_12x32(ptrdiff_t k, float alpha, const float *a,
 {
     enum { MR = FMM_AVX512_S_MR, NV = FMM_AVX512_S_NV, W = 16 };
     __m512 acc[MR][NV];
-    /* C is touched only after the k loop: start fetching it now.  (Row
-     * pointers are walked, not indexed, here and below: a dozen live row
-     * addresses push GCC into spilling accumulators.) */
-    for (const float *ci = c; ci < c + MR * ldc; ci += ldc)
+    /* C is touched only after the k loop: start fetching its rows now (both
+     * ends: a row spans two lines).  Row pointers are walked, not indexed,
+     * here and below: a dozen live row addresses make GCC spill accumulators. */
+    for (const float *ci = c; ci < c + MR * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
+        _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
@@ -83,8 +85,10 @@ fmm_dgemm_avx512_12x16(ptrdiff_t k, double alpha, const double *a,
 {
     enum { MR = FMM_AVX512_D_MR, NV = FMM_AVX512_D_NV, W = 8 };
     __m512d acc[MR][NV];
-    for (const double *ci = c; ci < c + MR * ldc; ci += ldc)
+    for (const double *ci = c; ci < c + MR * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
+        _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 4
