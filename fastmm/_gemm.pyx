@@ -13,7 +13,6 @@ All threads run the same loops (one OpenMP region per call) and meet at a
 barrier around each shared B panel.  Every element of C is computed by one
 thread in a fixed order, so results do not depend on the thread count.
 """
-from libc.stdlib cimport free
 from libc.string cimport memset
 from cython.parallel cimport parallel
 
@@ -43,8 +42,9 @@ cdef extern from "_parallel.h" nogil:
     int fmm_team_size()
     void fmm_barrier()
 
-cdef extern from "<stdlib.h>" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
+cdef extern from "_scratch.h" nogil:
+    void* fmm_scratch_get(size_t size)
+    void fmm_scratch_release(void* ptr, size_t size)
 
 
 # Everything the loops need about one element type's kernel.
@@ -59,12 +59,6 @@ cdef const fmm_kernel_t* _kernel = NULL
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
-
-
-cdef void* _alloc(size_t size) noexcept nogil:
-    # 64-byte aligned (the kernels' panels), size rounded up as C11 requires
-    size = (size + 63) & ~(<size_t>63)
-    return aligned_alloc(64, size if size else 64)
 
 
 cdef inline void _run_ukr(const Blocking* blk, Py_ssize_t kc, real alpha,
@@ -185,6 +179,8 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef Py_ssize_t mc_max, kc_max, nc_max, t
     cdef real* a_packed
     cdef real* b_packed
+    cdef void* scratch
+    cdef size_t a_size, b_size
     cdef Epilogue ep_t
     cdef int nt
     if m <= 0 or n <= 0:
@@ -212,14 +208,15 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     mc_max = min(blk.MC, _ceil_div(m, blk.MR) * blk.MR)
     nc_max = min(blk.NC, _ceil_div(n, blk.NR) * blk.NR)
     nt = max(1, nthreads)
-    b_packed = <real*>_alloc(sizeof(real) * kc_max
-                               * _ceil_div(nc_max, blk.NR) * blk.NR)
-    a_packed = <real*>_alloc(sizeof(real) * nt * kc_max
-                               * _ceil_div(mc_max, blk.MR) * blk.MR)
-    if a_packed == NULL or b_packed == NULL:
-        free(a_packed)
-        free(b_packed)
+    # one scratch block, B panel first; both parts 64-byte aligned
+    b_size = sizeof(real) * kc_max * _ceil_div(nc_max, blk.NR) * blk.NR
+    b_size = (b_size + 63) & ~(<size_t>63)
+    a_size = sizeof(real) * nt * kc_max * _ceil_div(mc_max, blk.MR) * blk.MR
+    scratch = fmm_scratch_get(b_size + a_size)
+    if scratch == NULL:
         return -1
+    b_packed = <real*>scratch
+    a_packed = <real*>(<char*>scratch + b_size)
     if nt == 1:
         _gemm_thread(&blk, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
                      beta, c, rs_c, cs_c, ep, a_packed, b_packed, 0, 1)
@@ -230,8 +227,7 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                          a_packed + fmm_thread_num() * kc_max * (
                              _ceil_div(mc_max, blk.MR) * blk.MR),
                          b_packed, fmm_thread_num(), fmm_team_size())
-    free(a_packed)
-    free(b_packed)
+    fmm_scratch_release(scratch, b_size + a_size)
     return 0
 
 
