@@ -123,11 +123,13 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
             kc = min(KC, k - pc)
             beta_pc = beta if pc == 0 else 1
             last_pc = pc + kc >= k
-            # all threads pack the shared B panel, NR columns at a time
-            for jp in range(n_panels * tid // nt, n_panels * (tid + 1) // nt):
-                pack_b(kc, min(NR, nc - jp * NR),
-                       b + pc * rs_b + (jc + jp * NR) * cs_b, rs_b, cs_b,
-                       b_packed + jp * NR * kc, NR)
+            # all threads pack the shared B panel, a range of micro-panels each
+            jp0 = n_panels * tid // nt
+            jp1 = n_panels * (tid + 1) // nt
+            if jp1 > jp0:
+                pack_b(kc, min(nc, jp1 * NR) - jp0 * NR,
+                       b + pc * rs_b + (jc + jp0 * NR) * cs_b, rs_b, cs_b,
+                       b_packed + jp0 * NR * kc, NR)
             fmm_barrier()
             jp0 = n_panels * tj // tj_n
             jp1 = n_panels * (tj + 1) // tj_n

@@ -58,23 +58,38 @@ cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
 cdef inline void pack_b(Py_ssize_t kc, Py_ssize_t nc, const real* b,
                         Py_ssize_t rs_b, Py_ssize_t cs_b, real* b_packed,
                         int NR) noexcept nogil:
-    """B[0:kc, 0:nc] (nc <= NR) -> one panel, panel[p*NR + j] = B[p, j]."""
-    cdef Py_ssize_t j, p
+    """B[0:kc, 0:nc] -> ceil(nc/NR) panels, panel[p*NR + j] = B[p, jr+j]."""
+    cdef Py_ssize_t j, p, jr, nr, panel
+    cdef Py_ssize_t n_panels = (nc + NR - 1) // NR
     cdef const real* src
+    cdef real* dst
     if cs_b == 1:
-        # rows are contiguous: each k step copies a run of nc elements
+        # rows are contiguous: stream each row once across all the panels
+        # (panel by panel, a row would be read NR elements at a time, one
+        # page apart, which starves the hardware prefetchers)
         for p in range(kc):
             src = b + p * rs_b
-            for j in range(nc):
-                b_packed[p * NR + j] = src[j]
-    elif rs_b == 1:
-        _pack_rows(kc, <int>nc, b, cs_b, b_packed, NR)
-    else:
-        for p in range(kc):
-            src = b + p * rs_b
-            for j in range(nc):
-                b_packed[p * NR + j] = src[j * cs_b]
-    if nc < NR:
-        for p in range(kc):
-            for j in range(nc, NR):
-                b_packed[p * NR + j] = 0
+            for panel in range(n_panels):
+                jr = panel * NR
+                nr = min(NR, nc - jr)
+                dst = b_packed + panel * NR * kc + p * NR
+                for j in range(nr):
+                    dst[j] = src[jr + j]
+                for j in range(nr, NR):
+                    dst[j] = 0
+        return
+    for panel in range(n_panels):
+        jr = panel * NR
+        nr = min(NR, nc - jr)
+        dst = b_packed + panel * NR * kc
+        if rs_b == 1:
+            _pack_rows(kc, <int>nr, b + jr * cs_b, cs_b, dst, NR)
+        else:
+            for p in range(kc):
+                src = b + p * rs_b + jr * cs_b
+                for j in range(nr):
+                    dst[p * NR + j] = src[j * cs_b]
+        if nr < NR:
+            for p in range(kc):
+                for j in range(nr, NR):
+                    dst[p * NR + j] = 0
