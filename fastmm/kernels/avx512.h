@@ -9,11 +9,13 @@
  * Shape: 12 x 32 float32, 12 x 16 float64.  24 accumulators + 2 B vectors +
  * 1 broadcast fit the 32 zmm registers, cover the FMA latency on two FMA
  * pipes (>= 8 independent chains needed), and need 14 loads per 24 FMAs.
- * With panels in L1 (kc = 256) on a Zen 5 core, 6x32, 6x64, 8x48, 10x32 and
- * 12x32 all run at ~99% of peak; in the full GEMM 12x32 won: the tall MR
- * halves how often each B micro-panel is streamed per C element, and NR = 32
- * keeps the kc x NR micro-panel at 32 KiB of L1 at kc = 256 and wastes less
- * of a narrow edge tile than NR = 64.
+ * With panels in L1 (kc = 256) on a Zen 5 core (two 512-bit FMA pipes, ~268
+ * GFLOP/s float32), 6x32, 6x64, 8x48, 10x32, 12x32 and 14x32 all ran at
+ * 98-100% of peak; in the full GEMM (n = 512..2048, block sizes from _cpu.py)
+ * 6x64, 8x48 and 12x32 were within the measurement noise (~5%) of each other.
+ * 12x32 is kept for its narrower NR: less padding on narrow C (NN layers with
+ * few outputs, the transposed route for column-major C), and the kc x NR
+ * micro-panel stays a fixed 64 KiB at kc = 512 for both element types.
  *
  * The loops over MR and NV have compile-time bounds and are fully unrolled
  * (the pragmas: without them GCC keeps acc[][] on the stack); the arrays are
