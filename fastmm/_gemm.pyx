@@ -347,6 +347,50 @@ def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c):
     return c
 
 
+def run_packed(alpha, a, b, beta, c, int nthreads=1):
+    """c := alpha * a @ b + beta * c through this driver alone (for tests).
+
+    a, b, c: 2-D arrays of one dtype, float32 or float64, any strides that
+    are whole elements.  Updates c in place, whatever matmul would route.
+    """
+    import numpy as np
+    dtype = c.dtype
+    if dtype not in (np.float32, np.float64) or a.dtype != dtype \
+            or b.dtype != dtype:
+        raise TypeError("run_packed works on float32 or float64 arrays of one dtype")
+    if a.ndim != 2 or b.ndim != 2 or c.ndim != 2 or a.shape[1] != b.shape[0] \
+            or c.shape != (a.shape[0], b.shape[1]):
+        raise ValueError("run_packed needs a (m, k), b (k, n), c (m, n)")
+    if any(s % dtype.itemsize for x in (a, b, c) for s in x.strides):
+        raise ValueError("strides must be whole elements")
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1], k = a.shape[1]
+    cdef Py_ssize_t it = dtype.itemsize
+    cdef const float[:, :] sa, sb
+    cdef const double[:, :] da, db
+    cdef float[:, :] sc
+    cdef double[:, :] dc
+    cdef int err
+    if m == 0 or n == 0:
+        return c
+    if dtype == np.float32:
+        sa, sb, sc = a, b, c
+        err = sgemm(m, n, k, alpha, &sa[0, 0] if k else NULL,
+                    a.strides[0] // it, a.strides[1] // it,
+                    &sb[0, 0] if k else NULL, b.strides[0] // it,
+                    b.strides[1] // it, beta, &sc[0, 0],
+                    c.strides[0] // it, c.strides[1] // it, NULL, nthreads)
+    else:
+        da, db, dc = a, b, c
+        err = dgemm(m, n, k, alpha, &da[0, 0] if k else NULL,
+                    a.strides[0] // it, a.strides[1] // it,
+                    &db[0, 0] if k else NULL, b.strides[0] // it,
+                    b.strides[1] // it, beta, &dc[0, 0],
+                    c.strides[0] // it, c.strides[1] // it, NULL, nthreads)
+    if err:
+        raise MemoryError("fastmm: no memory for the packed panels")
+    return c
+
+
 def _aligned_copy(np, arr, dtype):
     nbytes = arr.size * np.dtype(dtype).itemsize
     raw = np.empty(nbytes + 64, dtype=np.uint8)

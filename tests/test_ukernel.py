@@ -212,6 +212,37 @@ def test_edge_tiles_across_k_blocks(kernel_name, dtype):
         assert_within_bound(fastmm.matmul(a, b, out=out_f), a, b)
 
 
+def _layouts(x):
+    """Copies of x: C order, Fortran order, a reversed strided view."""
+    yield np.array(x, order="C")
+    yield np.array(x, order="F")
+    big = np.zeros((2 * x.shape[0], 2 * x.shape[1]), x.dtype)
+    view = big[::-2, ::-2]
+    view[...] = x
+    yield view
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_edge_tiles_through_the_packed_driver(kernel_name, dtype, nthreads):
+    """Ragged m, n and k around MR, NR and KC, every packing path (row- and
+    column-major A and B, strided), C in either order, straight into the
+    packed driver whatever matmul's routing would pick."""
+    mr, nr = tile_shape(dtype)
+    kc = _gemm.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
+    shapes = [(1, 1, 1), (mr - 1, 3, nr + 1), (mr + 1, kc + 1, 2 * nr - 1),
+              (3 * mr + 5, 5, nr), (2 * mr, 2 * kc + 7, 3 * nr + 3)]
+    for m, k, n in shapes:
+        a0 = random((m, k), dtype, m + k)
+        b0 = random((k, n), dtype, k + n)
+        c0 = random((m, n), dtype, m + n)
+        for alpha, beta in ((1.0, 0.0), (-2.0, 0.5)):
+            for a, b, c in zip(_layouts(a0), _layouts(b0), _layouts(c0)):
+                if beta == 0:
+                    c[...] = np.nan     # must not be read
+                _gemm.run_packed(alpha, a, b, beta, c, nthreads)
+                assert_within_bound(c, a0, b0, alpha, beta, c0)
+
+
 # ---- choosing a kernel ----------------------------------------------------
 
 def _import_with_kernel(value):
