@@ -115,4 +115,8 @@ fmm_dgemm_avx2_6x8(ptrdiff_t k, double alpha, const double *a,
 #define FMM_AVX2_D_NR (4 * FMM_AVX2_D_NV)
 #define FMM_AVX2_DGEMM fmm_dgemm_avx2_6x8
 
+/* ukernel.h: the packed B micro-panels must stay 64-byte aligned. */
+_Static_assert(FMM_AVX2_S_NR * sizeof(float) % 64 == 0, "NR * 4 % 64");
+_Static_assert(FMM_AVX2_D_NR * sizeof(double) % 64 == 0, "NR * 8 % 64");
+
 #endif

@@ -130,4 +130,8 @@ fmm_dgemm_avx512_12x16(ptrdiff_t k, double alpha, const double *a,
 #define FMM_AVX512_D_NR (8 * FMM_AVX512_D_NV)
 #define FMM_AVX512_DGEMM fmm_dgemm_avx512_12x16
 
+/* ukernel.h: the packed B micro-panels must stay 64-byte aligned. */
+_Static_assert(FMM_AVX512_S_NR * sizeof(float) % 64 == 0, "NR * 4 % 64");
+_Static_assert(FMM_AVX512_D_NR * sizeof(double) % 64 == 0, "NR * 8 % 64");
+
 #endif
