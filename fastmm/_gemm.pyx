@@ -364,7 +364,7 @@ def run_packed(alpha, a, b, beta, c, int nthreads=1):
     if any(s % dtype.itemsize for x in (a, b, c) for s in x.strides):
         raise ValueError("strides must be whole elements")
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1], k = a.shape[1]
-    cdef Py_ssize_t it = dtype.itemsize
+    cdef Py_ssize_t[6] st = [x // dtype.itemsize for x in a.strides + b.strides + c.strides]
     cdef const float[:, :] sa, sb
     cdef const double[:, :] da, db
     cdef float[:, :] sc
@@ -374,18 +374,14 @@ def run_packed(alpha, a, b, beta, c, int nthreads=1):
         return c
     if dtype == np.float32:
         sa, sb, sc = a, b, c
-        err = sgemm(m, n, k, alpha, &sa[0, 0] if k else NULL,
-                    a.strides[0] // it, a.strides[1] // it,
-                    &sb[0, 0] if k else NULL, b.strides[0] // it,
-                    b.strides[1] // it, beta, &sc[0, 0],
-                    c.strides[0] // it, c.strides[1] // it, NULL, nthreads)
+        err = sgemm(m, n, k, alpha, &sa[0, 0] if k else NULL, st[0], st[1],
+                    &sb[0, 0] if k else NULL, st[2], st[3], beta, &sc[0, 0],
+                    st[4], st[5], NULL, nthreads)
     else:
         da, db, dc = a, b, c
-        err = dgemm(m, n, k, alpha, &da[0, 0] if k else NULL,
-                    a.strides[0] // it, a.strides[1] // it,
-                    &db[0, 0] if k else NULL, b.strides[0] // it,
-                    b.strides[1] // it, beta, &dc[0, 0],
-                    c.strides[0] // it, c.strides[1] // it, NULL, nthreads)
+        err = dgemm(m, n, k, alpha, &da[0, 0] if k else NULL, st[0], st[1],
+                    &db[0, 0] if k else NULL, st[2], st[3], beta, &dc[0, 0],
+                    st[4], st[5], NULL, nthreads)
     if err:
         raise MemoryError("fastmm: no memory for the packed panels")
     return c
