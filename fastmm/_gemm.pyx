@@ -13,7 +13,6 @@ All threads run the same loops (one OpenMP region per call) and meet at a
 barrier around each shared B panel.  Every element of C is computed by one
 thread in a fixed order, so results do not depend on the thread count.
 """
-from libc.stdlib cimport free
 from libc.string cimport memset
 from cython.parallel cimport parallel
 
@@ -43,8 +42,9 @@ cdef extern from "_parallel.h" nogil:
     int fmm_team_size()
     void fmm_barrier()
 
-cdef extern from "<stdlib.h>" nogil:
-    void* aligned_alloc(size_t alignment, size_t size)
+cdef extern from "_scratch.h" nogil:
+    void* fmm_scratch_get(size_t size)
+    void fmm_scratch_release(void* ptr, size_t size)
 
 
 # Everything the loops need about one element type's kernel.
@@ -59,12 +59,6 @@ cdef const fmm_kernel_t* _kernel = NULL
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
-
-
-cdef void* _alloc(size_t size) noexcept nogil:
-    # 64-byte aligned (the kernels' panels), size rounded up as C11 requires
-    size = (size + 63) & ~(<size_t>63)
-    return aligned_alloc(64, size if size else 64)
 
 
 cdef inline void _run_ukr(const Blocking* blk, Py_ssize_t kc, real alpha,
@@ -129,11 +123,13 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
             kc = min(KC, k - pc)
             beta_pc = beta if pc == 0 else 1
             last_pc = pc + kc >= k
-            # all threads pack the shared B panel, NR columns at a time
-            for jp in range(n_panels * tid // nt, n_panels * (tid + 1) // nt):
-                pack_b(kc, min(NR, nc - jp * NR),
-                       b + pc * rs_b + (jc + jp * NR) * cs_b, rs_b, cs_b,
-                       b_packed + jp * NR * kc, NR)
+            # all threads pack the shared B panel, a range of micro-panels each
+            jp0 = n_panels * tid // nt
+            jp1 = n_panels * (tid + 1) // nt
+            if jp1 > jp0:
+                pack_b(kc, min(nc, jp1 * NR) - jp0 * NR,
+                       b + pc * rs_b + (jc + jp0 * NR) * cs_b, rs_b, cs_b,
+                       b_packed + jp0 * NR * kc, NR)
             fmm_barrier()
             jp0 = n_panels * tj // tj_n
             jp1 = n_panels * (tj + 1) // tj_n
@@ -185,6 +181,8 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef Py_ssize_t mc_max, kc_max, nc_max, t
     cdef real* a_packed
     cdef real* b_packed
+    cdef void* scratch
+    cdef size_t a_size, b_size
     cdef Epilogue ep_t
     cdef int nt
     if m <= 0 or n <= 0:
@@ -212,14 +210,15 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     mc_max = min(blk.MC, _ceil_div(m, blk.MR) * blk.MR)
     nc_max = min(blk.NC, _ceil_div(n, blk.NR) * blk.NR)
     nt = max(1, nthreads)
-    b_packed = <real*>_alloc(sizeof(real) * kc_max
-                               * _ceil_div(nc_max, blk.NR) * blk.NR)
-    a_packed = <real*>_alloc(sizeof(real) * nt * kc_max
-                               * _ceil_div(mc_max, blk.MR) * blk.MR)
-    if a_packed == NULL or b_packed == NULL:
-        free(a_packed)
-        free(b_packed)
+    # one scratch block, B panel first; both parts 64-byte aligned
+    b_size = sizeof(real) * kc_max * _ceil_div(nc_max, blk.NR) * blk.NR
+    b_size = (b_size + 63) & ~(<size_t>63)
+    a_size = sizeof(real) * nt * kc_max * _ceil_div(mc_max, blk.MR) * blk.MR
+    scratch = fmm_scratch_get(b_size + a_size)
+    if scratch == NULL:
         return -1
+    b_packed = <real*>scratch
+    a_packed = <real*>(<char*>scratch + b_size)
     if nt == 1:
         _gemm_thread(&blk, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
                      beta, c, rs_c, cs_c, ep, a_packed, b_packed, 0, 1)
@@ -230,8 +229,7 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                          a_packed + fmm_thread_num() * kc_max * (
                              _ceil_div(mc_max, blk.MR) * blk.MR),
                          b_packed, fmm_thread_num(), fmm_team_size())
-    free(a_packed)
-    free(b_packed)
+    fmm_scratch_release(scratch, b_size + a_size)
     return 0
 
 
@@ -346,6 +344,46 @@ def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c):
         da, db, dc = ap, bp, c
         kern.dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
                    c.strides[0] // 8)
+    return c
+
+
+def run_packed(alpha, a, b, beta, c, int nthreads=1):
+    """c := alpha * a @ b + beta * c through this driver alone (for tests).
+
+    a, b, c: 2-D arrays of one dtype, float32 or float64, any strides that
+    are whole elements.  Updates c in place, whatever matmul would route.
+    """
+    import numpy as np
+    dtype = c.dtype
+    if dtype not in (np.float32, np.float64) or a.dtype != dtype \
+            or b.dtype != dtype:
+        raise TypeError("run_packed works on float32 or float64 arrays of one dtype")
+    if a.ndim != 2 or b.ndim != 2 or c.ndim != 2 or a.shape[1] != b.shape[0] \
+            or c.shape != (a.shape[0], b.shape[1]):
+        raise ValueError("run_packed needs a (m, k), b (k, n), c (m, n)")
+    if any(s % dtype.itemsize for x in (a, b, c) for s in x.strides):
+        raise ValueError("strides must be whole elements")
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1], k = a.shape[1]
+    cdef Py_ssize_t[6] st = [x // dtype.itemsize for x in a.strides + b.strides + c.strides]
+    cdef const float[:, :] sa, sb
+    cdef const double[:, :] da, db
+    cdef float[:, :] sc
+    cdef double[:, :] dc
+    cdef int err
+    if m == 0 or n == 0:
+        return c
+    if dtype == np.float32:
+        sa, sb, sc = a, b, c
+        err = sgemm(m, n, k, alpha, &sa[0, 0] if k else NULL, st[0], st[1],
+                    &sb[0, 0] if k else NULL, st[2], st[3], beta, &sc[0, 0],
+                    st[4], st[5], NULL, nthreads)
+    else:
+        da, db, dc = a, b, c
+        err = dgemm(m, n, k, alpha, &da[0, 0] if k else NULL, st[0], st[1],
+                    &db[0, 0] if k else NULL, st[2], st[3], beta, &dc[0, 0],
+                    st[4], st[5], NULL, nthreads)
+    if err:
+        raise MemoryError("fastmm: no memory for the packed panels")
     return c
 
 

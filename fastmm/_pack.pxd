@@ -2,11 +2,28 @@
 # Packing: copy a block of A or B, read through any strides, into the
 # contiguous micro-panel layout of kernels/ukernel.h, zero-padded to MR / NR.
 # Packing is O(mk + kn); it pays back by letting every micro-kernel call stream
-# unit-stride, aligned panels from cache.
+# unit-stride, aligned panels from cache.  Each operand has a unit-stride case
+# that copies whole rows of the panel, a transposing case (kernels/pack.h),
+# and a generic one for any other strides.
 
 ctypedef fused real:
     float
     double
+
+cdef extern from "kernels/pack.h" nogil:
+    void fmm_pack_rows_s(Py_ssize_t kc, int count, const float* src,
+                         Py_ssize_t ld, float* dst, int width)
+    void fmm_pack_rows_d(Py_ssize_t kc, int count, const double* src,
+                         Py_ssize_t ld, double* dst, int width)
+
+
+cdef inline void _pack_rows(Py_ssize_t kc, int count, const real* src,
+                            Py_ssize_t ld, real* dst, int width) noexcept nogil:
+    # dst[p*width + i] = src[i*ld + p]: rows contiguous along k, transposed
+    if real is float:
+        fmm_pack_rows_s(kc, count, src, ld, dst, width)
+    else:
+        fmm_pack_rows_d(kc, count, src, ld, dst, width)
 
 
 cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
@@ -21,10 +38,12 @@ cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
         mr = min(MR, mc - ir)
         src = a + ir * rs_a
         if cs_a == 1:
-            # rows are contiguous along k: read each row once
-            for i in range(mr):
-                for p in range(kc):
-                    dst[p * MR + i] = src[i * rs_a + p]
+            _pack_rows(kc, <int>mr, src, rs_a, dst, MR)
+        elif rs_a == 1:
+            # columns are contiguous: each k step copies a run of mr elements
+            for p in range(kc):
+                for i in range(mr):
+                    dst[p * MR + i] = src[p * cs_a + i]
         else:
             for p in range(kc):
                 for i in range(mr):
@@ -39,21 +58,38 @@ cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
 cdef inline void pack_b(Py_ssize_t kc, Py_ssize_t nc, const real* b,
                         Py_ssize_t rs_b, Py_ssize_t cs_b, real* b_packed,
                         int NR) noexcept nogil:
-    """B[0:kc, 0:nc] (nc <= NR) -> one panel, panel[p*NR + j] = B[p, j]."""
-    cdef Py_ssize_t j, p
+    """B[0:kc, 0:nc] -> ceil(nc/NR) panels, panel[p*NR + j] = B[p, jr+j]."""
+    cdef Py_ssize_t j, p, jr, nr, panel
+    cdef Py_ssize_t n_panels = (nc + NR - 1) // NR
     cdef const real* src
-    if rs_b == 1 and cs_b != 1:
-        # columns are contiguous along k: read each column once
-        for j in range(nc):
-            src = b + j * cs_b
-            for p in range(kc):
-                b_packed[p * NR + j] = src[p]
-    else:
+    cdef real* dst
+    if cs_b == 1:
+        # rows are contiguous: stream each row once across all the panels
+        # (panel by panel, a row would be read NR elements at a time, one
+        # page apart, which starves the hardware prefetchers)
         for p in range(kc):
             src = b + p * rs_b
-            for j in range(nc):
-                b_packed[p * NR + j] = src[j * cs_b]
-    if nc < NR:
-        for p in range(kc):
-            for j in range(nc, NR):
-                b_packed[p * NR + j] = 0
+            for panel in range(n_panels):
+                jr = panel * NR
+                nr = min(NR, nc - jr)
+                dst = b_packed + panel * NR * kc + p * NR
+                for j in range(nr):
+                    dst[j] = src[jr + j]
+                for j in range(nr, NR):
+                    dst[j] = 0
+        return
+    for panel in range(n_panels):
+        jr = panel * NR
+        nr = min(NR, nc - jr)
+        dst = b_packed + panel * NR * kc
+        if rs_b == 1:
+            _pack_rows(kc, <int>nr, b + jr * cs_b, cs_b, dst, NR)
+        else:
+            for p in range(kc):
+                src = b + p * rs_b + jr * cs_b
+                for j in range(nr):
+                    dst[p * NR + j] = src[j * cs_b]
+        if nr < NR:
+            for p in range(kc):
+                for j in range(nr, NR):
+                    dst[p * NR + j] = 0

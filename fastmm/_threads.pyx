@@ -15,9 +15,11 @@ cdef extern from "_threads.h":
     int fmm_have_openmp()
     void fastmm_set_num_threads(int n)
 
-# Below this many flops per extra thread, waking a thread costs more than it
-# saves (a libgomp team start is a few microseconds).
-cdef double FLOPS_PER_THREAD = 2.0 * 96 * 96 * 96
+# Below this many flops per thread, waking a thread costs more than it saves.
+# A team start plus the driver's two barriers cost ~20-30 us on a 2-core
+# Zen 5 VM, while the AVX-512 kernels do ~200 GFLOP/s float32 (~110 float64)
+# per core: measured, two threads beat one from about 200^3 squares.
+cdef double FLOPS_PER_THREAD = 2.0 * 160 * 160 * 160
 
 HAVE_OPENMP = bool(fmm_have_openmp())
 

@@ -11,7 +11,9 @@
  *            Rows past the matrix edge are zero-padded by the packer.
  *   b        packed B micro-panel: k x NR, stored k-major, b[p*NR + j] = B[p, j].
  *            Columns past the matrix edge are zero-padded by the packer.
- *            Both panels start on a 64-byte boundary.
+ *            b starts on a 64-byte boundary (NR * sizeof(element) must be a
+ *            multiple of 64, so every micro-panel of a packed block is
+ *            aligned); a is only element-aligned (it sits at ir*kc in its block).
  *   c        the MR x NR output tile, row-major with row stride ldc (elements);
  *            columns are contiguous.  The kernel writes all MR x NR elements,
  *            so the driver hands it either an interior tile of C or a private

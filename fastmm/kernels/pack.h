@@ -1,0 +1,78 @@
+/*
+ * The transposing case of packing (fastmm/_pack.pxd): `count` source rows,
+ * each contiguous along k, interleaved into a k-major micro-panel of `width`:
+ *
+ *     dst[p * width + i] = src[i * ld + p],   i < count <= width, p < kc.
+ *
+ * This is pack_a for a row-major A (width MR) and pack_b for a column-major B
+ * (width NR).  Element by element it costs one strided store per element;
+ * here 4 x 4 (float) or 2 x 2 (double) tiles are transposed in SSE2 registers,
+ * the x86-64 baseline, so no run-time dispatch is needed.  Columns count..
+ * width-1 are left to the caller (zero padding).
+ */
+#ifndef FASTMM_PACK_H
+#define FASTMM_PACK_H
+
+#include <stddef.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+static void fmm_pack_rows_s(ptrdiff_t kc, int count, const float *src,
+                            ptrdiff_t ld, float *dst, int width)
+{
+    int i = 0;
+    ptrdiff_t p;
+#if defined(__SSE2__)
+    for (; i + 4 <= count; i += 4) {
+        const float *s0 = src + i * ld, *s1 = s0 + ld, *s2 = s1 + ld,
+                    *s3 = s2 + ld;
+        float *d = dst + i;
+        for (p = 0; p + 4 <= kc; p += 4) {
+            __m128 r0 = _mm_loadu_ps(s0 + p), r1 = _mm_loadu_ps(s1 + p);
+            __m128 r2 = _mm_loadu_ps(s2 + p), r3 = _mm_loadu_ps(s3 + p);
+            _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+            _mm_storeu_ps(d + (p + 0) * width, r0);
+            _mm_storeu_ps(d + (p + 1) * width, r1);
+            _mm_storeu_ps(d + (p + 2) * width, r2);
+            _mm_storeu_ps(d + (p + 3) * width, r3);
+        }
+        for (; p < kc; p++) {
+            d[p * width + 0] = s0[p];
+            d[p * width + 1] = s1[p];
+            d[p * width + 2] = s2[p];
+            d[p * width + 3] = s3[p];
+        }
+    }
+#endif
+    for (; i < count; i++)
+        for (p = 0; p < kc; p++)
+            dst[p * width + i] = src[i * ld + p];
+}
+
+static void fmm_pack_rows_d(ptrdiff_t kc, int count, const double *src,
+                            ptrdiff_t ld, double *dst, int width)
+{
+    int i = 0;
+    ptrdiff_t p;
+#if defined(__SSE2__)
+    for (; i + 2 <= count; i += 2) {
+        const double *s0 = src + i * ld, *s1 = s0 + ld;
+        double *d = dst + i;
+        for (p = 0; p + 2 <= kc; p += 2) {
+            __m128d r0 = _mm_loadu_pd(s0 + p), r1 = _mm_loadu_pd(s1 + p);
+            _mm_storeu_pd(d + (p + 0) * width, _mm_unpacklo_pd(r0, r1));
+            _mm_storeu_pd(d + (p + 1) * width, _mm_unpackhi_pd(r0, r1));
+        }
+        for (; p < kc; p++) {
+            d[p * width + 0] = s0[p];
+            d[p * width + 1] = s1[p];
+        }
+    }
+#endif
+    for (; i < count; i++)
+        for (p = 0; p < kc; p++)
+            dst[p * width + i] = src[i * ld + p];
+}
+
+#endif
