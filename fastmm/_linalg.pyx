@@ -12,7 +12,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 
 from fastmm._gemm cimport sgemm, dgemm
-from fastmm._epilogue cimport Epilogue
+from fastmm._epilogue cimport Epilogue, apply_epilogue
 from fastmm._threads cimport threads_for
 from fastmm._pack cimport real
 
@@ -46,6 +46,76 @@ cdef bint _writes_twice(cnp.ndarray x):
     return False
 
 
+cdef extern from "kernels/small.h" nogil:
+    void fmm_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+                         const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                         const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                         float beta, float* c, Py_ssize_t rs_c,
+                         Py_ssize_t cs_c, int nthreads)
+    void fmm_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                         const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                         const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                         double beta, double* c, Py_ssize_t rs_c,
+                         Py_ssize_t cs_c, int nthreads)
+    const char* fmm_small_init(const char* isa)
+    int FMM_SMALL_STACK_ELEMS
+
+def select_small_kernel(name=None):
+    """Use the unpacked path's kernels for ISA ``name`` ("avx512", "avx2",
+    "generic"; None: the best this CPU runs).  Returns the name in use, which
+    falls back to the best supported one when the CPU lacks ``name``."""
+    cdef bytes key = name.encode() if name else None
+    return fmm_small_init(<const char*>key if name else NULL).decode()
+
+
+import os as _os
+select_small_kernel(_os.environ.get("FASTMM_KERNEL") or None)
+
+
+# The unpacked path (kernels/small.h) takes a product when packing cannot pay:
+# matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M,
+# so B is streamed once anyway); or a shallow k (C is written once).
+cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
+cdef Py_ssize_t SKINNY_M = 8
+cdef Py_ssize_t SHALLOW_K = 16
+
+
+cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                           const Py_ssize_t* s_a,
+                           const Py_ssize_t* s_b) noexcept nogil:
+    # the kernels need a unit stride: B's columns or A's rows (or, for a
+    # vector, the matrix's either axis), or a B small enough to copy
+    if m == 1 or n == 1:
+        return (s_b[0] == 1 or s_b[1] == 1) if m == 1 else (
+            s_a[0] == 1 or s_a[1] == 1)
+    if not (s_b[1] == 1 or s_a[0] == 1 or k * n <= FMM_SMALL_STACK_ELEMS):
+        return False
+    return m * n * k <= SMALL_MNK or m <= SKINNY_M or k <= SHALLOW_K
+
+
+cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
+                         const real* a, const Py_ssize_t* s_a,
+                         const real* b, const Py_ssize_t* s_b, real beta,
+                         real* c, const Py_ssize_t* s_c, const Epilogue* ep,
+                         bint small, int nt) noexcept nogil:
+    """One product on the path chosen by _unpacked (small) with nt threads."""
+    if not small:
+        if real is float:
+            return sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                         beta, c, s_c[0], s_c[1], ep, nt)
+        return dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                     beta, c, s_c[0], s_c[1], ep, nt)
+    if real is float:
+        fmm_small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                        beta, c, s_c[0], s_c[1], nt)
+    else:
+        fmm_small_dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                        beta, c, s_c[0], s_c[1], nt)
+    if ep != NULL:
+        apply_epilogue(c, s_c[0], s_c[1], m, n, 0, 0, ep)
+    return 0
+
+
 cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                   const real* a, const Py_ssize_t* s_a,
                   const real* b, const Py_ssize_t* s_b, real beta,
@@ -63,28 +133,32 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef int d, err = 0
     cdef double flops = 2.0 * m * n * k
     cdef int nt_one = threads_for(flops)
-    cdef int nt_all = threads_for(flops * count) if count > 1 else nt_one
+    cdef bint small = _unpacked(m, n, k, s_a, s_b)
+    if count == 1:
+        return _product(m, n, k, alpha, a, s_a, b, s_b, beta, c, s_c, ep,
+                        small, nt_one)
+    cdef int nt_all = threads_for(flops * count)
     cdef int nt_stack = nt_all if nt_one < nt_all else 1
     for t in prange(count, nogil=True, num_threads=nt_stack,
                     schedule="static"):
-        off_a = 0
-        off_b = 0
-        off_c = 0
-        rem = t
-        for d in range(nb - 1, -1, -1):
-            idx = rem % shape[d]
-            rem = rem // shape[d]
-            off_a = off_a + idx * bs_a[d]
-            off_b = off_b + idx * bs_b[d]
-            off_c = off_c + idx * bs_c[d]
-        if real is float:
-            err |= sgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1],
-                         b + off_b, s_b[0], s_b[1], beta, c + off_c,
-                         s_c[0], s_c[1], ep, 1 if nt_stack > 1 else nt_one)
+        if nb == 1:
+            off_a = t * bs_a[0]
+            off_b = t * bs_b[0]
+            off_c = t * bs_c[0]
         else:
-            err |= dgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1],
-                         b + off_b, s_b[0], s_b[1], beta, c + off_c,
-                         s_c[0], s_c[1], ep, 1 if nt_stack > 1 else nt_one)
+            off_a = 0
+            off_b = 0
+            off_c = 0
+            rem = t
+            for d in range(nb - 1, -1, -1):
+                idx = rem % shape[d]
+                rem = rem // shape[d]
+                off_a = off_a + idx * bs_a[d]
+                off_b = off_b + idx * bs_b[d]
+                off_c = off_c + idx * bs_c[d]
+        err |= _product(m, n, k, alpha, a + off_a, s_a, b + off_b, s_b, beta,
+                        c + off_c, s_c, ep, small,
+                        1 if nt_stack > 1 else nt_one)
     return err
 
 

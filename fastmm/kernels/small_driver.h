@@ -1,0 +1,143 @@
+/*
+ * The unpacked path's routing (included by small.h; contract there): pick the
+ * kernel form from the strides, and split the work over `nt` threads (the
+ * caller's count, from fastmm._threads.threads_for; 1 starts no thread).
+ */
+#ifndef FASTMM_SMALL_DRIVER_H
+#define FASTMM_SMALL_DRIVER_H
+
+#include "_parallel.h"
+
+/* Split [0, n) into nt parts rounded to multiples of `quantum`. */
+static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
+                             ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    ptrdiff_t units = (n + quantum - 1) / quantum;
+    *lo = units * tid / nt * quantum;
+    *hi = units * (tid + 1) / nt * quantum;
+    if (*hi > n)
+        *hi = n;
+    if (*lo > n)
+        *lo = n;
+}
+
+#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, REF)                            \
+    /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
+    static void P##_scale(ptrdiff_t m, ptrdiff_t n, T beta, T *c,              \
+                          ptrdiff_t rs_c, ptrdiff_t cs_c)                      \
+    {                                                                          \
+        for (ptrdiff_t i = 0; i < m; i++)                                      \
+            for (ptrdiff_t j = 0; j < n; j++) {                                \
+                T *cij = c + i * rs_c + j * cs_c;                              \
+                *cij = beta == 0 ? 0 : beta * *cij;                            \
+            }                                                                  \
+    }                                                                          \
+                                                                               \
+    /* Thread tid's share of one product, by the form the strides allow. */   \
+    static void P##_part(int tid, int nt, ptrdiff_t m, ptrdiff_t n,            \
+                         ptrdiff_t k, T alpha, const T *a, ptrdiff_t rs_a,     \
+                         ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,           \
+                         ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,         \
+                         ptrdiff_t cs_c)                                       \
+    {                                                                          \
+        ptrdiff_t lo, hi;                                                      \
+        if (n == 1 && m > 1) {                                                 \
+            /* C's column = A x: as the row case on the transposes */          \
+            P##_part(tid, nt, 1, m, k, alpha, b, cs_b, rs_b, a, cs_a, rs_a,    \
+                     beta, c, cs_c, rs_c);                                     \
+            return;                                                            \
+        }                                                                      \
+        if (m == 1 && cs_b == 1 && (n > 1 || rs_b != 1)) { /* B's rows contig. */\
+            fmm_share(n, 64, tid, nt, &lo, &hi);                               \
+            if (lo < hi)                                                       \
+                fmm_small.VM(k, hi - lo, alpha, a, cs_a, b + lo, rs_b, beta,   \
+                             c + lo * cs_c, cs_c);                             \
+            return;                                                            \
+        }                                                                      \
+        if (m == 1 && rs_b == 1 && (cs_a == 1 || k <= FMM_SMALL_STACK_ELEMS)) {\
+            /* x^T B, B's columns contiguous: dot products */                  \
+            T xbuf[cs_a == 1 ? 1 : k];                                         \
+            const T *x = a;                                                    \
+            if (cs_a != 1) {                                                   \
+                for (ptrdiff_t p = 0; p < k; p++)                              \
+                    xbuf[p] = a[p * cs_a];                                     \
+                x = xbuf;                                                      \
+            }                                                                  \
+            fmm_share(n, 4, tid, nt, &lo, &hi);                                \
+            if (lo < hi)                                                       \
+                fmm_small.DOTS(hi - lo, k, alpha, b + lo * cs_b, cs_b, x,      \
+                               beta, c + lo * cs_c, cs_c);                     \
+            return;                                                            \
+        }                                                                      \
+        if (cs_b != 1 && rs_a == 1 && m > 1) {                                 \
+            /* C^T = B^T A^T: A's columns become the contiguous rows */        \
+            P##_part(tid, nt, n, m, k, alpha, b, cs_b, rs_b, a, cs_a, rs_a,    \
+                     beta, c, cs_c, rs_c);                                     \
+            return;                                                            \
+        }                                                                      \
+        int ref = cs_b != 1;                                                   \
+        T bbuf[cs_b != 1 && k * n <= FMM_SMALL_STACK_ELEMS ? k * n : 1];       \
+        if (cs_b != 1 && k * n <= FMM_SMALL_STACK_ELEMS) {                     \
+            /* no unit stride anywhere: a copy of B fits on the stack */       \
+            for (ptrdiff_t p = 0; p < k; p++)                                  \
+                for (ptrdiff_t j = 0; j < n; j++)                              \
+                    bbuf[p * n + j] = b[p * rs_b + j * cs_b];                  \
+            b = bbuf;                                                          \
+            rs_b = n;                                                          \
+            cs_b = 1;                                                          \
+            ref = 0;                                                           \
+        }                                                                      \
+        if (n >= 64 * nt || m < 8 * nt) {                                      \
+            fmm_share(n, 32, tid, nt, &lo, &hi);                               \
+            b += lo * cs_b;                                                    \
+            c += lo * cs_c;                                                    \
+            n = hi - lo;                                                       \
+        } else {                                                               \
+            fmm_share(m, 8, tid, nt, &lo, &hi);                                \
+            a += lo * rs_a;                                                    \
+            c += lo * rs_c;                                                    \
+            m = hi - lo;                                                       \
+        }                                                                      \
+        if (m <= 0 || n <= 0)                                                  \
+            return;                                                            \
+        if (ref) {                                                             \
+            for (ptrdiff_t j = 0; j < n; j++)   /* any strides, plain loops */ \
+                REF(m, 1, k, alpha, a, rs_a, cs_a, b + j * cs_b, rs_b, beta,   \
+                    c + j * cs_c, rs_c, cs_c);                                 \
+        } else {                                                               \
+            fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,    \
+                           rs_c, cs_c);                                        \
+        }                                                                      \
+    }                                                                          \
+                                                                               \
+    static void P(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,  \
+                  ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,  \
+                  ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,                \
+                  ptrdiff_t cs_c, int nt)                                      \
+    {                                                                          \
+        if (m <= 0 || n <= 0)                                                  \
+            return;                                                            \
+        if (k <= 0 || alpha == 0) {                                            \
+            P##_scale(m, n, beta, c, rs_c, cs_c);                              \
+            return;                                                            \
+        }                                                                      \
+        if (nt <= 1) {                                                         \
+            P##_part(0, 1, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, \
+                     c, rs_c, cs_c);                                           \
+            return;                                                            \
+        }                                                                      \
+        FMM_OMP_PARALLEL(nt)                                                   \
+        P##_part(fmm_thread_num(), fmm_team_size(), m, n, k, alpha, a, rs_a,   \
+                 cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c);                    \
+    }
+
+#ifdef _OPENMP
+#define FMM_OMP_PARALLEL(nt) _Pragma("omp parallel num_threads(nt)")
+#else
+#define FMM_OMP_PARALLEL(nt)
+#endif
+
+FMM_SMALL_DRIVER(fmm_small_sgemm, float, s, vm_s, dots_s, fmm_small_s_ref)
+FMM_SMALL_DRIVER(fmm_small_dgemm, double, d, vm_d, dots_d, fmm_small_d_ref)
+
+#endif
