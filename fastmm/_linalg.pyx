@@ -15,6 +15,8 @@ from fastmm._gemm cimport sgemm, dgemm
 from fastmm._epilogue cimport Epilogue, apply_epilogue
 from fastmm._threads cimport threads_for
 from fastmm._pack cimport real
+from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
+                            small_dgemm_batch, FMM_SMALL_STACK_ELEMS)
 
 cnp.import_array()
 
@@ -44,32 +46,6 @@ cdef bint _writes_twice(cnp.ndarray x):
         if cnp.PyArray_STRIDE(x, d) == 0 and cnp.PyArray_DIM(x, d) > 1:
             return True
     return False
-
-
-cdef extern from "kernels/small.h" nogil:
-    void fmm_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
-                         const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
-                         const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
-                         float beta, float* c, Py_ssize_t rs_c,
-                         Py_ssize_t cs_c, int nthreads)
-    void fmm_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
-                         const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
-                         const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
-                         double beta, double* c, Py_ssize_t rs_c,
-                         Py_ssize_t cs_c, int nthreads)
-    const char* fmm_small_init(const char* isa)
-    int FMM_SMALL_STACK_ELEMS
-
-def select_small_kernel(name=None):
-    """Use the unpacked path's kernels for ISA ``name`` ("avx512", "avx2",
-    "generic"; None: the best this CPU runs).  Returns the name in use, which
-    falls back to the best supported one when the CPU lacks ``name``."""
-    cdef bytes key = name.encode() if name else None
-    return fmm_small_init(<const char*>key if name else NULL).decode()
-
-
-import os as _os
-select_small_kernel(_os.environ.get("FASTMM_KERNEL") or None)
 
 
 # The unpacked path (kernels/small.h) takes a product when packing cannot pay:
@@ -106,10 +82,10 @@ cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
         return dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
                      beta, c, s_c[0], s_c[1], ep, nt)
     if real is float:
-        fmm_small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+        small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
                         beta, c, s_c[0], s_c[1], nt)
     else:
-        fmm_small_dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+        small_dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
                         beta, c, s_c[0], s_c[1], nt)
     if ep != NULL:
         apply_epilogue(c, s_c[0], s_c[1], m, n, 0, 0, ep)
@@ -139,6 +115,17 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                         small, nt_one)
     cdef int nt_all = threads_for(flops * count)
     cdef int nt_stack = nt_all if nt_one < nt_all else 1
+    if small and nt_one == 1 and ep == NULL:
+        # a stack of small products: one C loop, parallel over the stack
+        if real is float:
+            small_sgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,
+                                  alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                                  beta, c, s_c[0], s_c[1], nt_all)
+        else:
+            small_dgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,
+                                  alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                                  beta, c, s_c[0], s_c[1], nt_all)
+        return 0
     for t in prange(count, nogil=True, num_threads=nt_stack,
                     schedule="static"):
         if nb == 1:

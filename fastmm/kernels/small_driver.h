@@ -129,11 +129,51 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         FMM_OMP_PARALLEL(nt)                                                   \
         P##_part(fmm_thread_num(), fmm_team_size(), m, n, k, alpha, a, rs_a,   \
                  cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c);                    \
+    }                                                                          \
+                                                                               \
+    /* `count` products of a broadcast batch (batch strides bs_*, 0 where an   \
+     * operand is broadcast, over nb dims of `shape`), one per thread at a     \
+     * time.  The form is chosen once, so a tiny product costs little more    \
+     * than its FMAs. */                                                       \
+    static void P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,     \
+                          const ptrdiff_t *bs_a, const ptrdiff_t *bs_b,        \
+                          const ptrdiff_t *bs_c, ptrdiff_t m, ptrdiff_t n,     \
+                          ptrdiff_t k, T alpha, const T *a, ptrdiff_t rs_a,    \
+                          ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,          \
+                          ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,        \
+                          ptrdiff_t cs_c, int nt)                              \
+    {                                                                          \
+        /* 0: B's rows contiguous, 1: A's columns (C^T = B^T A^T), 2: other */ \
+        int form = m == 1 || n == 1 || k <= 0 || alpha == 0 ? 2                \
+                   : cs_b == 1 ? 0 : rs_a == 1 ? 1 : 2;                        \
+        FMM_OMP_FOR(nt)                                                        \
+        for (ptrdiff_t t = 0; t < count; t++) {                                \
+            ptrdiff_t oa = 0, ob = 0, oc = 0, rem = t;                         \
+            for (int d = nb - 1; d >= 0; d--) {                                \
+                ptrdiff_t idx = d ? rem % shape[d] : rem;                      \
+                rem = d ? rem / shape[d] : 0;                                  \
+                oa += idx * bs_a[d];                                           \
+                ob += idx * bs_b[d];                                           \
+                oc += idx * bs_c[d];                                           \
+            }                                                                  \
+            if (form == 0)                                                     \
+                fmm_small.KERN(m, n, k, alpha, a + oa, rs_a, cs_a, b + ob,     \
+                               rs_b, beta, c + oc, rs_c, cs_c);                \
+            else if (form == 1)                                                \
+                fmm_small.KERN(n, m, k, alpha, b + ob, cs_b, rs_b, a + oa,     \
+                               cs_a, beta, c + oc, cs_c, rs_c);                \
+            else                                                               \
+                P(m, n, k, alpha, a + oa, rs_a, cs_a, b + ob, rs_b, cs_b,      \
+                  beta, c + oc, rs_c, cs_c, 1);                                \
+        }                                                                      \
     }
 
 #ifdef _OPENMP
 #define FMM_OMP_PARALLEL(nt) _Pragma("omp parallel num_threads(nt)")
+#define FMM_OMP_FOR(nt)                                                        \
+    _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1)")
 #else
+#define FMM_OMP_FOR(nt)
 #define FMM_OMP_PARALLEL(nt)
 #endif
 
