@@ -25,7 +25,7 @@ int main(void) {
 }
 """
 
-MODULES = ["_threads", "_gemm", "_small", "_linalg"]
+MODULES = ["_threads", "_gemm", "_small", "_linalg", "_blas"]
 
 
 def openmp_flags(compiler):

@@ -8,7 +8,8 @@
 __version__ = "0.1.0"
 
 from fastmm._threads import get_num_threads, set_num_threads, threads
-from fastmm._linalg import gemm, matmul
+from fastmm._linalg import matmul
+from fastmm._blas import gemm
 from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""fastmm.matmul and fastmm.gemm: validate, promote, allocate, hand to the driver.
+"""fastmm.matmul: validate, promote, allocate, hand to the driver.
 
 matmul keeps np.matmul's exact semantics by taking its own path only where
 its answer is certain to match numpy's (native, aligned float32/float64
@@ -29,7 +29,7 @@ cdef object _f32 = np.dtype(np.float32)
 cdef object _f64 = np.dtype(np.float64)
 
 
-cdef inline bint _native_float(object x):
+cdef bint native_float(object x):
     """x is an exact ndarray of native-order, aligned float32 or float64."""
     if type(x) is not _ndarray:
         return False
@@ -39,7 +39,7 @@ cdef inline bint _native_float(object x):
             and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
 
 
-cdef bint _writes_twice(cnp.ndarray x):
+cdef bint writes_twice(cnp.ndarray x):
     """A zero stride on an axis of length > 1: one element stands for several."""
     cdef int d
     for d in range(cnp.PyArray_NDIM(x)):
@@ -236,6 +236,58 @@ cdef object _numpy_matmul(x1, x2, out, dict kwargs):
     return _np_matmul(x1, x2, out=out, **kwargs)
 
 
+cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b):
+    """matmul's common case, with no Python-level work: 1-D or 2-D operands
+    (not both 1-D) of one native float dtype, no ``out``.  None: not this
+    case (or numpy's error to raise), take the general path."""
+    cdef int t = cnp.PyArray_TYPE(a), nd_a = cnp.PyArray_NDIM(a)
+    cdef int nd_b = cnp.PyArray_NDIM(b), err
+    if (t != cnp.PyArray_TYPE(b) or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
+            or nd_a > 2 or nd_b > 2 or nd_a + nd_b < 3
+            or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)
+                    and cnp.PyArray_ISNOTSWAPPED(b) and cnp.PyArray_ISALIGNED(b))):
+        return None
+    cdef Py_ssize_t s_a[2]
+    cdef Py_ssize_t s_b[2]
+    cdef Py_ssize_t s_c[2]
+    cdef cnp.npy_intp dims[2]
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    cdef Py_ssize_t m = cnp.PyArray_DIM(a, 0) if nd_a == 2 else 1
+    cdef Py_ssize_t k = cnp.PyArray_DIM(a, nd_a - 1)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(b, 1) if nd_b == 2 else 1
+    if cnp.PyArray_DIM(b, 0) != k:
+        return None
+    # a 1-D operand is a row (a) or column (b) with a zero stride across
+    s_a[0] = cnp.PyArray_STRIDE(a, 0) // item if nd_a == 2 else 0
+    s_a[1] = cnp.PyArray_STRIDE(a, nd_a - 1) // item
+    s_b[0] = cnp.PyArray_STRIDE(b, 0) // item
+    s_b[1] = cnp.PyArray_STRIDE(b, 1) // item if nd_b == 2 else 0
+    if nd_a == 2 and nd_b == 2:
+        dims[0], dims[1], s_c[0], s_c[1] = m, n, n, 1
+    elif nd_a == 2:
+        dims[0], s_c[0], s_c[1] = m, 1, 0
+    else:
+        dims[0], s_c[0], s_c[1] = n, 0, 1
+    cdef cnp.ndarray c = cnp.PyArray_EMPTY(nd_a + nd_b - 2, dims, t, 0)
+    if m == 0 or n == 0:
+        return c
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            err = _batched[float](m, n, k, 1, <float*>cnp.PyArray_DATA(a), s_a,
+                                  <float*>cnp.PyArray_DATA(b), s_b, 0,
+                                  <float*>cnp.PyArray_DATA(c), s_c, 1, 0,
+                                  NULL, NULL, NULL, NULL, NULL)
+    else:
+        with nogil:
+            err = _batched[double](m, n, k, 1, <double*>cnp.PyArray_DATA(a), s_a,
+                                   <double*>cnp.PyArray_DATA(b), s_b, 0,
+                                   <double*>cnp.PyArray_DATA(c), s_c, 1, 0,
+                                   NULL, NULL, NULL, NULL, NULL)
+    if err:
+        raise MemoryError("fastmm: could not allocate GEMM packing buffers")
+    return c
+
+
 def matmul(x1, x2, out=None, **kwargs):
     """Matrix product with exactly np.matmul's semantics.
 
@@ -244,13 +296,19 @@ def matmul(x1, x2, out=None, **kwargs):
     passed to np.matmul unchanged.  ``out`` may be given positionally or by
     keyword, with any strides, and is returned as given.
     """
+    cdef object r
+    if out is None and not kwargs and type(x1) is _ndarray \
+            and type(x2) is _ndarray:
+        r = _matmul_2d(<cnp.ndarray>x1, <cnp.ndarray>x2)
+        if r is not None:
+            return r
     if type(x1) is list or type(x1) is tuple:
         x1 = np.asarray(x1)
     if type(x2) is list or type(x2) is tuple:
         x2 = np.asarray(x2)
     if type(out) is tuple and len(<tuple>out) == 1:
         out = (<tuple>out)[0]
-    if kwargs or not (_native_float(x1) and _native_float(x2)):
+    if kwargs or not (native_float(x1) and native_float(x2)):
         return _numpy_matmul(x1, x2, out, kwargs)
     cdef cnp.ndarray a = <cnp.ndarray>x1, b = <cnp.ndarray>x2, c, target
     cdef int nd_a = cnp.PyArray_NDIM(a), nd_b = cnp.PyArray_NDIM(b)
@@ -258,7 +316,7 @@ def matmul(x1, x2, out=None, **kwargs):
         return _numpy_matmul(x1, x2, out, kwargs)   # numpy's error
     dtype = _f64 if (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
                      or cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT64) else _f32
-    if out is not None and not (_native_float(out) and out.dtype == dtype
+    if out is not None and not (native_float(out) and out.dtype == dtype
                                 and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
         return _numpy_matmul(x1, x2, out, kwargs)   # casting or numpy's error
     cdef int core_a = 2 if nd_a >= 2 else 1, core_b = 2 if nd_b >= 2 else 1
@@ -279,7 +337,7 @@ def matmul(x1, x2, out=None, **kwargs):
         shape += (shape_a[nd_a - 2],)
     if core_b == 2:
         shape += (shape_b[nd_b - 1],)
-    if out is not None and (out.shape != shape or _writes_twice(out)):
+    if out is not None and (out.shape != shape or writes_twice(out)):
         return _numpy_matmul(x1, x2, out, kwargs)   # numpy's error or aliasing
     if a.dtype != dtype:
         a = a.astype(dtype)
@@ -309,73 +367,3 @@ cdef _raise_numpy_error(x1, x2):
         raise ValueError(f"{e} (operand shapes {np.shape(x1)} and "
                          f"{np.shape(x2)})") from None
     raise AssertionError("np.matmul accepted operands fastmm rejected")
-
-
-cdef object _gemm_dtype(arrays):
-    dtype = np.result_type(*arrays)
-    if dtype.kind in "biuf":
-        # integers and float16 compute in the narrowest kernel type holding them
-        dtype = np.promote_types(dtype, np.float32)
-        if dtype == _f32 or dtype == _f64:
-            return dtype
-    raise TypeError(f"fastmm.gemm supports real floating-point arrays "
-                    f"(float32, float64); got {dtype}")
-
-
-cdef cnp.ndarray _operand(x, dtype):
-    """x as an array fastmm's kernels can read in place, copying only if not."""
-    if _native_float(x) and x.dtype == dtype:
-        return <cnp.ndarray>x
-    return np.asarray(x, dtype=dtype)
-
-
-def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
-         overwrite_c=False):
-    """C := alpha * op(A) @ op(B) + beta * C, as scipy.linalg.blas.?gemm.
-
-    op(X) is X, or X.T when trans_x is true (1 or 2, as in BLAS; for real
-    data both mean the transpose).  float32 when every operand is float32,
-    float64 otherwise.  When beta == 0, C is not read (NaN in C does not
-    leak); when alpha == 0, A and B are not read.  With ``overwrite_c=True``
-    and a writeable ``c`` of the result's dtype the update is in place and
-    ``c`` is returned; otherwise a new array is returned.
-    """
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"gemm: a and b must be 2-D, got shapes {a.shape} "
-                         f"and {b.shape}")
-    dtype = _gemm_dtype([a.dtype, b.dtype] + ([np.asarray(c).dtype]
-                                              if c is not None else []))
-    op_a = a.T if trans_a else a
-    op_b = b.T if trans_b else b
-    m, k = op_a.shape
-    k2, n = op_b.shape
-    if k != k2:
-        raise ValueError(f"gemm: op(a) has shape {op_a.shape} and op(b) has "
-                         f"shape {op_b.shape}: inner dimensions {k} and {k2} "
-                         f"differ")
-    if c is None:
-        beta = 0.0
-        target = np.empty((m, n), dtype)
-    else:
-        if np.shape(c) != (m, n):
-            raise ValueError(f"gemm: c has shape {np.shape(c)}, expected "
-                             f"{(m, n)} for op(a) {op_a.shape} @ op(b) "
-                             f"{op_b.shape}")
-        if (overwrite_c and _native_float(c) and c.dtype == dtype
-                and c.flags.writeable and not _writes_twice(c)):
-            target = c
-        elif beta == 0:
-            target = np.empty((m, n), dtype)
-        else:
-            target = np.array(c, dtype=dtype, order="C")
-    op_a = _operand(op_a, dtype)
-    op_b = _operand(op_b, dtype)
-    result = target
-    if _may_share_memory(target, op_a) or _may_share_memory(target, op_b):
-        result = target.copy() if beta != 0 else np.empty((m, n), dtype)
-    run_product(op_a, op_b, result, (), 2, 2, float(alpha), float(beta), NULL)
-    if result is not target:
-        _copyto(target, result)
-    return target
