@@ -79,8 +79,9 @@ cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
         if real is float:
             return sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
                          beta, c, s_c[0], s_c[1], ep, nt)
-        return dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                     beta, c, s_c[0], s_c[1], ep, nt)
+        else:
+            return dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                         beta, c, s_c[0], s_c[1], ep, nt)
     if real is float:
         small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
                         beta, c, s_c[0], s_c[1], nt)

@@ -205,12 +205,12 @@ static struct {
 } fmm_small = {"generic", fmm_small_s_ref, fmm_small_d_ref, fmm_vm_s_base,
                fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
 
-/* isa: "avx512", "avx2" or "generic"; a name the CPU cannot run (or NULL)
- * picks the best it can.  Returns the name in use. */
+/* isa: "avx2" or "generic" cap the ISA at that; anything else (or NULL)
+ * picks the best the CPU runs.  Returns the name in use. */
 static const char *fmm_small_init(const char *isa)
 {
-    int want512 = !isa || !strcmp(isa, "avx512");
-    int want2 = want512 || !strcmp(isa, "avx2");
+    int want2 = !isa || strcmp(isa, "generic");
+    int want512 = want2 && (!isa || strcmp(isa, "avx2"));
 #ifdef FMM_X86
     if (want512 && fmm_cpu_has_avx512()) {
         fmm_small.isa = "avx512";
