@@ -116,59 +116,92 @@ FMM_SMALL_REF(fmm_small_d_ref, double)
     }
 
 /* c[i] := alpha * dot(m[i, :], x) + beta * c[i], m's rows and x contiguous.
- * Sixteen-lane partial sums (GCC vector extension: zmm, 2 ymm or 4 xmm by the
- * target), four rows at a time so x is loaded once per four rows. */
+ * Lane-wise partial sums in a GCC vector extension type (one zmm, two ymm or
+ * four xmm, by the target), two per row so FMA latency is hidden, four rows
+ * at a time so x is loaded once per four rows; the lanes are then added as a
+ * tree (a chain of adds would dominate short rows). */
 typedef float fmm_v16s __attribute__((vector_size(64)));
 typedef double fmm_v8d __attribute__((vector_size(64)));
-#define FMM_DOTS(NAME, T, V, ATTR)                                             \
+
+/* Sum of the lanes, folding halves in registers (inlined into each ISA). */
+static inline __attribute__((always_inline)) float fmm_hsum_s(const fmm_v16s *p)
+{
+    fmm_v16s v = *p;
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2,
+                                 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0,
+                                 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2,
+                                 3, 0, 1);
+    return v[0] + v[1];
+}
+static inline __attribute__((always_inline)) double fmm_hsum_d(const fmm_v8d *p)
+{
+    fmm_v8d v = *p;
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1);
+    return v[0] + v[1];
+}
+
+#define FMM_DOTS(NAME, T, V, HSUM, ATTR)                                       \
     static ATTR void NAME(ptrdiff_t m, ptrdiff_t k, T alpha, const T *mat,     \
                           ptrdiff_t rs_m, const T *x, T beta, T *c,            \
                           ptrdiff_t inc_c)                                     \
     {                                                                          \
         enum { L = sizeof(V) / sizeof(T) };                                    \
-        ptrdiff_t kv = k - k % L;                                              \
         for (ptrdiff_t i = 0; i < m; i += 4) {                                 \
             int nr = m - i < 4 ? (int)(m - i) : 4;                             \
             const T *r[4];                                                     \
-            V s[4];                                                            \
-            T t[4];                                                            \
+            V s[4][2];                                                         \
+            ptrdiff_t p = 0;                                                   \
             for (int q = 0; q < 4; q++) {                                      \
                 r[q] = mat + (i + (q < nr ? q : 0)) * rs_m;                    \
-                s[q] = (V){0};                                                 \
+                s[q][0] = s[q][1] = (V){0};                                    \
             }                                                                  \
-            for (ptrdiff_t p = 0; p < kv; p += L) {                            \
-                V xv, rv;                                                      \
-                memcpy(&xv, x + p, sizeof(V));                                 \
+            for (; p + 2 * L <= k; p += 2 * L) {                               \
+                V x0, x1, r0, r1;                                              \
+                memcpy(&x0, x + p, sizeof(V));                                 \
+                memcpy(&x1, x + p + L, sizeof(V));                             \
                 for (int q = 0; q < 4; q++) {                                  \
-                    memcpy(&rv, r[q] + p, sizeof(V));                          \
-                    s[q] += rv * xv;                                           \
+                    memcpy(&r0, r[q] + p, sizeof(V));                          \
+                    memcpy(&r1, r[q] + p + L, sizeof(V));                      \
+                    s[q][0] += r0 * x0;                                        \
+                    s[q][1] += r1 * x1;                                        \
                 }                                                              \
             }                                                                  \
+            if (p + L <= k) {                                                  \
+                V x0, r0;                                                      \
+                memcpy(&x0, x + p, sizeof(V));                                 \
+                for (int q = 0; q < 4; q++) {                                  \
+                    memcpy(&r0, r[q] + p, sizeof(V));                          \
+                    s[q][0] += r0 * x0;                                        \
+                }                                                              \
+                p += L;                                                        \
+            }                                                                  \
             for (int q = 0; q < nr; q++) {                                     \
-                t[q] = 0;                                                      \
-                for (int l = 0; l < L; l++)                                    \
-                    t[q] += s[q][l];                                           \
-                for (ptrdiff_t p = kv; p < k; p++)                             \
-                    t[q] += r[q][p] * x[p];                                    \
+                V sq = s[q][0] + s[q][1];                                      \
+                T t = HSUM(&sq);                                               \
+                for (ptrdiff_t pp = p; pp < k; pp++)                           \
+                    t += r[q][pp] * x[pp];                                     \
                 T *ci = c + (i + q) * inc_c;                                   \
-                *ci = beta == 0 ? alpha * t[q] : alpha * t[q] + beta * *ci;    \
+                *ci = beta == 0 ? alpha * t : alpha * t + beta * *ci;          \
             }                                                                  \
         }                                                                      \
     }
 
 FMM_VM(fmm_vm_s_base, float, )
 FMM_VM(fmm_vm_d_base, double, )
-FMM_DOTS(fmm_dots_s_base, float, fmm_v16s, )
-FMM_DOTS(fmm_dots_d_base, double, fmm_v8d, )
+FMM_DOTS(fmm_dots_s_base, float, fmm_v16s, fmm_hsum_s, )
+FMM_DOTS(fmm_dots_d_base, double, fmm_v8d, fmm_hsum_d, )
 #ifdef FMM_X86
 FMM_VM(fmm_vm_s_avx2, float, FMM_TGT_AVX2)
 FMM_VM(fmm_vm_d_avx2, double, FMM_TGT_AVX2)
-FMM_DOTS(fmm_dots_s_avx2, float, fmm_v16s, FMM_TGT_AVX2)
-FMM_DOTS(fmm_dots_d_avx2, double, fmm_v8d, FMM_TGT_AVX2)
+FMM_DOTS(fmm_dots_s_avx2, float, fmm_v16s, fmm_hsum_s, FMM_TGT_AVX2)
+FMM_DOTS(fmm_dots_d_avx2, double, fmm_v8d, fmm_hsum_d, FMM_TGT_AVX2)
 FMM_VM(fmm_vm_s_avx512, float, FMM_TGT_AVX512)
 FMM_VM(fmm_vm_d_avx512, double, FMM_TGT_AVX512)
-FMM_DOTS(fmm_dots_s_avx512, float, fmm_v16s, FMM_TGT_AVX512)
-FMM_DOTS(fmm_dots_d_avx512, double, fmm_v8d, FMM_TGT_AVX512)
+FMM_DOTS(fmm_dots_s_avx512, float, fmm_v16s, fmm_hsum_s, FMM_TGT_AVX512)
+FMM_DOTS(fmm_dots_d_avx512, double, fmm_v8d, fmm_hsum_d, FMM_TGT_AVX512)
 #endif
 
 /* ---- run-time choice of the ISA ---- */
