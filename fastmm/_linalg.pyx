@@ -16,7 +16,7 @@ from fastmm._epilogue cimport Epilogue, apply_epilogue
 from fastmm._threads cimport threads_for
 from fastmm._pack cimport real
 from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
-                            small_dgemm_batch, FMM_SMALL_STACK_ELEMS)
+                            small_dgemm_batch)
 
 cnp.import_array()
 
@@ -49,24 +49,18 @@ cdef bint writes_twice(cnp.ndarray x):
 
 
 # The unpacked path (kernels/small.h) takes a product when packing cannot pay:
-# matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M,
-# so B is streamed once anyway); or a shallow k (C is written once).
+# matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M:
+# each element of B is used by few rows, and the path copies large B panels
+# itself); or a shallow k (C is written once).  Any strides.
 cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
-cdef Py_ssize_t SKINNY_M = 8
+cdef Py_ssize_t SKINNY_M = 64
 cdef Py_ssize_t SHALLOW_K = 16
 
 
-cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                           const Py_ssize_t* s_a,
-                           const Py_ssize_t* s_b) noexcept nogil:
-    # the kernels need a unit stride: B's columns or A's rows (or, for a
-    # vector, the matrix's either axis), or a B small enough to copy
-    if m == 1 or n == 1:
-        return (s_b[0] == 1 or s_b[1] == 1) if m == 1 else (
-            s_a[0] == 1 or s_a[1] == 1)
-    if not (s_b[1] == 1 or s_a[0] == 1 or k * n <= FMM_SMALL_STACK_ELEMS):
-        return False
-    return m * n * k <= SMALL_MNK or m <= SKINNY_M or k <= SHALLOW_K
+cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
+                           Py_ssize_t k) noexcept nogil:
+    return (m == 1 or n == 1 or m * n * k <= SMALL_MNK or m <= SKINNY_M
+            or k <= SHALLOW_K)
 
 
 cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
@@ -110,7 +104,7 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef int d, err = 0
     cdef double flops = 2.0 * m * n * k
     cdef int nt_one = threads_for(flops)
-    cdef bint small = _unpacked(m, n, k, s_a, s_b)
+    cdef bint small = _unpacked(m, n, k)
     if count == 1:
         return _product(m, n, k, alpha, a, s_a, b, s_b, beta, c, s_c, ep,
                         small, nt_one)

@@ -5,11 +5,6 @@
 # thread.  The batch form runs a broadcast stack (batch strides bs_*, 0 where
 # an operand is broadcast) parallel over the stack.
 
-# Products with k * n up to this copy a B that has no unit stride onto the
-# stack; larger ones need B's columns or A's rows contiguous.
-cdef extern from "kernels/small.h":
-    enum: FMM_SMALL_STACK_ELEMS
-
 cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
                       const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                       const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,

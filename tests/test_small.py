@@ -103,6 +103,25 @@ def test_all_small_sizes(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_skinny_with_copied_panels(isa, dtype):
+    # m <= 64 with a B too large to read in place (or strided): B goes through
+    # KC x 128-byte stack panels, several k blocks accumulate into C
+    rng = np.random.default_rng(9)
+    for m, n, k in [(20, 130, 300), (9, 70, 520), (64, 129, 257),
+                    (33, 200, 600), (2, 40, 700)]:
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        for la, lb in [("C", "C"), ("C", "F"), ("C", "step"), ("neg", "neg")]:
+            _check(fastmm.matmul(_layout(a, la), _layout(b, lb)), a, b, dtype)
+        c = _rand(rng, (m, n), dtype)
+        got = fastmm.gemm(1.5, _layout(a, "step"), b, -1.0, c)
+        _check(got, a, b, dtype, 1.5, -1.0, c)
+        out = np.full((m, n), np.nan, dtype)
+        fastmm.matmul(a, _layout(b, "T"), out=out)
+        _check(out, a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_out_with_nan_is_not_read(isa, dtype):
     rng = np.random.default_rng(4)
     for m, n, k in [(3, 5, 7), (16, 16, 16), (1, 40, 9), (40, 1, 9)]:

@@ -9,11 +9,12 @@
  * in A or B propagate.  Unlike the packed path nothing is allocated and no
  * thread is started unless the caller asks for more than one.
  *
- *   fmm_small_[sd]gemm   any m, n; reads B's rows in place through register
- *                        blocks (small_avx512.h, small_avx2.h).  Needs one
- *                        unit stride: B's columns, else A's rows (it then
- *                        computes C^T = B^T A^T), else B small enough to copy
- *                        onto the stack; otherwise plain loops.
+ *   fmm_small_[sd]gemm   any m, n; register blocks (small_avx512.h,
+ *                        small_avx2.h) read B's rows in place when B's
+ *                        columns are contiguous (or A's rows are: C^T =
+ *                        B^T A^T) and B is small or used by one row block;
+ *                        otherwise from KC x 128-byte panels of B copied
+ *                        onto the stack (any strides, no cache-set conflicts).
  *   m == 1 or n == 1     matrix-vector, bandwidth-bound: "axpy" form (rows
  *                        of the matrix contiguous, streamed four at a time)
  *                        or "dot" form (the matrix's other axis contiguous).
@@ -27,7 +28,12 @@
 #include <string.h>
 #include "dispatch.h"
 
-/* Elements of B the non-unit-stride case copies onto the stack. */
+/* A B up to this size (bytes) with unit column stride is read in place by
+ * every row block of A; a larger or strided one is copied, FMM_SMALL_KC rows
+ * by 128 bytes at a time, onto the stack (see small_driver.h). */
+#define FMM_SMALL_INPLACE_BYTES (128 * 1024)
+#define FMM_SMALL_KC 256
+/* Length of a strided vector the dot form copies onto the stack. */
 #define FMM_SMALL_STACK_ELEMS 4096
 /* Columns of C one "axpy" pass accumulates in L1. */
 #define FMM_VM_CHUNK 1024

@@ -21,7 +21,7 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         *lo = n;
 }
 
-#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, REF)                            \
+#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                            \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
     static void P##_scale(ptrdiff_t m, ptrdiff_t n, T beta, T *c,              \
                           ptrdiff_t rs_c, ptrdiff_t cs_c)                      \
@@ -75,18 +75,6 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
                      beta, c, cs_c, rs_c);                                     \
             return;                                                            \
         }                                                                      \
-        int ref = cs_b != 1;                                                   \
-        T bbuf[cs_b != 1 && k * n <= FMM_SMALL_STACK_ELEMS ? k * n : 1];       \
-        if (cs_b != 1 && k * n <= FMM_SMALL_STACK_ELEMS) {                     \
-            /* no unit stride anywhere: a copy of B fits on the stack */       \
-            for (ptrdiff_t p = 0; p < k; p++)                                  \
-                for (ptrdiff_t j = 0; j < n; j++)                              \
-                    bbuf[p * n + j] = b[p * rs_b + j * cs_b];                  \
-            b = bbuf;                                                          \
-            rs_b = n;                                                          \
-            cs_b = 1;                                                          \
-            ref = 0;                                                           \
-        }                                                                      \
         if (n >= 64 * nt || m < 8 * nt) {                                      \
             fmm_share(n, 32, tid, nt, &lo, &hi);                               \
             b += lo * cs_b;                                                    \
@@ -100,13 +88,35 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         }                                                                      \
         if (m <= 0 || n <= 0)                                                  \
             return;                                                            \
-        if (ref) {                                                             \
-            for (ptrdiff_t j = 0; j < n; j++)   /* any strides, plain loops */ \
-                REF(m, 1, k, alpha, a, rs_a, cs_a, b + j * cs_b, rs_b, beta,   \
-                    c + j * cs_c, rs_c, cs_c);                                 \
-        } else {                                                               \
+        if (cs_b == 1 && (m <= 8 || k * n * (ptrdiff_t)sizeof(T)               \
+                                        <= FMM_SMALL_INPLACE_BYTES)) {         \
+            /* B read in place: once (one row block) or from cache */          \
             fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,    \
                            rs_c, cs_c);                                        \
+            return;                                                            \
+        }                                                                      \
+        /* B's rows strided or B larger than cache: its rows, a row stride    \
+         * apart, would collide in the cache's sets and each row block would  \
+         * re-read them from memory.  Copy KC x NB panels onto the stack and   \
+         * run every row block of A over each copy; along a KC block of rows   \
+         * B is read in order, and that block of A stays in L1. */             \
+        enum { NB = 128 / sizeof(T) };                                         \
+        T panel[FMM_SMALL_KC * NB] __attribute__((aligned(64)));               \
+        for (ptrdiff_t pc = 0; pc < k; pc += FMM_SMALL_KC) {                   \
+            ptrdiff_t kc = k - pc < FMM_SMALL_KC ? k - pc : FMM_SMALL_KC;      \
+            for (ptrdiff_t jc = 0; jc < n; jc += NB) {                         \
+                ptrdiff_t nb = n - jc < NB ? n - jc : NB;                      \
+                const T *bp = b + pc * rs_b + jc * cs_b;                       \
+                for (ptrdiff_t p = 0; p < kc; p++)                             \
+                    if (cs_b == 1)                                             \
+                        memcpy(panel + p * nb, bp + p * rs_b, nb * sizeof(T)); \
+                    else                                                       \
+                        for (ptrdiff_t j = 0; j < nb; j++)                     \
+                            panel[p * nb + j] = bp[p * rs_b + j * cs_b];       \
+                fmm_small.KERN(m, nb, kc, alpha, a + pc * cs_a, rs_a, cs_a,    \
+                               panel, nb, pc ? (T)1 : beta, c + jc * cs_c,     \
+                               rs_c, cs_c);                                    \
+            }                                                                  \
         }                                                                      \
     }                                                                          \
                                                                                \
@@ -177,7 +187,7 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
 #define FMM_OMP_PARALLEL(nt)
 #endif
 
-FMM_SMALL_DRIVER(fmm_small_sgemm, float, s, vm_s, dots_s, fmm_small_s_ref)
-FMM_SMALL_DRIVER(fmm_small_dgemm, double, d, vm_d, dots_d, fmm_small_d_ref)
+FMM_SMALL_DRIVER(fmm_small_sgemm, float, s, vm_s, dots_s)
+FMM_SMALL_DRIVER(fmm_small_dgemm, double, d, vm_d, dots_d)
 
 #endif
