@@ -78,10 +78,10 @@ cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                          beta, c, s_c[0], s_c[1], ep, nt)
     if real is float:
         small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                        beta, c, s_c[0], s_c[1], nt)
+                    beta, c, s_c[0], s_c[1], nt)
     else:
         small_dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                        beta, c, s_c[0], s_c[1], nt)
+                    beta, c, s_c[0], s_c[1], nt)
     if ep != NULL:
         apply_epilogue(c, s_c[0], s_c[1], m, n, 0, 0, ep)
     return 0
@@ -114,12 +114,12 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
         # a stack of small products: one C loop, parallel over the stack
         if real is float:
             small_sgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,
-                                  alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                                  beta, c, s_c[0], s_c[1], nt_all)
+                              alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                              beta, c, s_c[0], s_c[1], nt_all)
         else:
             small_dgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,
-                                  alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                                  beta, c, s_c[0], s_c[1], nt_all)
+                              alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                              beta, c, s_c[0], s_c[1], nt_all)
         return 0
     for t in prange(count, nogil=True, num_threads=nt_stack,
                     schedule="static"):

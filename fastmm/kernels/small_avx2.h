@@ -24,25 +24,32 @@ static const int fmm_small_avx2_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
         V acc[6][2];                                                           \
         __m256i lm = _mm256_loadu_si256(                                       \
             (const __m256i *)(fmm_small_avx2_masks + 8 - tail * (8 / L)));     \
-        FMM_UNROLL for (int i = 0; i < MR; i++)                                           \
-            FMM_UNROLL for (int v = 0; v < NV; v++)                                       \
+        FMM_UNROLL                                                             \
+        for (int i = 0; i < MR; i++)                                           \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++)                                       \
                 acc[i][v] = _mm256_setzero_##SFX();                            \
         for (ptrdiff_t p = 0; p < k; p++) {                                    \
             V bv[2];                                                           \
-            FMM_UNROLL for (int v = 0; v < NV - 1; v++)                                   \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV - 1; v++)                                   \
                 bv[v] = _mm256_loadu_##SFX(b + p * rs_b + v * L);              \
             bv[NV - 1] = tail == L                                             \
                 ? _mm256_loadu_##SFX(b + p * rs_b + (NV - 1) * L)              \
                 : MASKLOAD(b + p * rs_b + (NV - 1) * L, lm);                   \
-            FMM_UNROLL for (int i = 0; i < MR; i++) {                                     \
+            FMM_UNROLL                                                         \
+            for (int i = 0; i < MR; i++) {                                     \
                 V av = _mm256_set1_##SFX(a[i * rs_a + p * cs_a]);              \
-                FMM_UNROLL for (int v = 0; v < NV; v++)                                   \
+                FMM_UNROLL                                                     \
+                for (int v = 0; v < NV; v++)                                   \
                     acc[i][v] = _mm256_fmadd_##SFX(av, bv[v], acc[i][v]);      \
             }                                                                  \
         }                                                                      \
         V va = _mm256_set1_##SFX(alpha);                                       \
-        FMM_UNROLL for (int i = 0; i < MR; i++) {                                         \
-            FMM_UNROLL for (int v = 0; v < NV; v++) {                                     \
+        FMM_UNROLL                                                             \
+        for (int i = 0; i < MR; i++) {                                         \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++) {                                     \
                 int nj = v == NV - 1 ? tail : L;                               \
                 T *cv = c + i * rs_c + v * L * cs_c;                           \
                 V r = _mm256_mul_##SFX(va, acc[i][v]);                         \

@@ -25,23 +25,31 @@
         T *c, ptrdiff_t rs_c, ptrdiff_t cs_c, MT last)                         \
     {                                                                          \
         V acc[8][2];                                                           \
-        FMM_UNROLL for (int i = 0; i < MR; i++)                                           \
-            FMM_UNROLL for (int v = 0; v < NV; v++)                                       \
+        FMM_UNROLL                                                             \
+        for (int i = 0; i < MR; i++)                                           \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++)                                       \
                 acc[i][v] = PFX##_setzero_##SFX();                             \
         for (ptrdiff_t p = 0; p < k; p++) {                                    \
             V bv[2];                                                           \
-            FMM_UNROLL for (int v = 0; v < NV; v++)                                       \
-                bv[v] = PFX##_maskz_loadu_##SFX(v == NV - 1 ? last : (MT)-1,   \
-                                                b + p * rs_b + v * L);         \
-            FMM_UNROLL for (int i = 0; i < MR; i++) {                                     \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++)                                       \
+                bv[v] = v == NV - 1 && last != (MT)-1                          \
+                    ? PFX##_maskz_loadu_##SFX(last, b + p * rs_b + v * L)      \
+                    : PFX##_loadu_##SFX(b + p * rs_b + v * L);                 \
+            FMM_UNROLL                                                         \
+            for (int i = 0; i < MR; i++) {                                     \
                 V av = PFX##_set1_##SFX(a[i * rs_a + p * cs_a]);               \
-                FMM_UNROLL for (int v = 0; v < NV; v++)                                   \
+                FMM_UNROLL                                                     \
+                for (int v = 0; v < NV; v++)                                   \
                     acc[i][v] = PFX##_fmadd_##SFX(av, bv[v], acc[i][v]);       \
             }                                                                  \
         }                                                                      \
         V va = PFX##_set1_##SFX(alpha), vb = PFX##_set1_##SFX(beta);           \
-        FMM_UNROLL for (int i = 0; i < MR; i++) {                                         \
-            FMM_UNROLL for (int v = 0; v < NV; v++) {                                     \
+        FMM_UNROLL                                                             \
+        for (int i = 0; i < MR; i++) {                                         \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++) {                                     \
                 MT mk = v == NV - 1 ? last : (MT)-1;                           \
                 T *cv = c + i * rs_c + v * L * cs_c;                           \
                 V r = PFX##_mul_##SFX(va, acc[i][v]);                          \
@@ -49,7 +57,10 @@
                     if (beta != 0) /* beta == 0: C is never read */            \
                         r = PFX##_fmadd_##SFX(                                 \
                             vb, PFX##_maskz_loadu_##SFX(mk, cv), r);           \
-                    PFX##_mask_storeu_##SFX(cv, mk, r);                        \
+                    if (mk == (MT)-1) /* AMD: masked stores are slower */      \
+                        PFX##_storeu_##SFX(cv, r);                             \
+                    else                                                       \
+                        PFX##_mask_storeu_##SFX(cv, mk, r);                    \
                 } else {                                                       \
                     T tmp[L];                                                  \
                     PFX##_storeu_##SFX(tmp, r);                                \

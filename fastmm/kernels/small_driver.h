@@ -8,6 +8,9 @@
 
 #include "_parallel.h"
 
+/* Batch dimensions a stack may have (numpy's limit on dimensions). */
+#define FMM_MAX_BATCH_DIMS 64
+
 /* Split [0, n) into nt parts rounded to multiples of `quantum`. */
 static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
                              ptrdiff_t *lo, ptrdiff_t *hi)
@@ -141,10 +144,52 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
                  cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c);                    \
     }                                                                          \
                                                                                \
+    /* Products [lo, hi) of a broadcast batch: the batch index is carried   \
+     * forward digit by digit, not divided out for every product. */         \
+    static void P##_batch_part(ptrdiff_t lo, ptrdiff_t hi, int form, int nb,  \
+                               const ptrdiff_t *shape, const ptrdiff_t *bs_a, \
+                               const ptrdiff_t *bs_b, const ptrdiff_t *bs_c,  \
+                               ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, \
+                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,    \
+                               const T *b, ptrdiff_t rs_b, ptrdiff_t cs_b,    \
+                               T beta, T *c, ptrdiff_t rs_c, ptrdiff_t cs_c)  \
+    {                                                                          \
+        ptrdiff_t idx[FMM_MAX_BATCH_DIMS], rem = lo;                           \
+        for (int d = nb - 1; d >= 0; d--) {                                    \
+            idx[d] = rem % shape[d];                                           \
+            rem /= shape[d];                                                   \
+            a += idx[d] * bs_a[d];                                             \
+            b += idx[d] * bs_b[d];                                             \
+            c += idx[d] * bs_c[d];                                             \
+        }                                                                      \
+        for (ptrdiff_t t = lo; t < hi; t++) {                                  \
+            if (form == 0)                                                     \
+                fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta,   \
+                               c, rs_c, cs_c);                                 \
+            else if (form == 1)                                                \
+                fmm_small.KERN(n, m, k, alpha, b, cs_b, rs_b, a, cs_a, beta,   \
+                               c, cs_c, rs_c);                                 \
+            else                                                               \
+                P(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
+                  cs_c, 1);                                                    \
+            for (int d = nb - 1; d >= 0; d--) {                                \
+                a += bs_a[d];                                                  \
+                b += bs_b[d];                                                  \
+                c += bs_c[d];                                                  \
+                if (++idx[d] < shape[d])                                       \
+                    break;                                                     \
+                a -= shape[d] * bs_a[d];                                       \
+                b -= shape[d] * bs_b[d];                                       \
+                c -= shape[d] * bs_c[d];                                       \
+                idx[d] = 0;                                                    \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+                                                                               \
     /* `count` products of a broadcast batch (batch strides bs_*, 0 where an   \
-     * operand is broadcast, over nb dims of `shape`), one per thread at a     \
-     * time.  The form is chosen once, so a tiny product costs little more    \
-     * than its FMAs. */                                                       \
+     * operand is broadcast, over nb <= FMM_MAX_BATCH_DIMS dims of `shape`),   \
+     * split over nt threads.  The form is chosen once, so a tiny product      \
+     * costs little more than its FMAs. */                                     \
     static void P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,     \
                           const ptrdiff_t *bs_a, const ptrdiff_t *bs_b,        \
                           const ptrdiff_t *bs_c, ptrdiff_t m, ptrdiff_t n,     \
@@ -156,34 +201,25 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         /* 0: B's rows contiguous, 1: A's columns (C^T = B^T A^T), 2: other */ \
         int form = m == 1 || n == 1 || k <= 0 || alpha == 0 ? 2                \
                    : cs_b == 1 ? 0 : rs_a == 1 ? 1 : 2;                        \
-        FMM_OMP_FOR(nt)                                                        \
-        for (ptrdiff_t t = 0; t < count; t++) {                                \
-            ptrdiff_t oa = 0, ob = 0, oc = 0, rem = t;                         \
-            for (int d = nb - 1; d >= 0; d--) {                                \
-                ptrdiff_t idx = d ? rem % shape[d] : rem;                      \
-                rem = d ? rem / shape[d] : 0;                                  \
-                oa += idx * bs_a[d];                                           \
-                ob += idx * bs_b[d];                                           \
-                oc += idx * bs_c[d];                                           \
-            }                                                                  \
-            if (form == 0)                                                     \
-                fmm_small.KERN(m, n, k, alpha, a + oa, rs_a, cs_a, b + ob,     \
-                               rs_b, beta, c + oc, rs_c, cs_c);                \
-            else if (form == 1)                                                \
-                fmm_small.KERN(n, m, k, alpha, b + ob, cs_b, rs_b, a + oa,     \
-                               cs_a, beta, c + oc, cs_c, rs_c);                \
-            else                                                               \
-                P(m, n, k, alpha, a + oa, rs_a, cs_a, b + ob, rs_b, cs_b,      \
-                  beta, c + oc, rs_c, cs_c, 1);                                \
+        if (nt <= 1) {                                                         \
+            P##_batch_part(0, count, form, nb, shape, bs_a, bs_b, bs_c, m, n,  \
+                           k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,    \
+                           rs_c, cs_c);                                        \
+            return;                                                            \
+        }                                                                      \
+        FMM_OMP_PARALLEL(nt)                                                   \
+        {                                                                      \
+            ptrdiff_t lo, hi;                                                  \
+            fmm_share(count, 1, fmm_thread_num(), fmm_team_size(), &lo, &hi);  \
+            P##_batch_part(lo, hi, form, nb, shape, bs_a, bs_b, bs_c, m, n, k, \
+                           alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
+                           cs_c);                                              \
         }                                                                      \
     }
 
 #ifdef _OPENMP
 #define FMM_OMP_PARALLEL(nt) _Pragma("omp parallel num_threads(nt)")
-#define FMM_OMP_FOR(nt)                                                        \
-    _Pragma("omp parallel for num_threads(nt) schedule(static) if (nt > 1)")
 #else
-#define FMM_OMP_FOR(nt)
 #define FMM_OMP_PARALLEL(nt)
 #endif
 
