@@ -62,8 +62,8 @@ static const int fmm_small_avx2_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
                     T tmp[L];                                                  \
                     _mm256_storeu_##SFX(tmp, r);                               \
                     for (int j = 0; j < nj; j++)                               \
-                        cv[j * cs_c] = beta == 0 ? tmp[j]                      \
-                                                 : tmp[j] + beta * cv[j * cs_c];\
+                        cv[j * cs_c] = beta == 0                               \
+                            ? tmp[j] : tmp[j] + beta * cv[j * cs_c];           \
                 }                                                              \
             }                                                                  \
         }                                                                      \

@@ -13,7 +13,8 @@
 
 #include <immintrin.h>
 
-#define FMM_T512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+#define FMM_T512                                                               \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
 /* One body per (element type, vector width): MR rows by NV vectors of C.
  * MR and NV are constants at every call site, so acc[][] lives in registers.
@@ -65,17 +66,21 @@
                     T tmp[L];                                                  \
                     PFX##_storeu_##SFX(tmp, r);                                \
                     for (int j = 0; j < L && ((mk >> j) & 1); j++)             \
-                        cv[j * cs_c] = beta == 0 ? tmp[j]                      \
-                                                 : tmp[j] + beta * cv[j * cs_c];\
+                        cv[j * cs_c] = beta == 0                               \
+                            ? tmp[j] : tmp[j] + beta * cv[j * cs_c];           \
                 }                                                              \
             }                                                                  \
         }                                                                      \
     }
 
-FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_z, float, __m512, 16, __mmask16, _mm512, ps)
-FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_y, float, __m256, 8, __mmask8, _mm256, ps)
-FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_z, double, __m512d, 8, __mmask8, _mm512, pd)
-FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_y, double, __m256d, 4, __mmask8, _mm256, pd)
+FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_z, float, __m512,
+                       16, __mmask16, _mm512, ps)
+FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_y, float, __m256,
+                       8, __mmask8, _mm256, ps)
+FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_z, double, __m512d,
+                       8, __mmask8, _mm512, pd)
+FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_y, double, __m256d,
+                       4, __mmask8, _mm256, pd)
 
 /* The loops over C's blocks: NV*L columns by 8 rows, with the row tail
  * dispatched to a block of exactly its height. */
@@ -115,10 +120,14 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_y, double, __m256d, 4, __mmask8, _mm256, 
             last);                                                             \
         break;
 
-FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_z, fmm_sblk_avx512_z, float, 16, __mmask16)
-FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_y, fmm_sblk_avx512_y, float, 8, __mmask8)
-FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_z, fmm_dblk_avx512_z, double, 8, __mmask8)
-FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_y, fmm_dblk_avx512_y, double, 4, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_z, fmm_sblk_avx512_z, float,
+                       16, __mmask16)
+FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_y, fmm_sblk_avx512_y, float,
+                       8, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_z, fmm_dblk_avx512_z, double,
+                       8, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_y, fmm_dblk_avx512_y, double,
+                       4, __mmask8)
 
 /* Entry points (B with unit column stride): narrow C takes the ymm body. */
 static FMM_T512 void fmm_small_s_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,

@@ -24,7 +24,7 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         *lo = n;
 }
 
-#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                            \
+#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                                 \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
     static void P##_scale(ptrdiff_t m, ptrdiff_t n, T beta, T *c,              \
                           ptrdiff_t rs_c, ptrdiff_t cs_c)                      \
@@ -50,14 +50,16 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
                      beta, c, cs_c, rs_c);                                     \
             return;                                                            \
         }                                                                      \
-        if (m == 1 && cs_b == 1 && (n > 1 || rs_b != 1)) { /* B's rows contig. */\
+        if (m == 1 && cs_b == 1 && (n > 1 || rs_b != 1)) {                     \
+            /* x^T B, B's rows contiguous: four rows at a time */              \
             fmm_share(n, 64, tid, nt, &lo, &hi);                               \
             if (lo < hi)                                                       \
                 fmm_small.VM(k, hi - lo, alpha, a, cs_a, b + lo, rs_b, beta,   \
                              c + lo * cs_c, cs_c);                             \
             return;                                                            \
         }                                                                      \
-        if (m == 1 && rs_b == 1 && (cs_a == 1 || k <= FMM_SMALL_STACK_ELEMS)) {\
+        if (m == 1 && rs_b == 1 &&                                             \
+            (cs_a == 1 || k <= FMM_SMALL_STACK_ELEMS)) {                       \
             /* x^T B, B's columns contiguous: dot products */                  \
             T xbuf[cs_a == 1 ? 1 : k];                                         \
             const T *x = a;                                                    \
