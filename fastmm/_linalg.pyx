@@ -55,6 +55,7 @@ cdef bint writes_twice(cnp.ndarray x):
 cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
 cdef Py_ssize_t SKINNY_M = 64
 cdef Py_ssize_t SHALLOW_K = 16
+cdef double GEMV_COST = 8
 
 
 cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
@@ -103,7 +104,11 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef Py_ssize_t t, rem, idx, off_a, off_b, off_c
     cdef int d, err = 0
     cdef double flops = 2.0 * m * n * k
-    cdef int nt_one = threads_for(flops)
+    # matrix-vector products stream their matrix once (no reuse): a flop
+    # costs about GEMV_COST times what it does in a GEMM, so threads pay
+    # that much sooner
+    cdef int nt_one = threads_for(flops * (GEMV_COST if m == 1 or n == 1
+                                           else 1))
     cdef bint small = _unpacked(m, n, k)
     if count == 1:
         return _product(m, n, k, alpha, a, s_a, b, s_b, beta, c, s_c, ep,
