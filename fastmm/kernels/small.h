@@ -83,7 +83,7 @@ FMM_SMALL_REF(fmm_small_s_ref, float)
 FMM_SMALL_REF(fmm_small_d_ref, double)
 
 /* c[j] := alpha * sum_p x[p] m[p, j] + beta * c[j], rows of m contiguous.
- * Four rows per pass over an L1-resident accumulator; each element still sums
+ * Eight rows per pass over an L1-resident accumulator; each element still sums
  * p in order with one multiply-add per term. */
 #define FMM_VM(NAME, T, ATTR)                                                  \
     static ATTR void NAME(ptrdiff_t k, ptrdiff_t n, T alpha, const T *x,       \
@@ -96,7 +96,20 @@ FMM_SMALL_REF(fmm_small_d_ref, double)
             const T *mj = mat + j0;                                            \
             for (ptrdiff_t j = 0; j < nj; j++)                                 \
                 acc[j] = 0;                                                    \
-            for (p = 0; p + 4 <= k; p += 4) {                                  \
+            for (p = 0; p + 8 <= k; p += 8) {                                  \
+                const T *r0 = mj + p * rs_m, *r1 = r0 + rs_m;                  \
+                const T *r2 = r1 + rs_m, *r3 = r2 + rs_m, *r4 = r3 + rs_m;     \
+                const T *r5 = r4 + rs_m, *r6 = r5 + rs_m, *r7 = r6 + rs_m;     \
+                T x0 = x[p * inc_x], x1 = x[(p + 1) * inc_x];                  \
+                T x2 = x[(p + 2) * inc_x], x3 = x[(p + 3) * inc_x];            \
+                T x4 = x[(p + 4) * inc_x], x5 = x[(p + 5) * inc_x];            \
+                T x6 = x[(p + 6) * inc_x], x7 = x[(p + 7) * inc_x];            \
+                for (ptrdiff_t j = 0; j < nj; j++)                             \
+                    acc[j] = acc[j] + x0 * r0[j] + x1 * r1[j] + x2 * r2[j] +   \
+                             x3 * r3[j] + x4 * r4[j] + x5 * r5[j] +            \
+                             x6 * r6[j] + x7 * r7[j];                          \
+            }                                                                  \
+            for (; p + 4 <= k; p += 4) {                                       \
                 const T *r0 = mj + p * rs_m, *r1 = r0 + rs_m;                  \
                 const T *r2 = r1 + rs_m, *r3 = r2 + rs_m;                      \
                 T x0 = x[p * inc_x], x1 = x[(p + 1) * inc_x];                  \
