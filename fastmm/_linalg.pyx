@@ -40,7 +40,8 @@ cdef bint native_float(object x):
 
 
 cdef bint writes_twice(cnp.ndarray x):
-    """A zero stride on an axis of length > 1: one element stands for several."""
+    """A zero stride on an axis of length > 1: one element stands for
+    several."""
     cdef int d
     for d in range(cnp.PyArray_NDIM(x)):
         if cnp.PyArray_STRIDE(x, d) == 0 and cnp.PyArray_DIM(x, d) > 1:
@@ -242,10 +243,12 @@ cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b):
     case (or numpy's error to raise), take the general path."""
     cdef int t = cnp.PyArray_TYPE(a), nd_a = cnp.PyArray_NDIM(a)
     cdef int nd_b = cnp.PyArray_NDIM(b), err
-    if (t != cnp.PyArray_TYPE(b) or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
+    if (t != cnp.PyArray_TYPE(b)
+            or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
             or nd_a > 2 or nd_b > 2 or nd_a + nd_b < 3
             or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)
-                    and cnp.PyArray_ISNOTSWAPPED(b) and cnp.PyArray_ISALIGNED(b))):
+                    and cnp.PyArray_ISNOTSWAPPED(b)
+                    and cnp.PyArray_ISALIGNED(b))):
         return None
     cdef Py_ssize_t s_a[2]
     cdef Py_ssize_t s_b[2]
@@ -279,7 +282,8 @@ cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b):
                                   NULL, NULL, NULL, NULL, NULL)
     else:
         with nogil:
-            err = _batched[double](m, n, k, 1, <double*>cnp.PyArray_DATA(a), s_a,
+            err = _batched[double](m, n, k, 1,
+                                   <double*>cnp.PyArray_DATA(a), s_a,
                                    <double*>cnp.PyArray_DATA(b), s_b, 0,
                                    <double*>cnp.PyArray_DATA(c), s_c, 1, 0,
                                    NULL, NULL, NULL, NULL, NULL)

@@ -18,20 +18,20 @@ cdef extern from "kernels/small.h" nogil:
                          const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                          double beta, double* c, Py_ssize_t rs_c,
                          Py_ssize_t cs_c, int nthreads)
-    void fmm_small_sgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
-                               const Py_ssize_t* bs_a, const Py_ssize_t* bs_b,
-                               const Py_ssize_t* bs_c, Py_ssize_t m, Py_ssize_t n,
-                               Py_ssize_t k, float alpha, const float* a,
-                               Py_ssize_t rs_a, Py_ssize_t cs_a, const float* b,
-                               Py_ssize_t rs_b, Py_ssize_t cs_b, float beta,
-                               float* c, Py_ssize_t rs_c, Py_ssize_t cs_c, int nt)
-    void fmm_small_dgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
-                               const Py_ssize_t* bs_a, const Py_ssize_t* bs_b,
-                               const Py_ssize_t* bs_c, Py_ssize_t m, Py_ssize_t n,
-                               Py_ssize_t k, double alpha, const double* a,
-                               Py_ssize_t rs_a, Py_ssize_t cs_a, const double* b,
-                               Py_ssize_t rs_b, Py_ssize_t cs_b, double beta,
-                               double* c, Py_ssize_t rs_c, Py_ssize_t cs_c, int nt)
+    void fmm_small_sgemm_batch(
+        Py_ssize_t count, int nb, const Py_ssize_t* shape,
+        const Py_ssize_t* bs_a, const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* a,
+        Py_ssize_t rs_a, Py_ssize_t cs_a, const float* b, Py_ssize_t rs_b,
+        Py_ssize_t cs_b, float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+        int nt)
+    void fmm_small_dgemm_batch(
+        Py_ssize_t count, int nb, const Py_ssize_t* shape,
+        const Py_ssize_t* bs_a, const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha, const double* a,
+        Py_ssize_t rs_a, Py_ssize_t cs_a, const double* b, Py_ssize_t rs_b,
+        Py_ssize_t cs_b, double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+        int nt)
     const char* fmm_small_init(const char* isa)
 
 

@@ -146,7 +146,8 @@ def test_gemm_alpha_beta(isa, dtype):
         # alpha == 0 reads neither A nor B: their NaN does not leak
         nan_a = np.full((m, k), np.nan, dtype)
         got = fastmm.gemm(0.0, nan_a, b, 3.0, c)
-        np.testing.assert_array_equal(got, (3.0 * c.astype(np.float64)).astype(dtype))
+        want = (3.0 * c.astype(np.float64)).astype(dtype)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
