@@ -25,7 +25,7 @@ int main(void) {
 }
 """
 
-MODULES = ["_threads", "_gemm", "_linalg", "_nn", "_nn_api"]
+MODULES = ["_threads", "_gemm", "_small", "_linalg", "_blas", "_nn", "_nn_api"]
 
 
 def openmp_flags(compiler):

@@ -20,7 +20,8 @@ except ImportError as e:  # pragma: no cover - depends on how it was installed
             "Build it in place with `pip install -e .`, or run from outside "
             "the source directory after `pip install .`") from e
     raise
-from fastmm._linalg import gemm, matmul
+from fastmm._linalg import matmul
+from fastmm._blas import gemm
 from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",

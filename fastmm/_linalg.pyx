@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""fastmm.matmul and fastmm.gemm: validate, promote, allocate, hand to the driver.
+"""fastmm.matmul: validate, promote, allocate, hand to the driver.
 
 matmul keeps np.matmul's exact semantics by taking its own path only where
 its answer is certain to match numpy's (native, aligned float32/float64
@@ -12,9 +12,11 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 
 from fastmm._gemm cimport sgemm, dgemm
-from fastmm._epilogue cimport Epilogue
+from fastmm._epilogue cimport Epilogue, apply_epilogue
 from fastmm._threads cimport threads_for
 from fastmm._pack cimport real
+from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
+                            small_dgemm_batch)
 
 cnp.import_array()
 
@@ -27,7 +29,7 @@ cdef object _f32 = np.dtype(np.float32)
 cdef object _f64 = np.dtype(np.float64)
 
 
-cdef inline bint _native_float(object x):
+cdef bint native_float(object x):
     """x is an exact ndarray of native-order, aligned float32 or float64."""
     if type(x) is not _ndarray:
         return False
@@ -37,8 +39,9 @@ cdef inline bint _native_float(object x):
             and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
 
 
-cdef bint _writes_twice(cnp.ndarray x):
-    """A zero stride on an axis of length > 1: one element stands for several."""
+cdef bint writes_twice(cnp.ndarray x):
+    """A zero stride on an axis of length > 1: one element stands for
+    several."""
     cdef int d
     for d in range(cnp.PyArray_NDIM(x)):
         if cnp.PyArray_STRIDE(x, d) == 0 and cnp.PyArray_DIM(x, d) > 1:
@@ -46,31 +49,55 @@ cdef bint _writes_twice(cnp.ndarray x):
     return False
 
 
-cdef inline int _product_at(Py_ssize_t t, Py_ssize_t m, Py_ssize_t n,
-                            Py_ssize_t k, real alpha,
-                            const real* a, const Py_ssize_t* s_a,
-                            const real* b, const Py_ssize_t* s_b, real beta,
-                            real* c, const Py_ssize_t* s_c, int nb,
-                            const Py_ssize_t* shape, const Py_ssize_t* bs_a,
-                            const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
-                            const Epilogue* ep, int nthreads) noexcept nogil:
-    """The product at flat batch index t, on nthreads threads."""
-    cdef Py_ssize_t rem = t, idx, off_a = 0, off_b = 0, off_c = 0
+# The unpacked path (kernels/small.h) takes a product when packing cannot pay:
+# matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M:
+# each element of B is used by few rows, and the path copies large B panels
+# itself); or a shallow k (C is written once).  Any strides.
+cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
+cdef Py_ssize_t SKINNY_M = 64
+cdef Py_ssize_t SHALLOW_K = 16
+cdef double GEMV_COST = 8
+
+
+cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
+                           Py_ssize_t k) noexcept nogil:
+    return (m == 1 or n == 1 or m * n * k <= SMALL_MNK or m <= SKINNY_M
+            or k <= SHALLOW_K)
+
+
+cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
+                         const real* a, const Py_ssize_t* s_a,
+                         const real* b, const Py_ssize_t* s_b, real beta,
+                         real* c, const Py_ssize_t* s_c, const Epilogue* ep,
+                         bint small, int nt) noexcept nogil:
+    """One product on the path chosen by _unpacked (small) with nt threads."""
+    if not small:
+        if real is float:
+            return sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                         beta, c, s_c[0], s_c[1], ep, nt)
+        else:
+            return dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                         beta, c, s_c[0], s_c[1], ep, nt)
+    if real is float:
+        small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                    beta, c, s_c[0], s_c[1], nt)
+    else:
+        small_dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                    beta, c, s_c[0], s_c[1], nt)
+    if ep != NULL:
+        apply_epilogue(c, s_c[0], s_c[1], m, n, 0, 0, ep)
+    return 0
+
+
+cdef inline Py_ssize_t _offset(Py_ssize_t t, int nb, const Py_ssize_t* shape,
+                               const Py_ssize_t* strides) noexcept nogil:
+    """Element offset of product t (row-major over shape) in one operand."""
+    cdef Py_ssize_t off = 0
     cdef int d
     for d in range(nb - 1, -1, -1):
-        idx = rem % shape[d]
-        rem = rem // shape[d]
-        off_a += idx * bs_a[d]
-        off_b += idx * bs_b[d]
-        off_c += idx * bs_c[d]
-    if real is float:
-        return sgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1], b + off_b,
-                     s_b[0], s_b[1], beta, c + off_c, s_c[0], s_c[1], ep,
-                     nthreads)
-    else:
-        return dgemm(m, n, k, alpha, a + off_a, s_a[0], s_a[1], b + off_b,
-                     s_b[0], s_b[1], beta, c + off_c, s_c[0], s_c[1], ep,
-                     nthreads)
+        off += (t % shape[d]) * strides[d]
+        t = t // shape[d]
+    return off
 
 
 cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
@@ -89,19 +116,42 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef Py_ssize_t t
     cdef int err = 0
     cdef double flops = 2.0 * m * n * k
-    cdef int nt_one = threads_for(flops)
-    cdef int nt_all = threads_for(flops * count) if count > 1 else nt_one
-    if nt_one < nt_all:
-        for t in prange(count, nogil=True, num_threads=nt_all,
+    # matrix-vector products stream their matrix once (no reuse): a flop
+    # costs about GEMV_COST times what it does in a GEMM, so threads pay
+    # that much sooner
+    cdef int nt_one = threads_for(flops * (GEMV_COST if m == 1 or n == 1
+                                           else 1))
+    cdef bint small = _unpacked(m, n, k)
+    if count == 1:
+        return _product(m, n, k, alpha, a, s_a, b, s_b, beta, c, s_c, ep,
+                        small, nt_one)
+    cdef int nt_all = threads_for(flops * count)
+    cdef int nt_stack = nt_all if nt_one < nt_all else 1
+    if small and nt_one == 1 and ep == NULL:
+        # a stack of small products: one C loop, parallel over the stack
+        if real is float:
+            small_sgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,
+                              alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                              beta, c, s_c[0], s_c[1], nt_all)
+        else:
+            small_dgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,
+                              alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
+                              beta, c, s_c[0], s_c[1], nt_all)
+        return 0
+    if nt_stack > 1:
+        for t in prange(count, nogil=True, num_threads=nt_stack,
                         schedule="static"):
-            err |= _product_at(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
-                               s_c, nb, shape, bs_a, bs_b, bs_c, ep, 1)
+            err |= _product(m, n, k, alpha, a + _offset(t, nb, shape, bs_a),
+                            s_a, b + _offset(t, nb, shape, bs_b), s_b, beta,
+                            c + _offset(t, nb, shape, bs_c), s_c, ep, small, 1)
     else:
-        # No region here: the driver's own would nest inside it, and nested
-        # OpenMP teams get no thread pool (new OS threads on every call).
+        # No region here: the driver's own would nest inside it, and a nested
+        # OpenMP team gets one thread (and no pool).
         for t in range(count):
-            err |= _product_at(t, m, n, k, alpha, a, s_a, b, s_b, beta, c,
-                               s_c, nb, shape, bs_a, bs_b, bs_c, ep, nt_one)
+            err |= _product(m, n, k, alpha, a + _offset(t, nb, shape, bs_a),
+                            s_a, b + _offset(t, nb, shape, bs_b), s_b, beta,
+                            c + _offset(t, nb, shape, bs_c), s_c, ep, small,
+                            nt_one)
     return err
 
 
@@ -208,6 +258,61 @@ cdef str _shape(x):
         return type(x).__name__
 
 
+cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b):
+    """matmul's common case, with no Python-level work: 1-D or 2-D operands
+    (not both 1-D) of one native float dtype, no ``out``.  None: not this
+    case (or numpy's error to raise), take the general path."""
+    cdef int t = cnp.PyArray_TYPE(a), nd_a = cnp.PyArray_NDIM(a)
+    cdef int nd_b = cnp.PyArray_NDIM(b), err
+    if (t != cnp.PyArray_TYPE(b)
+            or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
+            or nd_a > 2 or nd_b > 2 or nd_a + nd_b < 3
+            or not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)
+                    and cnp.PyArray_ISNOTSWAPPED(b)
+                    and cnp.PyArray_ISALIGNED(b))):
+        return None
+    cdef Py_ssize_t s_a[2]
+    cdef Py_ssize_t s_b[2]
+    cdef Py_ssize_t s_c[2]
+    cdef cnp.npy_intp dims[2]
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    cdef Py_ssize_t m = cnp.PyArray_DIM(a, 0) if nd_a == 2 else 1
+    cdef Py_ssize_t k = cnp.PyArray_DIM(a, nd_a - 1)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(b, 1) if nd_b == 2 else 1
+    if cnp.PyArray_DIM(b, 0) != k:
+        return None
+    # a 1-D operand is a row (a) or column (b) with a zero stride across
+    s_a[0] = cnp.PyArray_STRIDE(a, 0) // item if nd_a == 2 else 0
+    s_a[1] = cnp.PyArray_STRIDE(a, nd_a - 1) // item
+    s_b[0] = cnp.PyArray_STRIDE(b, 0) // item
+    s_b[1] = cnp.PyArray_STRIDE(b, 1) // item if nd_b == 2 else 0
+    if nd_a == 2 and nd_b == 2:
+        dims[0], dims[1], s_c[0], s_c[1] = m, n, n, 1
+    elif nd_a == 2:
+        dims[0], s_c[0], s_c[1] = m, 1, 0
+    else:
+        dims[0], s_c[0], s_c[1] = n, 0, 1
+    cdef cnp.ndarray c = cnp.PyArray_EMPTY(nd_a + nd_b - 2, dims, t, 0)
+    if m == 0 or n == 0:
+        return c
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            err = _batched[float](m, n, k, 1, <float*>cnp.PyArray_DATA(a), s_a,
+                                  <float*>cnp.PyArray_DATA(b), s_b, 0,
+                                  <float*>cnp.PyArray_DATA(c), s_c, 1, 0,
+                                  NULL, NULL, NULL, NULL, NULL)
+    else:
+        with nogil:
+            err = _batched[double](m, n, k, 1,
+                                   <double*>cnp.PyArray_DATA(a), s_a,
+                                   <double*>cnp.PyArray_DATA(b), s_b, 0,
+                                   <double*>cnp.PyArray_DATA(c), s_c, 1, 0,
+                                   NULL, NULL, NULL, NULL, NULL)
+    if err:
+        raise MemoryError("fastmm: could not allocate GEMM packing buffers")
+    return c
+
+
 def matmul(x1, x2, out=None, *, device=None, **kwargs):
     """Matrix product with exactly np.matmul's semantics.
 
@@ -217,6 +322,7 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
     keyword, with any strides, and is returned as given.  ``device="cuda"``
     runs fastmm.cuda.matmul instead (None or "cpu": here).
     """
+    cdef object r
     if device is not None and device != "cpu":
         if device != "cuda":
             raise ValueError(f"matmul: device must be None, 'cpu' or 'cuda', "
@@ -226,13 +332,18 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
                             f"(got {sorted(kwargs)})")
         from fastmm.cuda import matmul as cuda_matmul   # numba only now
         return cuda_matmul(x1, x2, out=out)
+    if out is None and not kwargs and type(x1) is _ndarray \
+            and type(x2) is _ndarray:
+        r = _matmul_2d(<cnp.ndarray>x1, <cnp.ndarray>x2)
+        if r is not None:
+            return r
     if type(x1) is list or type(x1) is tuple:
         x1 = np.asarray(x1)
     if type(x2) is list or type(x2) is tuple:
         x2 = np.asarray(x2)
     if type(out) is tuple and len(<tuple>out) == 1:
         out = (<tuple>out)[0]
-    if kwargs or not (_native_float(x1) and _native_float(x2)):
+    if kwargs or not (native_float(x1) and native_float(x2)):
         return _numpy_matmul(x1, x2, out, kwargs)
     cdef cnp.ndarray a = <cnp.ndarray>x1, b = <cnp.ndarray>x2, c, target
     cdef int nd_a = cnp.PyArray_NDIM(a), nd_b = cnp.PyArray_NDIM(b)
@@ -240,7 +351,7 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
         return _numpy_matmul(x1, x2, out, kwargs)   # numpy's error
     dtype = _f64 if (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
                      or cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT64) else _f32
-    if out is not None and not (_native_float(out) and out.dtype == dtype
+    if out is not None and not (native_float(out) and out.dtype == dtype
                                 and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
         return _numpy_matmul(x1, x2, out, kwargs)   # casting or numpy's error
     cdef int core_a = 2 if nd_a >= 2 else 1, core_b = 2 if nd_b >= 2 else 1
@@ -261,7 +372,7 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
         shape += (shape_a[nd_a - 2],)
     if core_b == 2:
         shape += (shape_b[nd_b - 1],)
-    if out is not None and (out.shape != shape or _writes_twice(out)):
+    if out is not None and (out.shape != shape or writes_twice(out)):
         return _numpy_matmul(x1, x2, out, kwargs)   # numpy's error or aliasing
     if a.dtype != dtype:
         a = a.astype(dtype)
@@ -287,73 +398,3 @@ cdef _raise_numpy_error(x1, x2):
     """Raise the error np.matmul raises for these operands, naming the shapes."""
     _numpy_matmul(x1, x2, None, {})
     raise AssertionError("np.matmul accepted operands fastmm rejected")
-
-
-cdef object _gemm_dtype(arrays):
-    dtype = np.result_type(*arrays)
-    if dtype.kind in "biuf":
-        # integers and float16 compute in the narrowest kernel type holding them
-        dtype = np.promote_types(dtype, np.float32)
-        if dtype == _f32 or dtype == _f64:
-            return dtype
-    raise TypeError(f"fastmm.gemm supports real floating-point arrays "
-                    f"(float32, float64); got {dtype}")
-
-
-cdef cnp.ndarray _operand(x, dtype):
-    """x as an array fastmm's kernels can read in place, copying only if not."""
-    if _native_float(x) and x.dtype == dtype:
-        return <cnp.ndarray>x
-    return np.asarray(x, dtype=dtype)
-
-
-def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
-         overwrite_c=False):
-    """C := alpha * op(A) @ op(B) + beta * C, as scipy.linalg.blas.?gemm.
-
-    op(X) is X, or X.T when trans_x is true (1 or 2, as in BLAS; for real
-    data both mean the transpose).  float32 when every operand is float32,
-    float64 otherwise.  When beta == 0, C is not read (NaN in C does not
-    leak); when alpha == 0, A and B are not read.  With ``overwrite_c=True``
-    and a writeable ``c`` of the result's dtype the update is in place and
-    ``c`` is returned; otherwise a new array is returned.
-    """
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"gemm: a and b must be 2-D, got shapes {a.shape} "
-                         f"and {b.shape}")
-    dtype = _gemm_dtype([a.dtype, b.dtype] + ([np.asarray(c).dtype]
-                                              if c is not None else []))
-    op_a = a.T if trans_a else a
-    op_b = b.T if trans_b else b
-    m, k = op_a.shape
-    k2, n = op_b.shape
-    if k != k2:
-        raise ValueError(f"gemm: op(a) has shape {op_a.shape} and op(b) has "
-                         f"shape {op_b.shape}: inner dimensions {k} and {k2} "
-                         f"differ")
-    if c is None:
-        beta = 0.0
-        target = np.empty((m, n), dtype)
-    else:
-        if np.shape(c) != (m, n):
-            raise ValueError(f"gemm: c has shape {np.shape(c)}, expected "
-                             f"{(m, n)} for op(a) {op_a.shape} @ op(b) "
-                             f"{op_b.shape}")
-        if (overwrite_c and _native_float(c) and c.dtype == dtype
-                and c.flags.writeable and not _writes_twice(c)):
-            target = c
-        elif beta == 0:
-            target = np.empty((m, n), dtype)
-        else:
-            target = np.array(c, dtype=dtype, order="C")
-    op_a = _operand(op_a, dtype)
-    op_b = _operand(op_b, dtype)
-    result = target
-    if _may_share_memory(target, op_a) or _may_share_memory(target, op_b):
-        result = target.copy() if beta != 0 else np.empty((m, n), dtype)
-    run_product(op_a, op_b, result, (), 2, 2, float(alpha), float(beta), NULL)
-    if result is not target:
-        _copyto(target, result)
-    return target

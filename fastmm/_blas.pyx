@@ -1,0 +1,84 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""fastmm.gemm: the BLAS ?gemm convention (alpha, beta, transposes) on top of
+the one product entry point, fastmm._linalg.run_product."""
+import numpy as np
+cimport numpy as cnp
+
+from fastmm._linalg cimport run_product, native_float, writes_twice
+
+cnp.import_array()
+
+cdef object _f32 = np.dtype(np.float32)
+cdef object _f64 = np.dtype(np.float64)
+cdef object _may_share_memory = np.may_share_memory
+cdef object _copyto = np.copyto
+
+
+cdef object _gemm_dtype(arrays):
+    dtype = np.result_type(*arrays)
+    if dtype.kind in "biuf":
+        # integers and float16 compute in the narrowest kernel type holding them
+        dtype = np.promote_types(dtype, np.float32)
+        if dtype == _f32 or dtype == _f64:
+            return dtype
+    raise TypeError(f"fastmm.gemm supports real floating-point arrays "
+                    f"(float32, float64); got {dtype}")
+
+
+cdef cnp.ndarray _operand(x, dtype):
+    """x as an array fastmm's kernels can read in place, copying only if not."""
+    if native_float(x) and x.dtype == dtype:
+        return <cnp.ndarray>x
+    return np.asarray(x, dtype=dtype)
+
+
+def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
+         overwrite_c=False):
+    """C := alpha * op(A) @ op(B) + beta * C, as scipy.linalg.blas.?gemm.
+
+    op(X) is X, or X.T when trans_x is true (1 or 2, as in BLAS; for real
+    data both mean the transpose).  float32 when every operand is float32,
+    float64 otherwise.  When beta == 0, C is not read (NaN in C does not
+    leak); when alpha == 0, A and B are not read.  With ``overwrite_c=True``
+    and a writeable ``c`` of the result's dtype the update is in place and
+    ``c`` is returned; otherwise a new array is returned.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm: a and b must be 2-D, got shapes {a.shape} "
+                         f"and {b.shape}")
+    dtype = _gemm_dtype([a.dtype, b.dtype] + ([np.asarray(c).dtype]
+                                              if c is not None else []))
+    op_a = a.T if trans_a else a
+    op_b = b.T if trans_b else b
+    m, k = op_a.shape
+    k2, n = op_b.shape
+    if k != k2:
+        raise ValueError(f"gemm: op(a) has shape {op_a.shape} and op(b) has "
+                         f"shape {op_b.shape}: inner dimensions {k} and {k2} "
+                         f"differ")
+    if c is None:
+        beta = 0.0
+        target = np.empty((m, n), dtype)
+    else:
+        if np.shape(c) != (m, n):
+            raise ValueError(f"gemm: c has shape {np.shape(c)}, expected "
+                             f"{(m, n)} for op(a) {op_a.shape} @ op(b) "
+                             f"{op_b.shape}")
+        if (overwrite_c and native_float(c) and c.dtype == dtype
+                and c.flags.writeable and not writes_twice(c)):
+            target = c
+        elif beta == 0:
+            target = np.empty((m, n), dtype)
+        else:
+            target = np.array(c, dtype=dtype, order="C")
+    op_a = _operand(op_a, dtype)
+    op_b = _operand(op_b, dtype)
+    result = target
+    if _may_share_memory(target, op_a) or _may_share_memory(target, op_b):
+        result = target.copy() if beta != 0 else np.empty((m, n), dtype)
+    run_product(op_a, op_b, result, (), 2, 2, float(alpha), float(beta), NULL)
+    if result is not target:
+        _copyto(target, result)
+    return target

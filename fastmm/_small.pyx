@@ -1,0 +1,92 @@
+# cython: language_level=3
+"""The unpacked path's compiled home: kernels/small.h's entry points and the
+run-time choice of their instruction set (the kernel state lives here once).
+
+Shape-based selection between this path and the packed driver is made in
+fastmm/_linalg.pyx (``_unpacked``).
+"""
+import os
+
+cdef extern from "kernels/small.h" nogil:
+    void fmm_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+                         const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                         const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                         float beta, float* c, Py_ssize_t rs_c,
+                         Py_ssize_t cs_c, int nthreads)
+    void fmm_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                         const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                         const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                         double beta, double* c, Py_ssize_t rs_c,
+                         Py_ssize_t cs_c, int nthreads)
+    void fmm_small_sgemm_batch(
+        Py_ssize_t count, int nb, const Py_ssize_t* shape,
+        const Py_ssize_t* bs_a, const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* a,
+        Py_ssize_t rs_a, Py_ssize_t cs_a, const float* b, Py_ssize_t rs_b,
+        Py_ssize_t cs_b, float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+        int nt)
+    void fmm_small_dgemm_batch(
+        Py_ssize_t count, int nb, const Py_ssize_t* shape,
+        const Py_ssize_t* bs_a, const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
+        Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha, const double* a,
+        Py_ssize_t rs_a, Py_ssize_t cs_a, const double* b, Py_ssize_t rs_b,
+        Py_ssize_t cs_b, double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+        int nt)
+    const char* fmm_small_init(const char* isa)
+
+
+cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+                      const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                      const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                      float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+                      int nthreads) noexcept nogil:
+    fmm_small_sgemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,
+                    rs_c, cs_c, nthreads)
+
+
+cdef void small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+                      const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
+                      const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
+                      double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+                      int nthreads) noexcept nogil:
+    fmm_small_dgemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,
+                    rs_c, cs_c, nthreads)
+
+
+cdef void small_sgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
+                            const Py_ssize_t* bs_a, const Py_ssize_t* bs_b,
+                            const Py_ssize_t* bs_c, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, float alpha, const float* a,
+                            Py_ssize_t rs_a, Py_ssize_t cs_a, const float* b,
+                            Py_ssize_t rs_b, Py_ssize_t cs_b, float beta,
+                            float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+                            int nthreads) noexcept nogil:
+    fmm_small_sgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k, alpha,
+                          a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
+                          nthreads)
+
+
+cdef void small_dgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
+                            const Py_ssize_t* bs_a, const Py_ssize_t* bs_b,
+                            const Py_ssize_t* bs_c, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k, double alpha, const double* a,
+                            Py_ssize_t rs_a, Py_ssize_t cs_a, const double* b,
+                            Py_ssize_t rs_b, Py_ssize_t cs_b, double beta,
+                            double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
+                            int nthreads) noexcept nogil:
+    fmm_small_dgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k, alpha,
+                          a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
+                          nthreads)
+
+
+def select_small_kernel(name=None):
+    """Use the unpacked path's kernels for ISA ``name`` ("avx512", "avx2" or
+    "generic"; None: the best this CPU runs).  Returns the name in use: a
+    name this CPU cannot run falls back to the best one it can."""
+    cdef bytes key = name.encode() if name else b""
+    return fmm_small_init(<const char*>key if name else NULL).decode()
+
+
+# FASTMM_KERNEL names the packed path's kernel family; the families share
+# their ISA names, so it picks this path's kernels too.
+select_small_kernel(os.environ.get("FASTMM_KERNEL") or None)

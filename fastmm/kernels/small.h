@@ -1,0 +1,300 @@
+/*
+ * The unpacked path: products too small or too skinny for packing to pay.
+ *
+ *     C := alpha * A @ B + beta * C,   A: m x k, B: k x n, C: m x n
+ *
+ * Same contract as the packed driver (ukernel.h): strides in elements, any
+ * sign; beta == 0 never reads C (NaN already there does not leak); alpha == 0
+ * or k == 0 does not read A or B; no zero operand is skipped, so NaN and Inf
+ * in A or B propagate.  Unlike the packed path nothing is allocated and no
+ * thread is started unless the caller asks for more than one.
+ *
+ *   fmm_small_[sd]gemm   any m, n; register blocks (small_avx512.h,
+ *                        small_avx2.h) read B's rows in place when B's
+ *                        columns are contiguous (or A's rows are: C^T =
+ *                        B^T A^T) and B is small or used by one row block;
+ *                        otherwise from KC x 128-byte panels of B copied
+ *                        onto the stack (any strides, no cache-set conflicts).
+ *   m == 1 or n == 1     matrix-vector, bandwidth-bound: "axpy" form (rows
+ *                        of the matrix contiguous, streamed four at a time)
+ *                        or "dot" form (the matrix's other axis contiguous).
+ *
+ * The ISA is chosen once (fmm_small_init) with dispatch.h's CPU checks.
+ */
+#ifndef FASTMM_SMALL_H
+#define FASTMM_SMALL_H
+
+#include <stddef.h>
+#include <string.h>
+#include "dispatch.h"
+
+/* A B up to this size (bytes) with unit column stride is read in place by
+ * every row block of A; a larger or strided one is copied, FMM_SMALL_KC rows
+ * by 128 bytes at a time, onto the stack (see small_driver.h). */
+#define FMM_SMALL_INPLACE_BYTES (128 * 1024)
+#define FMM_SMALL_KC 256
+/* Length of a strided vector the dot form copies onto the stack. */
+#define FMM_SMALL_STACK_ELEMS 4096
+/* Columns of C one "axpy" pass accumulates in L1. */
+#define FMM_VM_CHUNK 1024
+
+/* Loops over a register block must unroll fully, or the accumulators
+ * acc[i][v] (indexed by the loop counter) are kept in memory. */
+#define FMM_UNROLL _Pragma("GCC unroll 16")
+
+/* Cases of the row-tail switch in the ISA loops (R rows, 1 or 2 vectors). */
+#define FMM_SMALL_CASE(BLK, R)                                                 \
+    case 2 * R:                                                                \
+        BLK(R, 1, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
+            last);                                                             \
+        break;                                                                 \
+    case 2 * R + 1:                                                            \
+        BLK(R, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
+            last);                                                             \
+        break;
+
+#ifdef FMM_X86
+#include "small_avx512.h"
+#include "small_avx2.h"
+#define FMM_TGT_AVX512 FMM_T512
+#define FMM_TGT_AVX2 FMM_T256
+#endif
+
+/* ---- portable bodies: the fallback, and (compiled once per ISA through
+ * target attributes) the matrix-vector kernels, which GCC vectorises. ---- */
+
+/* Register-block kernel's portable twin (B with unit column stride). */
+#define FMM_SMALL_REF(NAME, T)                                                 \
+    static void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,           \
+                     const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b,   \
+                     ptrdiff_t rs_b, T beta, T *c, ptrdiff_t rs_c,             \
+                     ptrdiff_t cs_c)                                           \
+    {                                                                          \
+        for (ptrdiff_t i = 0; i < m; i++)                                      \
+            for (ptrdiff_t j = 0; j < n; j++) {                                \
+                T acc = 0;                                                     \
+                for (ptrdiff_t p = 0; p < k; p++)                              \
+                    acc += a[i * rs_a + p * cs_a] * b[p * rs_b + j];           \
+                T *cij = c + i * rs_c + j * cs_c;                              \
+                *cij = beta == 0 ? alpha * acc : alpha * acc + beta * *cij;    \
+            }                                                                  \
+    }
+FMM_SMALL_REF(fmm_small_s_ref, float)
+FMM_SMALL_REF(fmm_small_d_ref, double)
+
+/* c[j] := alpha * sum_p x[p] m[p, j] + beta * c[j], rows of m contiguous.
+ * Eight rows per pass over an L1-resident accumulator; each element still sums
+ * p in order with one multiply-add per term. */
+#define FMM_VM(NAME, T, ATTR)                                                  \
+    static ATTR void NAME(ptrdiff_t k, ptrdiff_t n, T alpha, const T *x,       \
+                          ptrdiff_t inc_x, const T *mat, ptrdiff_t rs_m,       \
+                          T beta, T *c, ptrdiff_t inc_c)                       \
+    {                                                                          \
+        T acc[FMM_VM_CHUNK] __attribute__((aligned(64)));                      \
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += FMM_VM_CHUNK) {                   \
+            ptrdiff_t nj = n - j0 < FMM_VM_CHUNK ? n - j0 : FMM_VM_CHUNK, p;   \
+            const T *mj = mat + j0;                                            \
+            for (ptrdiff_t j = 0; j < nj; j++)                                 \
+                acc[j] = 0;                                                    \
+            for (p = 0; p + 8 <= k; p += 8) {                                  \
+                const T *r0 = mj + p * rs_m, *r1 = r0 + rs_m;                  \
+                const T *r2 = r1 + rs_m, *r3 = r2 + rs_m, *r4 = r3 + rs_m;     \
+                const T *r5 = r4 + rs_m, *r6 = r5 + rs_m, *r7 = r6 + rs_m;     \
+                T x0 = x[p * inc_x], x1 = x[(p + 1) * inc_x];                  \
+                T x2 = x[(p + 2) * inc_x], x3 = x[(p + 3) * inc_x];            \
+                T x4 = x[(p + 4) * inc_x], x5 = x[(p + 5) * inc_x];            \
+                T x6 = x[(p + 6) * inc_x], x7 = x[(p + 7) * inc_x];            \
+                for (ptrdiff_t j = 0; j < nj; j++)                             \
+                    acc[j] = acc[j] + x0 * r0[j] + x1 * r1[j] + x2 * r2[j] +   \
+                             x3 * r3[j] + x4 * r4[j] + x5 * r5[j] +            \
+                             x6 * r6[j] + x7 * r7[j];                          \
+            }                                                                  \
+            for (; p + 4 <= k; p += 4) {                                       \
+                const T *r0 = mj + p * rs_m, *r1 = r0 + rs_m;                  \
+                const T *r2 = r1 + rs_m, *r3 = r2 + rs_m;                      \
+                T x0 = x[p * inc_x], x1 = x[(p + 1) * inc_x];                  \
+                T x2 = x[(p + 2) * inc_x], x3 = x[(p + 3) * inc_x];            \
+                for (ptrdiff_t j = 0; j < nj; j++)                             \
+                    acc[j] = acc[j] + x0 * r0[j] + x1 * r1[j] + x2 * r2[j] +   \
+                             x3 * r3[j];                                       \
+            }                                                                  \
+            for (; p < k; p++) {                                               \
+                const T *r0 = mj + p * rs_m;                                   \
+                T x0 = x[p * inc_x];                                           \
+                for (ptrdiff_t j = 0; j < nj; j++)                             \
+                    acc[j] = acc[j] + x0 * r0[j];                              \
+            }                                                                  \
+            T *cj = c + j0 * inc_c;                                            \
+            if (beta == 0)                                                     \
+                for (ptrdiff_t j = 0; j < nj; j++)                             \
+                    cj[j * inc_c] = alpha * acc[j];                            \
+            else                                                               \
+                for (ptrdiff_t j = 0; j < nj; j++)                             \
+                    cj[j * inc_c] = alpha * acc[j] + beta * cj[j * inc_c];     \
+        }                                                                      \
+    }
+
+/* c[i] := alpha * dot(m[i, :], x) + beta * c[i], m's rows and x contiguous.
+ * Lane-wise partial sums in a GCC vector extension type (one zmm, two ymm or
+ * four xmm, by the target), two per row so FMA latency is hidden, four rows
+ * at a time so x is loaded once per four rows; the lanes are then added as a
+ * tree (a chain of adds would dominate short rows). */
+typedef float fmm_v16s __attribute__((vector_size(64)));
+typedef double fmm_v8d __attribute__((vector_size(64)));
+
+/* Sum of the lanes, folding halves in registers (inlined into each ISA). */
+static inline __attribute__((always_inline)) float fmm_hsum_s(const fmm_v16s *p)
+{
+    fmm_v16s v = *p;
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2,
+                                 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0,
+                                 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2,
+                                 3, 0, 1);
+    return v[0] + v[1];
+}
+static inline __attribute__((always_inline)) double fmm_hsum_d(const fmm_v8d *p)
+{
+    fmm_v8d v = *p;
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1);
+    return v[0] + v[1];
+}
+
+#define FMM_DOTS(NAME, T, V, HSUM, ATTR)                                       \
+    static ATTR void NAME(ptrdiff_t m, ptrdiff_t k, T alpha, const T *mat,     \
+                          ptrdiff_t rs_m, const T *x, T beta, T *c,            \
+                          ptrdiff_t inc_c)                                     \
+    {                                                                          \
+        enum { L = sizeof(V) / sizeof(T) };                                    \
+        for (ptrdiff_t i = 0; i < m; i += 4) {                                 \
+            int nr = m - i < 4 ? (int)(m - i) : 4;                             \
+            const T *r[4];                                                     \
+            V s[4][2];                                                         \
+            ptrdiff_t p = 0;                                                   \
+            for (int q = 0; q < 4; q++) {                                      \
+                r[q] = mat + (i + (q < nr ? q : 0)) * rs_m;                    \
+                s[q][0] = s[q][1] = (V){0};                                    \
+            }                                                                  \
+            for (; p + 2 * L <= k; p += 2 * L) {                               \
+                V x0, x1, r0, r1;                                              \
+                memcpy(&x0, x + p, sizeof(V));                                 \
+                memcpy(&x1, x + p + L, sizeof(V));                             \
+                for (int q = 0; q < 4; q++) {                                  \
+                    memcpy(&r0, r[q] + p, sizeof(V));                          \
+                    memcpy(&r1, r[q] + p + L, sizeof(V));                      \
+                    s[q][0] += r0 * x0;                                        \
+                    s[q][1] += r1 * x1;                                        \
+                }                                                              \
+            }                                                                  \
+            if (p + L <= k) {                                                  \
+                V x0, r0;                                                      \
+                memcpy(&x0, x + p, sizeof(V));                                 \
+                for (int q = 0; q < 4; q++) {                                  \
+                    memcpy(&r0, r[q] + p, sizeof(V));                          \
+                    s[q][0] += r0 * x0;                                        \
+                }                                                              \
+                p += L;                                                        \
+            }                                                                  \
+            for (int q = 0; q < nr; q++) {                                     \
+                V sq = s[q][0] + s[q][1];                                      \
+                T t = HSUM(&sq);                                               \
+                for (ptrdiff_t pp = p; pp < k; pp++)                           \
+                    t += r[q][pp] * x[pp];                                     \
+                T *ci = c + (i + q) * inc_c;                                   \
+                *ci = beta == 0 ? alpha * t : alpha * t + beta * *ci;          \
+            }                                                                  \
+        }                                                                      \
+    }
+
+FMM_VM(fmm_vm_s_base, float, )
+FMM_VM(fmm_vm_d_base, double, )
+FMM_DOTS(fmm_dots_s_base, float, fmm_v16s, fmm_hsum_s, )
+FMM_DOTS(fmm_dots_d_base, double, fmm_v8d, fmm_hsum_d, )
+#ifdef FMM_X86
+FMM_VM(fmm_vm_s_avx2, float, FMM_TGT_AVX2)
+FMM_VM(fmm_vm_d_avx2, double, FMM_TGT_AVX2)
+FMM_DOTS(fmm_dots_s_avx2, float, fmm_v16s, fmm_hsum_s, FMM_TGT_AVX2)
+FMM_DOTS(fmm_dots_d_avx2, double, fmm_v8d, fmm_hsum_d, FMM_TGT_AVX2)
+FMM_VM(fmm_vm_s_avx512, float, FMM_TGT_AVX512)
+FMM_VM(fmm_vm_d_avx512, double, FMM_TGT_AVX512)
+FMM_DOTS(fmm_dots_s_avx512, float, fmm_v16s, fmm_hsum_s, FMM_TGT_AVX512)
+FMM_DOTS(fmm_dots_d_avx512, double, fmm_v8d, fmm_hsum_d, FMM_TGT_AVX512)
+#endif
+
+/* ---- run-time choice of the ISA ---- */
+
+typedef void (*fmm_small_s_fn)(ptrdiff_t, ptrdiff_t, ptrdiff_t, float,
+                               const float *, ptrdiff_t, ptrdiff_t,
+                               const float *, ptrdiff_t, float, float *,
+                               ptrdiff_t, ptrdiff_t);
+typedef void (*fmm_small_d_fn)(ptrdiff_t, ptrdiff_t, ptrdiff_t, double,
+                               const double *, ptrdiff_t, ptrdiff_t,
+                               const double *, ptrdiff_t, double, double *,
+                               ptrdiff_t, ptrdiff_t);
+typedef void (*fmm_vm_s_fn)(ptrdiff_t, ptrdiff_t, float, const float *,
+                            ptrdiff_t, const float *, ptrdiff_t, float,
+                            float *, ptrdiff_t);
+typedef void (*fmm_vm_d_fn)(ptrdiff_t, ptrdiff_t, double, const double *,
+                            ptrdiff_t, const double *, ptrdiff_t, double,
+                            double *, ptrdiff_t);
+typedef void (*fmm_dots_s_fn)(ptrdiff_t, ptrdiff_t, float, const float *,
+                              ptrdiff_t, const float *, float, float *,
+                              ptrdiff_t);
+typedef void (*fmm_dots_d_fn)(ptrdiff_t, ptrdiff_t, double, const double *,
+                              ptrdiff_t, const double *, double, double *,
+                              ptrdiff_t);
+
+static struct {
+    const char *isa;
+    fmm_small_s_fn s;
+    fmm_small_d_fn d;
+    fmm_vm_s_fn vm_s;
+    fmm_vm_d_fn vm_d;
+    fmm_dots_s_fn dots_s;
+    fmm_dots_d_fn dots_d;
+} fmm_small = {"generic", fmm_small_s_ref, fmm_small_d_ref, fmm_vm_s_base,
+               fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
+
+/* isa: "avx2" or "generic" cap the ISA at that; anything else (or NULL)
+ * picks the best the CPU runs.  Returns the name in use. */
+static const char *fmm_small_init(const char *isa)
+{
+    int want2 = !isa || strcmp(isa, "generic");
+    int want512 = want2 && (!isa || strcmp(isa, "avx2"));
+#ifdef FMM_X86
+    if (want512 && fmm_cpu_has_avx512()) {
+        fmm_small.isa = "avx512";
+        fmm_small.s = fmm_small_s_avx512;
+        fmm_small.d = fmm_small_d_avx512;
+        fmm_small.vm_s = fmm_vm_s_avx512;
+        fmm_small.vm_d = fmm_vm_d_avx512;
+        fmm_small.dots_s = fmm_dots_s_avx512;
+        fmm_small.dots_d = fmm_dots_d_avx512;
+        return fmm_small.isa;
+    }
+    if (want2 && fmm_cpu_has_avx2_fma()) {
+        fmm_small.isa = "avx2";
+        fmm_small.s = fmm_small_s_avx2;
+        fmm_small.d = fmm_small_d_avx2;
+        fmm_small.vm_s = fmm_vm_s_avx2;
+        fmm_small.vm_d = fmm_vm_d_avx2;
+        fmm_small.dots_s = fmm_dots_s_avx2;
+        fmm_small.dots_d = fmm_dots_d_avx2;
+        return fmm_small.isa;
+    }
+#endif
+    fmm_small.isa = "generic";
+    fmm_small.s = fmm_small_s_ref;
+    fmm_small.d = fmm_small_d_ref;
+    fmm_small.vm_s = fmm_vm_s_base;
+    fmm_small.vm_d = fmm_vm_d_base;
+    fmm_small.dots_s = fmm_dots_s_base;
+    fmm_small.dots_d = fmm_dots_d_base;
+    return fmm_small.isa;
+}
+
+#include "small_driver.h"
+
+#endif

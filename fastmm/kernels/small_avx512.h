@@ -1,0 +1,163 @@
+/*
+ * AVX-512 kernels for the unpacked small-product path (see small.h for the
+ * contract).  One register block reads B's rows in place (unit column stride)
+ * with masked loads for the column tail, and broadcasts A's elements through
+ * any strides, so nothing is packed and nothing is allocated.
+ *
+ * Two widths: 512-bit for wide C, and 256-bit (AVX-512VL masks) when C has at
+ * most 8 float / 4 double columns, since Zen 4 runs a ymm FMA twice as often
+ * as a half-empty zmm one.
+ */
+#ifndef FASTMM_SMALL_AVX512_H
+#define FASTMM_SMALL_AVX512_H
+
+#include <immintrin.h>
+
+#define FMM_T512                                                               \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* One body per (element type, vector width): MR rows by NV vectors of C.
+ * MR and NV are constants at every call site, so acc[][] lives in registers.
+ * Each term is one FMA, p = 0..k-1 in order (the micro-kernel contract). */
+#define FMM_SMALL_AVX512_BLOCK(NAME, T, V, L, MT, PFX, SFX)                    \
+    static inline __attribute__((always_inline)) FMM_T512 void NAME(           \
+        const int MR, const int NV, ptrdiff_t k, T alpha, const T *a,          \
+        ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b, T beta,    \
+        T *c, ptrdiff_t rs_c, ptrdiff_t cs_c, MT last)                         \
+    {                                                                          \
+        V acc[8][2];                                                           \
+        FMM_UNROLL                                                             \
+        for (int i = 0; i < MR; i++)                                           \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++)                                       \
+                acc[i][v] = PFX##_setzero_##SFX();                             \
+        for (ptrdiff_t p = 0; p < k; p++) {                                    \
+            V bv[2];                                                           \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++)                                       \
+                bv[v] = v == NV - 1 && last != (MT)-1                          \
+                    ? PFX##_maskz_loadu_##SFX(last, b + p * rs_b + v * L)      \
+                    : PFX##_loadu_##SFX(b + p * rs_b + v * L);                 \
+            FMM_UNROLL                                                         \
+            for (int i = 0; i < MR; i++) {                                     \
+                V av = PFX##_set1_##SFX(a[i * rs_a + p * cs_a]);               \
+                FMM_UNROLL                                                     \
+                for (int v = 0; v < NV; v++)                                   \
+                    acc[i][v] = PFX##_fmadd_##SFX(av, bv[v], acc[i][v]);       \
+            }                                                                  \
+        }                                                                      \
+        V va = PFX##_set1_##SFX(alpha), vb = PFX##_set1_##SFX(beta);           \
+        FMM_UNROLL                                                             \
+        for (int i = 0; i < MR; i++) {                                         \
+            FMM_UNROLL                                                         \
+            for (int v = 0; v < NV; v++) {                                     \
+                MT mk = v == NV - 1 ? last : (MT)-1;                           \
+                T *cv = c + i * rs_c + v * L * cs_c;                           \
+                V r = PFX##_mul_##SFX(va, acc[i][v]);                          \
+                if (cs_c == 1) {                                               \
+                    if (beta != 0) /* beta == 0: C is never read */            \
+                        r = PFX##_fmadd_##SFX(                                 \
+                            vb, PFX##_maskz_loadu_##SFX(mk, cv), r);           \
+                    if (mk == (MT)-1) /* AMD: masked stores are slower */      \
+                        PFX##_storeu_##SFX(cv, r);                             \
+                    else                                                       \
+                        PFX##_mask_storeu_##SFX(cv, mk, r);                    \
+                } else {                                                       \
+                    T tmp[L];                                                  \
+                    PFX##_storeu_##SFX(tmp, r);                                \
+                    for (int j = 0; j < L && ((mk >> j) & 1); j++)             \
+                        cv[j * cs_c] = beta == 0                               \
+                            ? tmp[j] : tmp[j] + beta * cv[j * cs_c];           \
+                }                                                              \
+            }                                                                  \
+        }                                                                      \
+    }
+
+FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_z, float, __m512,
+                       16, __mmask16, _mm512, ps)
+FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_y, float, __m256,
+                       8, __mmask8, _mm256, ps)
+FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_z, double, __m512d,
+                       8, __mmask8, _mm512, pd)
+FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_y, double, __m256d,
+                       4, __mmask8, _mm256, pd)
+
+/* The loops over C's blocks: NV*L columns by 8 rows, with the row tail
+ * dispatched to a block of exactly its height. */
+#define FMM_SMALL_AVX512_LOOPS(NAME, BLK, T, L, MT)                            \
+    static FMM_T512 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
+                              const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \
+                              const T *b, ptrdiff_t rs_b, T beta, T *c,        \
+                              ptrdiff_t rs_c, ptrdiff_t cs_c)                  \
+    {                                                                          \
+        for (ptrdiff_t j = 0; j < n; j += 2 * L) {                             \
+            ptrdiff_t nr = n - j < 2 * L ? n - j : 2 * L;                      \
+            int nv = nr > L ? 2 : 1;                                           \
+            int tail = (int)(nr - (nv - 1) * L);                               \
+            MT last = (MT)(tail >= (int)(8 * sizeof(MT)) ? (MT)-1              \
+                                                  : (MT)((1u << tail) - 1));   \
+            const T *bj = b + j;                                               \
+            T *cj = c + j * cs_c;                                              \
+            for (ptrdiff_t i = 0; i < m; i += 8) {                             \
+                const T *ai = a + i * rs_a;                                    \
+                T *ci = cj + i * rs_c;                                         \
+                switch ((m - i < 8 ? m - i : 8) * 2 + nv - 1) {                \
+                FMM_SMALL_CASE(BLK, 8) FMM_SMALL_CASE(BLK, 7)                  \
+                FMM_SMALL_CASE(BLK, 6) FMM_SMALL_CASE(BLK, 5)                  \
+                FMM_SMALL_CASE(BLK, 4) FMM_SMALL_CASE(BLK, 3)                  \
+                FMM_SMALL_CASE(BLK, 2) FMM_SMALL_CASE(BLK, 1)                  \
+                }                                                              \
+            }                                                                  \
+        }                                                                      \
+    }
+#define FMM_SMALL_CASE(BLK, R)                                                 \
+    case 2 * R:                                                                \
+        BLK(R, 1, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
+            last);                                                             \
+        break;                                                                 \
+    case 2 * R + 1:                                                            \
+        BLK(R, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
+            last);                                                             \
+        break;
+
+FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_z, fmm_sblk_avx512_z, float,
+                       16, __mmask16)
+FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_y, fmm_sblk_avx512_y, float,
+                       8, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_z, fmm_dblk_avx512_z, double,
+                       8, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_y, fmm_dblk_avx512_y, double,
+                       4, __mmask8)
+
+/* Entry points (B with unit column stride): narrow C takes the ymm body. */
+static FMM_T512 void fmm_small_s_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                        float alpha, const float *a,
+                                        ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                        const float *b, ptrdiff_t rs_b,
+                                        float beta, float *c, ptrdiff_t rs_c,
+                                        ptrdiff_t cs_c)
+{
+    if (n <= 8)
+        fmm_small_s_avx512_y(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
+                             rs_c, cs_c);
+    else
+        fmm_small_s_avx512_z(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
+                             rs_c, cs_c);
+}
+
+static FMM_T512 void fmm_small_d_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                        double alpha, const double *a,
+                                        ptrdiff_t rs_a, ptrdiff_t cs_a,
+                                        const double *b, ptrdiff_t rs_b,
+                                        double beta, double *c, ptrdiff_t rs_c,
+                                        ptrdiff_t cs_c)
+{
+    if (n <= 4)
+        fmm_small_d_avx512_y(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
+                             rs_c, cs_c);
+    else
+        fmm_small_d_avx512_z(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
+                             rs_c, cs_c);
+}
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * The unpacked path's routing (included by small.h; contract there): pick the
+ * kernel form from the strides, and split the work over `nt` threads (the
+ * caller's count, from fastmm._threads.threads_for; 1 starts no thread).
+ */
+#ifndef FASTMM_SMALL_DRIVER_H
+#define FASTMM_SMALL_DRIVER_H
+
+#include "_parallel.h"
+
+/* Batch dimensions a stack may have (numpy's limit on dimensions). */
+#define FMM_MAX_BATCH_DIMS 64
+
+/* Split [0, n) into nt parts rounded to multiples of `quantum`. */
+static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
+                             ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    ptrdiff_t units = (n + quantum - 1) / quantum;
+    *lo = units * tid / nt * quantum;
+    *hi = units * (tid + 1) / nt * quantum;
+    if (*hi > n)
+        *hi = n;
+    if (*lo > n)
+        *lo = n;
+}
+
+#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                                 \
+    /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
+    static void P##_scale(ptrdiff_t m, ptrdiff_t n, T beta, T *c,              \
+                          ptrdiff_t rs_c, ptrdiff_t cs_c)                      \
+    {                                                                          \
+        for (ptrdiff_t i = 0; i < m; i++)                                      \
+            for (ptrdiff_t j = 0; j < n; j++) {                                \
+                T *cij = c + i * rs_c + j * cs_c;                              \
+                *cij = beta == 0 ? 0 : beta * *cij;                            \
+            }                                                                  \
+    }                                                                          \
+                                                                               \
+    /* Thread tid's share of one product, by the form the strides allow. */   \
+    static void P##_part(int tid, int nt, ptrdiff_t m, ptrdiff_t n,            \
+                         ptrdiff_t k, T alpha, const T *a, ptrdiff_t rs_a,     \
+                         ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,           \
+                         ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,         \
+                         ptrdiff_t cs_c)                                       \
+    {                                                                          \
+        ptrdiff_t lo, hi;                                                      \
+        if (n == 1 && m > 1) {                                                 \
+            /* C's column = A x: as the row case on the transposes */          \
+            P##_part(tid, nt, 1, m, k, alpha, b, cs_b, rs_b, a, cs_a, rs_a,    \
+                     beta, c, cs_c, rs_c);                                     \
+            return;                                                            \
+        }                                                                      \
+        if (m == 1 && cs_b == 1 && (n > 1 || rs_b != 1)) {                     \
+            /* x^T B, B's rows contiguous: four rows at a time */              \
+            fmm_share(n, 64, tid, nt, &lo, &hi);                               \
+            if (lo < hi)                                                       \
+                fmm_small.VM(k, hi - lo, alpha, a, cs_a, b + lo, rs_b, beta,   \
+                             c + lo * cs_c, cs_c);                             \
+            return;                                                            \
+        }                                                                      \
+        if (m == 1 && rs_b == 1 &&                                             \
+            (cs_a == 1 || k <= FMM_SMALL_STACK_ELEMS)) {                       \
+            /* x^T B, B's columns contiguous: dot products */                  \
+            T xbuf[cs_a == 1 ? 1 : k];                                         \
+            const T *x = a;                                                    \
+            if (cs_a != 1) {                                                   \
+                for (ptrdiff_t p = 0; p < k; p++)                              \
+                    xbuf[p] = a[p * cs_a];                                     \
+                x = xbuf;                                                      \
+            }                                                                  \
+            fmm_share(n, 4, tid, nt, &lo, &hi);                                \
+            if (lo < hi)                                                       \
+                fmm_small.DOTS(hi - lo, k, alpha, b + lo * cs_b, cs_b, x,      \
+                               beta, c + lo * cs_c, cs_c);                     \
+            return;                                                            \
+        }                                                                      \
+        if (cs_b != 1 && rs_a == 1 && m > 1) {                                 \
+            /* C^T = B^T A^T: A's columns become the contiguous rows */        \
+            P##_part(tid, nt, n, m, k, alpha, b, cs_b, rs_b, a, cs_a, rs_a,    \
+                     beta, c, cs_c, rs_c);                                     \
+            return;                                                            \
+        }                                                                      \
+        if (n >= 64 * nt || m < 8 * nt) {                                      \
+            fmm_share(n, 32, tid, nt, &lo, &hi);                               \
+            b += lo * cs_b;                                                    \
+            c += lo * cs_c;                                                    \
+            n = hi - lo;                                                       \
+        } else {                                                               \
+            fmm_share(m, 8, tid, nt, &lo, &hi);                                \
+            a += lo * rs_a;                                                    \
+            c += lo * rs_c;                                                    \
+            m = hi - lo;                                                       \
+        }                                                                      \
+        if (m <= 0 || n <= 0)                                                  \
+            return;                                                            \
+        if (cs_b == 1 && (m <= 8 || k * n * (ptrdiff_t)sizeof(T)               \
+                                        <= FMM_SMALL_INPLACE_BYTES)) {         \
+            /* B read in place: once (one row block) or from cache */          \
+            fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,    \
+                           rs_c, cs_c);                                        \
+            return;                                                            \
+        }                                                                      \
+        /* B's rows strided or B larger than cache: its rows, a row stride    \
+         * apart, would collide in the cache's sets and each row block would  \
+         * re-read them from memory.  Copy KC x NB panels onto the stack and   \
+         * run every row block of A over each copy; along a KC block of rows   \
+         * B is read in order, and that block of A stays in L1. */             \
+        enum { NB = 128 / sizeof(T) };                                         \
+        T panel[FMM_SMALL_KC * NB] __attribute__((aligned(64)));               \
+        for (ptrdiff_t pc = 0; pc < k; pc += FMM_SMALL_KC) {                   \
+            ptrdiff_t kc = k - pc < FMM_SMALL_KC ? k - pc : FMM_SMALL_KC;      \
+            for (ptrdiff_t jc = 0; jc < n; jc += NB) {                         \
+                ptrdiff_t nb = n - jc < NB ? n - jc : NB;                      \
+                const T *bp = b + pc * rs_b + jc * cs_b;                       \
+                for (ptrdiff_t p = 0; p < kc; p++)                             \
+                    if (cs_b == 1)                                             \
+                        memcpy(panel + p * nb, bp + p * rs_b, nb * sizeof(T)); \
+                    else                                                       \
+                        for (ptrdiff_t j = 0; j < nb; j++)                     \
+                            panel[p * nb + j] = bp[p * rs_b + j * cs_b];       \
+                fmm_small.KERN(m, nb, kc, alpha, a + pc * cs_a, rs_a, cs_a,    \
+                               panel, nb, pc ? (T)1 : beta, c + jc * cs_c,     \
+                               rs_c, cs_c);                                    \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+                                                                               \
+    static void P(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,  \
+                  ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,  \
+                  ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,                \
+                  ptrdiff_t cs_c, int nt)                                      \
+    {                                                                          \
+        if (m <= 0 || n <= 0)                                                  \
+            return;                                                            \
+        if (k <= 0 || alpha == 0) {                                            \
+            P##_scale(m, n, beta, c, rs_c, cs_c);                              \
+            return;                                                            \
+        }                                                                      \
+        if (nt <= 1) {                                                         \
+            P##_part(0, 1, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, \
+                     c, rs_c, cs_c);                                           \
+            return;                                                            \
+        }                                                                      \
+        FMM_OMP_PARALLEL(nt)                                                   \
+        P##_part(fmm_thread_num(), fmm_team_size(), m, n, k, alpha, a, rs_a,   \
+                 cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c);                    \
+    }                                                                          \
+                                                                               \
+    /* Products [lo, hi) of a broadcast batch: the batch index is carried   \
+     * forward digit by digit, not divided out for every product. */         \
+    static void P##_batch_part(ptrdiff_t lo, ptrdiff_t hi, int form, int nb,  \
+                               const ptrdiff_t *shape, const ptrdiff_t *bs_a, \
+                               const ptrdiff_t *bs_b, const ptrdiff_t *bs_c,  \
+                               ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, \
+                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,    \
+                               const T *b, ptrdiff_t rs_b, ptrdiff_t cs_b,    \
+                               T beta, T *c, ptrdiff_t rs_c, ptrdiff_t cs_c)  \
+    {                                                                          \
+        ptrdiff_t idx[FMM_MAX_BATCH_DIMS], rem = lo;                           \
+        for (int d = nb - 1; d >= 0; d--) {                                    \
+            idx[d] = rem % shape[d];                                           \
+            rem /= shape[d];                                                   \
+            a += idx[d] * bs_a[d];                                             \
+            b += idx[d] * bs_b[d];                                             \
+            c += idx[d] * bs_c[d];                                             \
+        }                                                                      \
+        for (ptrdiff_t t = lo; t < hi; t++) {                                  \
+            if (form == 0)                                                     \
+                fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta,   \
+                               c, rs_c, cs_c);                                 \
+            else if (form == 1)                                                \
+                fmm_small.KERN(n, m, k, alpha, b, cs_b, rs_b, a, cs_a, beta,   \
+                               c, cs_c, rs_c);                                 \
+            else                                                               \
+                P(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
+                  cs_c, 1);                                                    \
+            for (int d = nb - 1; d >= 0; d--) {                                \
+                a += bs_a[d];                                                  \
+                b += bs_b[d];                                                  \
+                c += bs_c[d];                                                  \
+                if (++idx[d] < shape[d])                                       \
+                    break;                                                     \
+                a -= shape[d] * bs_a[d];                                       \
+                b -= shape[d] * bs_b[d];                                       \
+                c -= shape[d] * bs_c[d];                                       \
+                idx[d] = 0;                                                    \
+            }                                                                  \
+        }                                                                      \
+    }                                                                          \
+                                                                               \
+    /* `count` products of a broadcast batch (batch strides bs_*, 0 where an   \
+     * operand is broadcast, over nb <= FMM_MAX_BATCH_DIMS dims of `shape`),   \
+     * split over nt threads.  The form is chosen once, so a tiny product      \
+     * costs little more than its FMAs. */                                     \
+    static void P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,     \
+                          const ptrdiff_t *bs_a, const ptrdiff_t *bs_b,        \
+                          const ptrdiff_t *bs_c, ptrdiff_t m, ptrdiff_t n,     \
+                          ptrdiff_t k, T alpha, const T *a, ptrdiff_t rs_a,    \
+                          ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,          \
+                          ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,        \
+                          ptrdiff_t cs_c, int nt)                              \
+    {                                                                          \
+        /* 0: B's rows contiguous, 1: A's columns (C^T = B^T A^T), 2: other */ \
+        int form = m == 1 || n == 1 || k <= 0 || alpha == 0 ? 2                \
+                   : cs_b == 1 ? 0 : rs_a == 1 ? 1 : 2;                        \
+        if (nt <= 1) {                                                         \
+            P##_batch_part(0, count, form, nb, shape, bs_a, bs_b, bs_c, m, n,  \
+                           k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,    \
+                           rs_c, cs_c);                                        \
+            return;                                                            \
+        }                                                                      \
+        FMM_OMP_PARALLEL(nt)                                                   \
+        {                                                                      \
+            ptrdiff_t lo, hi;                                                  \
+            fmm_share(count, 1, fmm_thread_num(), fmm_team_size(), &lo, &hi);  \
+            P##_batch_part(lo, hi, form, nb, shape, bs_a, bs_b, bs_c, m, n, k, \
+                           alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
+                           cs_c);                                              \
+        }                                                                      \
+    }
+
+#ifdef _OPENMP
+#define FMM_OMP_PARALLEL(nt) _Pragma("omp parallel num_threads(nt)")
+#else
+#define FMM_OMP_PARALLEL(nt)
+#endif
+
+FMM_SMALL_DRIVER(fmm_small_sgemm, float, s, vm_s, dots_s)
+FMM_SMALL_DRIVER(fmm_small_dgemm, double, d, vm_d, dots_d)
+
+#endif

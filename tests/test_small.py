@@ -1,0 +1,242 @@
+"""The unpacked path (fastmm/kernels/small.h): small and skinny products,
+matrix-vector products and stacks of small matrices, for every instruction
+set this CPU runs, against a float64 reference with k*eps bounds."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastmm
+from fastmm._small import select_small_kernel
+
+ISAS = ["avx512", "avx2", "generic"]
+DTYPES = [np.float32, np.float64]
+SIZES = [0, 1, 2, 3, 5, 7, 8, 9, 13, 16, 17, 31, 33, 64, 97]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run the test once per instruction set the CPU supports."""
+    got = select_small_kernel(request.param)
+    try:
+        if got != request.param:
+            pytest.skip(f"this CPU cannot run {request.param}")
+        yield got
+    finally:
+        select_small_kernel(None)
+
+
+def _layout(x, how):
+    """x's values in the memory layout `how` (the values do not change)."""
+    if how == "C":
+        return np.ascontiguousarray(x)
+    if how == "F":
+        return np.asfortranarray(x)
+    if how == "T":        # a transposed view of a C-contiguous array
+        return np.ascontiguousarray(x.T).T
+    if how == "neg":      # negative strides on both axes
+        return np.ascontiguousarray(x[::-1, ::-1])[::-1, ::-1]
+    if how == "step":     # neither axis contiguous
+        big = np.zeros((2 * x.shape[0], 3 * x.shape[1]), x.dtype)
+        big[::2, ::3] = x
+        return big[::2, ::3]
+    raise ValueError(how)
+
+
+LAYOUTS = ["C", "F", "T", "neg", "step"]
+
+
+def _check(got, a, b, dtype, alpha=1.0, beta=0.0, c=None):
+    """got == alpha * a @ b + beta * c within a k*eps bound per element."""
+    a64 = np.asarray(a, np.float64)
+    b64 = np.asarray(b, np.float64)
+    k = a64.shape[-1]
+    ref = alpha * np.matmul(a64, b64)
+    mag = abs(alpha) * np.matmul(np.abs(a64), np.abs(b64))
+    if c is not None and beta != 0:
+        ref = ref + beta * np.asarray(c, np.float64)
+        mag = mag + abs(beta) * np.abs(np.asarray(c, np.float64))
+    eps = np.finfo(dtype).eps
+    assert got.dtype == dtype
+    assert got.shape == ref.shape
+    err = np.abs(got.astype(np.float64) - ref)
+    bound = 2 * (k + 2) * eps * mag + np.finfo(dtype).tiny
+    assert np.all(err <= bound), f"max error {err.max()} > bound"
+
+
+def _rand(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_squares_and_skinny(isa, dtype):
+    rng = np.random.default_rng(1)
+    for m, n, k in itertools.product([1, 2, 7, 8, 9, 17, 33],
+                                     [1, 2, 8, 9, 16, 17, 33, 70],
+                                     [0, 1, 3, 16, 37]):
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        _check(fastmm.matmul(a, b), a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("la,lb", list(itertools.product(LAYOUTS, LAYOUTS)))
+def test_layouts(isa, dtype, la, lb):
+    rng = np.random.default_rng(2)
+    for m, n, k in [(5, 7, 3), (13, 17, 31), (33, 9, 16), (8, 64, 97),
+                    (97, 5, 13), (1, 33, 17), (31, 1, 64), (16, 16, 16)]:
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        got = fastmm.matmul(_layout(a, la), _layout(b, lb))
+        _check(got, a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_small_sizes(isa, dtype):
+    # every size 0..~100 appears in some dimension, primes included
+    rng = np.random.default_rng(3)
+    for s in SIZES:
+        for m, n, k in [(s, s, s), (s, 11, 7), (6, s, 19), (23, 4, s)]:
+            a = _rand(rng, (m, k), dtype)
+            b = _rand(rng, (k, n), dtype)
+            _check(fastmm.matmul(a, b), a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_skinny_with_copied_panels(isa, dtype):
+    # m <= 64 with a B too large to read in place (or strided): B goes through
+    # KC x 128-byte stack panels, several k blocks accumulate into C
+    rng = np.random.default_rng(9)
+    for m, n, k in [(20, 130, 300), (9, 70, 520), (64, 129, 257),
+                    (33, 200, 600), (2, 40, 700)]:
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        for la, lb in [("C", "C"), ("C", "F"), ("C", "step"), ("neg", "neg")]:
+            _check(fastmm.matmul(_layout(a, la), _layout(b, lb)), a, b, dtype)
+        c = _rand(rng, (m, n), dtype)
+        got = fastmm.gemm(1.5, _layout(a, "step"), b, -1.0, c)
+        _check(got, a, b, dtype, 1.5, -1.0, c)
+        out = np.full((m, n), np.nan, dtype)
+        fastmm.matmul(a, _layout(b, "T"), out=out)
+        _check(out, a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_with_nan_is_not_read(isa, dtype):
+    rng = np.random.default_rng(4)
+    for m, n, k in [(3, 5, 7), (16, 16, 16), (1, 40, 9), (40, 1, 9)]:
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        out = np.full((m, n), np.nan, dtype)
+        assert fastmm.matmul(a, b, out=out) is out
+        _check(out, a, b, dtype)
+        c = np.full((m, n), np.nan, dtype)
+        _check(fastmm.gemm(1.0, a, b, 0.0, c), a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_alpha_beta(isa, dtype):
+    rng = np.random.default_rng(5)
+    for m, n, k in [(4, 6, 5), (17, 9, 33), (1, 20, 8), (20, 1, 8)]:
+        a = _rand(rng, (k, m), dtype)        # used transposed
+        b = _rand(rng, (k, n), dtype)
+        c = _rand(rng, (m, n), dtype)
+        got = fastmm.gemm(-0.5, a, b, 2.0, c, trans_a=True)
+        _check(got, a.T, b, dtype, -0.5, 2.0, c)
+        # alpha == 0 reads neither A nor B: their NaN does not leak
+        nan_a = np.full((m, k), np.nan, dtype)
+        got = fastmm.gemm(0.0, nan_a, b, 3.0, c)
+        want = (3.0 * c.astype(np.float64)).astype(dtype)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_propagate(isa, dtype):
+    # no zero-skipping: 0 * NaN and 0 * Inf are NaN, as in numpy
+    for m, n, k in [(4, 4, 4), (9, 17, 5), (1, 12, 7), (12, 1, 7)]:
+        a = np.zeros((m, k), dtype)
+        b = np.zeros((k, n), dtype)
+        a[m - 1, k - 1] = np.nan
+        b[0, n - 1] = np.inf
+        got = fastmm.matmul(a, b)
+        with np.errstate(invalid="ignore"):
+            want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.isnan(got[m - 1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matrix_vector(isa, dtype):
+    rng = np.random.default_rng(6)
+    for m, k in [(1, 1), (3, 2), (17, 33), (64, 1), (1, 100), (300, 257)]:
+        a = _rand(rng, (m, k), dtype)
+        x = _rand(rng, k, dtype)
+        y = _rand(rng, m, dtype)
+        for la in LAYOUTS:
+            al = _layout(a, la)
+            _check(fastmm.matmul(al, x), a, x, dtype)           # (m,k) @ (k,)
+            _check(fastmm.matmul(y, al), y, a, dtype)           # (m,) @ (m,k)
+            _check(fastmm.matmul(al, x[:, None]), a, x[:, None], dtype)
+            _check(fastmm.matmul(y[None, :], al), y[None, :], a, dtype)
+        # strided vectors
+        xs = np.repeat(x, 3)[::3]
+        _check(fastmm.matmul(_layout(a, "F"), xs), a, x, dtype)
+        _check(fastmm.matmul(xs[::-1], _layout(a, "C").T[::-1]),
+               x[::-1], a.T[::-1], dtype)
+    # a dot product (both 1-D) stays numpy's scalar result
+    v = _rand(rng, 50, dtype)
+    got = fastmm.matmul(v, v)
+    assert np.ndim(got) == 0
+    _check(np.asarray(got), v, v, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threaded_skinny_and_gemv(isa, dtype):
+    # large enough for threads_for to hand out two threads
+    rng = np.random.default_rng(7)
+    with fastmm.threads(2):
+        for m, n, k in [(1, 3000, 700), (2000, 1, 900), (5, 2000, 400),
+                        (600, 9, 700), (3, 4096, 300)]:
+            a = _rand(rng, (m, k), dtype)
+            b = _rand(rng, (k, n), dtype)
+            for la, lb in [("C", "C"), ("F", "F"), ("C", "F")]:
+                _check(fastmm.matmul(_layout(a, la), _layout(b, lb)), a, b,
+                       dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stacks(isa, dtype):
+    rng = np.random.default_rng(8)
+    for nthreads in (1, 2):
+        with fastmm.threads(nthreads):
+            for sa, sb in [((1000, 8, 8), (1000, 8, 8)),
+                           ((7, 3, 5), (7, 5, 2)),
+                           ((400, 4, 4), (4, 4)),          # broadcast b
+                           ((4, 4), (400, 4, 6)),          # broadcast a
+                           ((3, 1, 6, 5), (4, 5, 7)),      # two batch dims
+                           ((2, 3, 4, 1, 5), (3, 1, 5, 2)),
+                           ((0, 3, 3), (0, 3, 3)),
+                           ((300, 1, 9), (300, 9, 1)),
+                           ((50, 9), (9,)),                # 2-D @ 1-D
+                           ((9,), (60, 9, 4))]:
+                a = _rand(rng, sa, dtype)
+                b = _rand(rng, sb, dtype)
+                _check(fastmm.matmul(a, b), a, b, dtype)
+            # non-contiguous stacks: strided batch, transposed matrices
+            a = _rand(rng, (600, 6, 6), dtype)[::2].transpose(0, 2, 1)
+            b = _rand(rng, (300, 6, 5), dtype)[:, :, ::-1]
+            out = np.full((300, 6, 5), np.nan, dtype)
+            fastmm.matmul(a, b, out=out)
+            _check(out, a, b, dtype)
+            f = np.asfortranarray(_rand(rng, (200, 7, 7), dtype))
+            _check(fastmm.matmul(f, f), f, f, dtype)
+
+
+def test_select_small_kernel_falls_back():
+    best = select_small_kernel(None)
+    try:
+        assert best in ISAS
+        assert select_small_kernel("no-such-isa") == best
+        assert select_small_kernel("generic") == "generic"
+    finally:
+        select_small_kernel(None)
