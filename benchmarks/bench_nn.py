@@ -7,12 +7,15 @@ asv suite (``asv run``), or standalone for a side-by-side table:
 Each class times fastmm and its numpy baseline at the same thread count
 (fastmm via fastmm.set_num_threads, numpy's BLAS via threadpoolctl) and
 reports the ratio numpy / fastmm as track_speedup (> 1: fastmm is faster),
-each the best of many single calls alternating between the two (robust on
-a shared machine).  float32, seeded data.
+each the best of blocks of calls timed apart (benchmarks/common.py's
+best_times).  float32, seeded data.
 """
-import time
-
 import numpy as np
+
+try:
+    from .common import best_times
+except ImportError:          # run as a script: python benchmarks/bench_nn.py
+    from common import best_times
 
 try:
     from threadpoolctl import threadpool_limits
@@ -33,26 +36,10 @@ def _fastmm_nn():
     return fastmm, nn
 
 
-def _ratio(numpy_f, fastmm_f, budget=2.0):
-    """(numpy time / fastmm time, numpy time, fastmm time): each the best of
-    many single calls, the two libraries alternating call by call, so both
-    see the same machine load and a quiet moment counts for either."""
-    numpy_f()
-    fastmm_f()
-    start = time.perf_counter()
-    numpy_f()
-    fastmm_f()
-    pair = time.perf_counter() - start
-    trials = max(20, min(500, int(budget / max(pair, 1e-9))))
-    t_np = t_fm = float("inf")
-    for _ in range(trials):
-        start = time.perf_counter()
-        numpy_f()
-        mid = time.perf_counter()
-        fastmm_f()
-        end = time.perf_counter()
-        t_np = min(t_np, mid - start)
-        t_fm = min(t_fm, end - mid)
+def _ratio(numpy_f, fastmm_f):
+    """(numpy time / fastmm time, numpy time, fastmm time), each the best of
+    blocks timed by common.best_times (see there why not interleaved)."""
+    t_np, t_fm = best_times([numpy_f, fastmm_f])
     return t_np / t_fm, t_np, t_fm
 
 
@@ -130,7 +117,7 @@ def main():
     _, nn = _fastmm_nn()
     import fastmm._gemm
     print(f"kernel: {fastmm._gemm.kernel_info()['name']}; float32; best of "
-          f"alternating single calls; speedup = numpy time / fastmm time")
+          f"blocks timed apart; speedup = numpy time / fastmm time")
     print(f"{'benchmark':<16}{'shape (m,k->n)':<18}{'threads':>8}"
           f"{'fastmm ms':>11}{'numpy ms':>10}{'speedup':>9}")
     for cls, numpy_f, fastmm_f in (

@@ -113,25 +113,38 @@ def random_array(shape, dtype, seed=0):
     return rng.uniform(-1.0, 1.0, shape).astype(dtype)
 
 
-def best_times(funcs, repeats=5, sample=2e-3):
-    """Best seconds per call of each ``func()``, samples interleaved.
+def best_times(funcs, repeats=6, sample=2e-3, settle=None):
+    """Best seconds per call of each ``func()``, each timed in blocks of its own.
 
-    Each sample loops one function for ~``sample`` seconds; the functions
-    take turns, so a burst of load from elsewhere hits them alike.
+    Each sample loops one function for ~``sample`` seconds; two rounds of
+    blocks, so load that drifts hits both alike.  Not interleaved call by
+    call: OpenBLAS's and libgomp's idle workers spin for up to ~0.1 s after
+    a call and, on a machine with few cores, take the cores the other
+    library's threads need (16 ms instead of 0.1 ms for a 256^2 product).
+    ``settle`` seconds of sleep before each block (default: 0.15 when
+    fastmm runs more than one thread) let the other pool park first.
     """
-    inner = []
-    for func in funcs:
-        func()
-        t0 = time.perf_counter()
-        func()
-        inner.append(max(1, int(sample / max(time.perf_counter() - t0, 1e-9))))
+    if settle is None:
+        multi = fastmm is not None and hasattr(fastmm, "get_num_threads") \
+            and fastmm.get_num_threads() > 1
+        settle = 0.15 if multi else 0.0
+    inner = [0] * len(funcs)
     best = [math.inf] * len(funcs)
-    for _ in range(repeats):
+    for samples in (repeats - repeats // 2, repeats // 2):
         for i, func in enumerate(funcs):
-            t0 = time.perf_counter()
-            for _ in range(inner[i]):
+            time.sleep(settle)
+            func()
+            if not inner[i]:
+                t0 = time.perf_counter()
                 func()
-            best[i] = min(best[i], (time.perf_counter() - t0) / inner[i])
+                once = time.perf_counter() - t0
+                inner[i] = max(1, int(sample / max(once, 1e-9)))
+                best[i] = once
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                for _ in range(inner[i]):
+                    func()
+                best[i] = min(best[i], (time.perf_counter() - t0) / inner[i])
     return best
 
 

@@ -32,6 +32,8 @@ FAMILY_HELP = {
     "matvec": "matrix @ vector and vector @ matrix",
     "stack": "stacks of small matrices, e.g. (10000, 8, 8) @ (10000, 8, 8)",
 }
+# Seconds of sleep before each multi-threaded timing block (see best_times).
+SETTLE = 0.15
 
 
 def family_cases(family, quick=False):
@@ -176,38 +178,41 @@ def measure_peak(nthreads, seconds=0.02, rounds=5):
 
 # ---------------------------------------------------------------- timing
 
-def best_times(funcs, repeats, budget=0.5, sample=2e-3):
-    """Best seconds per call of each ``func()`` over ``repeats`` rounds.
+def best_times(funcs, repeats, sample=2e-3, settle=0.0):
+    """Best seconds per call of each ``func()``, each timed in blocks of its own.
 
-    Call each function once first (the caller has already run it once, so
-    caches, pages and threads are warm) to choose its inner count: each
-    sample loops it enough times to last ~``sample`` seconds (tiny products
-    need thousands of calls to be timed); a product that is slow enough to
-    be one sample counts that first call as one.  The functions take turns
-    within a round, so load from elsewhere on the machine hits them alike;
-    rounds stop early (after at least 2 samples each) once ``budget``
-    seconds are spent.
+    One call first, untimed (it wakes the library's threads), then a call to
+    choose the inner count: each sample loops the function for ~``sample``
+    seconds (tiny products need thousands of calls to be timed).  Two rounds
+    of blocks, ``repeats`` samples in all per function, so load that drifts
+    hits both libraries alike.
+
+    Libraries are not interleaved call by call: after a call, OpenBLAS's and
+    libgomp's idle workers keep spinning for up to ~0.1 s, and on a machine
+    with few cores those spinners take the cores the other library's threads
+    need (seen here: 16 ms instead of 0.1 ms for a 256^2 product on two
+    threads right after numpy's).  ``settle`` seconds of sleep before each
+    block let the other pool park first.
     """
-    inner, best = [], []
-    spent = 0.0
-    for func in funcs:
-        t0 = time.perf_counter()
-        func()
-        once = time.perf_counter() - t0
-        spent += once
-        inner.append(max(1, int(sample / max(once, 1e-9))))
-        best.append(once if inner[-1] == 1 else math.inf)
-    rounds = repeats - 1 if all(n == 1 for n in inner) else repeats
-    for r in range(rounds):
+    inner = [0] * len(funcs)
+    best = [math.inf] * len(funcs)
+    per_round = [repeats - repeats // 2, repeats // 2]
+    for samples in per_round:
         for i, func in enumerate(funcs):
-            t0 = time.perf_counter()
-            for _ in range(inner[i]):
+            if settle:
+                time.sleep(settle)
+            func()
+            if not inner[i]:
+                t0 = time.perf_counter()
                 func()
-            elapsed = time.perf_counter() - t0
-            best[i] = min(best[i], elapsed / inner[i])
-            spent += elapsed
-        if spent > budget and (r >= 1 or rounds < repeats):
-            break
+                once = time.perf_counter() - t0
+                inner[i] = max(1, int(sample / max(once, 1e-9)))
+                best[i] = once
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                for _ in range(inner[i]):
+                    func()
+                best[i] = min(best[i], (time.perf_counter() - t0) / inner[i])
     return best
 
 
@@ -283,7 +288,7 @@ def numpy_blas():
 
 # ---------------------------------------------------------------- run
 
-def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng):
+def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0):
     """Verify then time one case; a dict of results (speeds None if wrong)."""
     a = rng.uniform(-1, 1, shape_a).astype(dtype)
     b = rng.uniform(-1, 1, shape_b).astype(dtype)
@@ -298,7 +303,8 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng):
     out_f = np.zeros_like(want)              # zeros: pages touched before timing
     out_n = np.zeros_like(want)
     t_f, t_n = best_times([lambda: fastmm.matmul(a, b, out=out_f),
-                           lambda: np_op(a, b, out=out_n)], repeats)
+                           lambda: np_op(a, b, out=out_n)], repeats,
+                          settle=settle)
     return {"flops": flops, "error": None,
             "fastmm": flops / t_f / 1e9, "numpy": flops / t_n / 1e9,
             "fastmm_s": t_f, "numpy_s": t_n}
@@ -346,10 +352,15 @@ def run(args):
     rng = np.random.default_rng(0)
     progress = Progress(len(cases))
     rows = []
+    previous_threads = 1
     for fam, label, sa, sb, size, dt, t in cases:
         progress.update(f"{fam} {label} {dt} {t}t")
+        # a multi-threaded case, or one right after it, waits for idle pools
+        settle = SETTLE if max(t, previous_threads) > 1 else 0.0
+        previous_threads = t
         with fastmm.threads(t), threadpool_limits(t, user_api="blas"):
-            res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats, rng)
+            res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats, rng,
+                           settle)
         peak = peaks[t][0]
         if peak and dt == "float64":
             peak /= 2

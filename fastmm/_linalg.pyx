@@ -57,6 +57,10 @@ cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
 cdef Py_ssize_t SKINNY_M = 64
 cdef Py_ssize_t SHALLOW_K = 16
 cdef double GEMV_COST = 8
+# A stack of small products splits into independent pieces with one fork and
+# one join, not the packed driver's barrier per k block: threads pay for
+# about STACK_COST times less work.
+cdef double STACK_COST = 8
 
 
 cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
@@ -125,7 +129,7 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     if count == 1:
         return _product(m, n, k, alpha, a, s_a, b, s_b, beta, c, s_c, ep,
                         small, nt_one)
-    cdef int nt_all = threads_for(flops * count)
+    cdef int nt_all = threads_for(flops * count * (STACK_COST if small else 1))
     cdef int nt_stack = nt_all if nt_one < nt_all else 1
     if small and nt_one == 1 and ep == NULL:
         # a stack of small products: one C loop, parallel over the stack
@@ -258,10 +262,40 @@ cdef str _shape(x):
         return type(x).__name__
 
 
-cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b):
+cdef void _extent(cnp.ndarray x, char** lo, char** hi) noexcept:
+    """The bytes x may touch: [lo, hi) (empty when x has no elements)."""
+    cdef char* start = <char*>cnp.PyArray_DATA(x)
+    cdef char* end = start + cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t step
+    cdef int d
+    for d in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_DIM(x, d) == 0:
+            lo[0] = hi[0] = start
+            return
+        step = cnp.PyArray_STRIDE(x, d) * (cnp.PyArray_DIM(x, d) - 1)
+        if step < 0:
+            start += step
+        else:
+            end += step
+    lo[0], hi[0] = start, end
+
+
+cdef bint _may_overlap(cnp.ndarray x, cnp.ndarray y) noexcept:
+    """np.may_share_memory's bounds test, without the Python call."""
+    cdef char* x_lo
+    cdef char* x_hi
+    cdef char* y_lo
+    cdef char* y_hi
+    _extent(x, &x_lo, &x_hi)
+    _extent(y, &y_lo, &y_hi)
+    return x_lo < x_hi and y_lo < y_hi and x_lo < y_hi and y_lo < x_hi
+
+
+cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b, object out):
     """matmul's common case, with no Python-level work: 1-D or 2-D operands
-    (not both 1-D) of one native float dtype, no ``out``.  None: not this
-    case (or numpy's error to raise), take the general path."""
+    (not both 1-D) of one native float dtype, and no ``out`` or an ``out``
+    of exactly the result's type and shape that overlaps neither operand.
+    None: not this case (or numpy's error to raise), take the general path."""
     cdef int t = cnp.PyArray_TYPE(a), nd_a = cnp.PyArray_NDIM(a)
     cdef int nd_b = cnp.PyArray_NDIM(b), err
     if (t != cnp.PyArray_TYPE(b)
@@ -292,7 +326,32 @@ cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b):
         dims[0], s_c[0], s_c[1] = m, 1, 0
     else:
         dims[0], s_c[0], s_c[1] = n, 0, 1
-    cdef cnp.ndarray c = cnp.PyArray_EMPTY(nd_a + nd_b - 2, dims, t, 0)
+    cdef cnp.ndarray c
+    cdef int d
+    if out is None:
+        c = cnp.PyArray_EMPTY(nd_a + nd_b - 2, dims, t, 0)
+    else:
+        if type(out) is not _ndarray:
+            return None
+        c = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(c) != t or cnp.PyArray_NDIM(c) != nd_a + nd_b - 2
+                or not (cnp.PyArray_ISNOTSWAPPED(c) and cnp.PyArray_ISALIGNED(c)
+                        and cnp.PyArray_ISWRITEABLE(c))):
+            return None
+        for d in range(nd_a + nd_b - 2):
+            if cnp.PyArray_DIM(c, d) != dims[d] or (
+                    cnp.PyArray_STRIDE(c, d) == 0 and dims[d] > 1):
+                return None
+        if _may_overlap(c, a) or _may_overlap(c, b):
+            return None
+        # out's own strides, in elements, on the axes it has
+        if nd_a == 2 and nd_b == 2:
+            s_c[0] = cnp.PyArray_STRIDE(c, 0) // item
+            s_c[1] = cnp.PyArray_STRIDE(c, 1) // item
+        elif nd_a == 2:
+            s_c[0] = cnp.PyArray_STRIDE(c, 0) // item
+        else:
+            s_c[1] = cnp.PyArray_STRIDE(c, 0) // item
     if m == 0 or n == 0:
         return c
     if t == cnp.NPY_FLOAT32:
@@ -332,9 +391,8 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
                             f"(got {sorted(kwargs)})")
         from fastmm.cuda import matmul as cuda_matmul   # numba only now
         return cuda_matmul(x1, x2, out=out)
-    if out is None and not kwargs and type(x1) is _ndarray \
-            and type(x2) is _ndarray:
-        r = _matmul_2d(<cnp.ndarray>x1, <cnp.ndarray>x2)
+    if not kwargs and type(x1) is _ndarray and type(x2) is _ndarray:
+        r = _matmul_2d(<cnp.ndarray>x1, <cnp.ndarray>x2, out)
         if r is not None:
             return r
     if type(x1) is list or type(x1) is tuple:
