@@ -1,7 +1,7 @@
 """The build and run-time configuration fastmm reports (show_config, info)."""
 import platform
 
-from fastmm import _gemm, _threads
+from fastmm import _gemm, _small, _threads
 from fastmm._cpu import read_caches
 
 
@@ -38,6 +38,7 @@ def config():
         "kernels_compiled": _gemm.compiled_kernels(),
         "kernels_supported": _gemm.available_kernels(),
         "kernel": _gemm.kernel_info(),
+        "small_kernel": _small.small_kernel(),
     }
 
 
@@ -53,7 +54,8 @@ def show_config():
     print(f"  caches:      " + "; ".join(f"{k} {v}" for k, v in cfg["caches"].items()))
     print(f"  kernels:     compiled {cfg['kernels_compiled']}, "
           f"runnable {cfg['kernels_supported']}")
-    print(f"  kernel:      {kern['name']}")
+    print(f"  kernel:      {kern['name']} (packed path); "
+          f"{cfg['small_kernel']} (unpacked small/skinny path)")
     for dt in ("float32", "float64"):
         b = kern[dt]
         print(f"    {dt}: MR x NR = {b['MR']} x {b['NR']}, "

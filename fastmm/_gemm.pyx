@@ -293,6 +293,11 @@ def select_kernel(name=None):
     _dblk.MR, _dblk.NR = _kernel.d_mr, _kernel.d_nr
     _dblk.MC, _dblk.KC, _dblk.NC = block_sizes(_dblk.MR, _dblk.NR, 8)
     _dblk.ukr = <void*>_kernel.dgemm
+    # the unpacked small-product path shares the ISA names: switch it too
+    import sys
+    small = sys.modules.get("fastmm._small")
+    if small is not None:
+        small.select_small_kernel(name)
     return name
 
 

@@ -79,12 +79,23 @@ cdef void small_dgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
                           nthreads)
 
 
+_in_use = None
+
+
 def select_small_kernel(name=None):
     """Use the unpacked path's kernels for ISA ``name`` ("avx512", "avx2" or
     "generic"; None: the best this CPU runs).  Returns the name in use: a
-    name this CPU cannot run falls back to the best one it can."""
+    name this CPU cannot run falls back to the best one it can.
+    fastmm._gemm.select_kernel calls this too, so one call switches both."""
+    global _in_use
     cdef bytes key = name.encode() if name else b""
-    return fmm_small_init(<const char*>key if name else NULL).decode()
+    _in_use = fmm_small_init(<const char*>key if name else NULL).decode()
+    return _in_use
+
+
+def small_kernel():
+    """The ISA of the unpacked path's kernels in use."""
+    return _in_use
 
 
 # FASTMM_KERNEL names the packed path's kernel family; the families share

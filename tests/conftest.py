@@ -12,17 +12,12 @@ import fastmm
 from fastmm import _gemm
 
 
-try:    # the unpacked small-product path, where the build has one
-    from fastmm import _small
-except ImportError:
-    _small = None
-
-
 def select_kernel(name):
-    """Use kernel family ``name`` (None: the default) on every path."""
+    """Use kernel family ``name`` (None: the default) on every path; the
+    unpacked small-product path must follow the packed one."""
     chosen = _gemm.select_kernel(name)
-    if _small is not None and hasattr(_small, "select_small_kernel"):
-        _small.select_small_kernel(name)
+    from fastmm import _small
+    assert _small.small_kernel() == chosen
     return chosen
 
 
