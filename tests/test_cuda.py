@@ -382,10 +382,10 @@ def _act_ref(z, act):
         return 1 / (1 + np.exp(-z))
     if act == "tanh":
         return np.tanh(z)
-    if act == "gelu":
+    if act == "gelu_tanh":
         return 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi)
                                       * (z + 0.044715 * z ** 3)))
-    if act == "gelu_erf":
+    if act in ("gelu", "gelu_erf"):
         return 0.5 * z * (1 + _erf(z / np.sqrt(2)))
     if act == "softmax":
         e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -403,8 +403,8 @@ def _act_grad_ref(z, dy, act):
     return dy * (_act_ref(z + h, act) - _act_ref(z - h, act)) / (2 * h)
 
 
-ACTS = [None, "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_erf",
-        "softmax"]
+ACTS = [None, "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh",
+        "gelu_erf", "softmax"]
 
 
 @needs_cuda
@@ -425,8 +425,8 @@ def test_linear_forward(act, dtype):
 @needs_cuda
 def test_linear_shapes_and_options():
     x, w = rand((2, 3, 5), np.float64), rand((5, 4), np.float64)
-    y = fc.linear(x, w, activation="gelu", approximate="none")
-    np.testing.assert_allclose(y, _act_ref(x @ w, "gelu_erf"), rtol=1e-12,
+    y = fc.linear(x, w, activation="gelu_tanh")
+    np.testing.assert_allclose(y, _act_ref(x @ w, "gelu_tanh"), rtol=1e-12,
                                atol=1e-14)
     y = fc.linear(x[0, 0], w, activation="leaky_relu", slope=0.2)
     np.testing.assert_allclose(y, np.where(x[0, 0] @ w > 0, x[0, 0] @ w,
@@ -453,7 +453,8 @@ def test_linear_backward(act, dtype):
     dz = _act_grad_ref(z, dy, act or "identity")
     xs, ws, bs, dys = (v.astype(dtype) for v in (x, w, b, dy))
     ys = _act_ref(z, act).astype(dtype)
-    kw = {"z": z.astype(dtype)} if act in ("gelu", "gelu_erf") else {"y": ys}
+    kw = ({"z": z.astype(dtype)} if act in ("gelu", "gelu_tanh", "gelu_erf")
+          else {"y": ys})
     dx, dw, db = fc.linear_backward(xs, ws, dys, activation=act, **kw)
     # and with nothing saved: recomputed from x, w, b
     dx2, dw2, db2 = fc.linear_backward(xs, ws, dys, activation=act, b=bs)

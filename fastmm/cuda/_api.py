@@ -13,7 +13,8 @@ import numpy as np
 _ACT_ALIASES = {None: "identity", "identity": "identity", "linear": "identity",
                 "relu": "relu", "leaky_relu": "leaky_relu",
                 "sigmoid": "sigmoid", "tanh": "tanh", "gelu_tanh": "gelu_tanh",
-                "gelu_erf": "gelu_erf", "softmax": "softmax"}
+                "gelu": "gelu_erf", "gelu_erf": "gelu_erf",
+                "softmax": "softmax"}
 
 
 class CudaUnavailableError(RuntimeError):
@@ -212,7 +213,9 @@ def _run_gemm(alpha, a, b, beta, c_in, c_out, trans_a, trans_b, cuda, k,
                           t(slope))
 
 
-def _activation(name, approximate):
+def _activation(name):
+    """The kernels' name for an activation; fastmm.nn's names: 'gelu' is
+    the exact (erf) form, as in PyTorch, 'gelu_tanh' the approximation."""
     if isinstance(name, str):
         key = name.lower()
     elif name is None:
@@ -220,15 +223,11 @@ def _activation(name, approximate):
     else:
         raise TypeError(f"activation must be a string or None, got "
                         f"{type(name).__name__}")
-    if key == "gelu":
-        if approximate not in ("tanh", "none"):
-            raise ValueError(f"approximate must be 'tanh' or 'none', got "
-                             f"{approximate!r}")
-        return "gelu_tanh" if approximate == "tanh" else "gelu_erf"
     if key not in _ACT_ALIASES:
         raise ValueError(f"unknown activation {name!r}; expected one of "
                          f"None, 'identity', 'relu', 'leaky_relu', "
-                         f"'sigmoid', 'tanh', 'gelu', 'gelu_erf', 'softmax'")
+                         f"'sigmoid', 'tanh', 'gelu' (erf form; alias "
+                         f"'gelu_erf'), 'gelu_tanh', 'softmax'")
     return _ACT_ALIASES[key]
 
 
@@ -395,19 +394,18 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
     return _to_host(result, on_device)
 
 
-def linear(x, w, b=None, activation=None, out=None, *, slope=0.01,
-           approximate="tanh"):
+def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
     """y = activation(x @ w + b) on the GPU, bias and activation fused into
     the GEMM's store (softmax, row-wise over the last axis, runs after it).
 
     x: (..., in_features), w: (in_features, out_features), b:
     (out_features,) or None.  activation: None/'identity', 'relu',
     'leaky_relu' (negative slope ``slope``), 'sigmoid', 'tanh', 'gelu'
-    (``approximate='tanh'``, the default, or 'none' for the erf form),
-    'gelu_erf', 'softmax'.
+    (exact, erf form; alias 'gelu_erf'), 'gelu_tanh' (tanh approximation),
+    'softmax': the names and meanings of fastmm.nn.
     """
     cuda, k = _cuda()
-    act = _activation(activation, approximate)
+    act = _activation(activation)
     x, w, b = [v if v is None or hasattr(v, "shape") else np.asarray(v)
                for v in (x, w, b)]
     dtype = _result_dtype("linear", x, w, b)
@@ -456,7 +454,7 @@ def _linear_forward(x, w, b, act, slope, dtype, cuda, k, pre=False):
 
 
 def linear_backward(x, w, dy, y=None, activation=None, *, b=None, z=None,
-                    slope=0.01, approximate="tanh"):
+                    slope=0.01):
     """Gradients of y = activation(x @ w + b): returns (dx, dw, db).
 
     dz = dy * activation'(.), dx = dz @ w.T, dw = x.T @ dz (transposes read
@@ -466,7 +464,7 @@ def linear_backward(x, w, dy, y=None, activation=None, *, b=None, z=None,
     missing ``y`` or ``z`` is recomputed from x, w and ``b``.
     """
     cuda, k = _cuda()
-    act = _activation(activation, approximate)
+    act = _activation(activation)
     x, w, dy, y, b, z = [v if v is None or hasattr(v, "shape")
                          else np.asarray(v) for v in (x, w, dy, y, b, z)]
     dtype = _result_dtype("linear_backward", x, w, dy)
