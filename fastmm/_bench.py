@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from fastmm._progress import Progress
+
 FAMILIES = ("square", "nn", "small", "matvec", "stack")
 FAMILY_HELP = {
     "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
@@ -232,35 +234,6 @@ def check_result(got, want, a, b):
     return None
 
 
-class Progress:
-    """A one-line progress bar on stderr (on a terminal; else sparse lines)."""
-
-    def __init__(self, total, stream=sys.stderr, width=30):
-        self.total, self.stream, self.width = total, stream, width
-        self.done = 0
-        self.live = stream.isatty()
-        self.t0 = time.perf_counter()
-
-    def update(self, label):
-        if not self.live and self.total >= 20 and self.done % (self.total // 10) == 0:
-            # not a terminal (a log): one plain line per ~10 %
-            self.stream.write(f"[{self.done}/{self.total}] {label}\n")
-            self.stream.flush()
-        if self.live:
-            filled = self.width * self.done // max(self.total, 1)
-            bar = "#" * filled + "." * (self.width - filled)
-            elapsed = time.perf_counter() - self.t0
-            self.stream.write(f"\r[{bar}] {self.done}/{self.total} "
-                              f"{elapsed:5.0f}s  {label[:40]:<40}")
-            self.stream.flush()
-        self.done += 1
-
-    def close(self):
-        if self.live:
-            self.stream.write("\r" + " " * (self.width + 60) + "\r")
-            self.stream.flush()
-
-
 def machine_load():
     """A description of the load from other processes, or '' when idle."""
     try:
@@ -354,7 +327,7 @@ def run(args):
     rows = []
     previous_threads = 1
     for fam, label, sa, sb, size, dt, t in cases:
-        progress.update(f"{fam} {label} {dt} {t}t")
+        progress.update(len(rows), f"{fam} {label} {dt} {t}t")
         # a multi-threaded case, or one right after it, waits for idle pools
         settle = SETTLE if max(t, previous_threads) > 1 else 0.0
         previous_threads = t

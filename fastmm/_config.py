@@ -51,7 +51,7 @@ def show_config():
     print(f"  threads:     {cfg['num_threads']} (CPUs available: {cfg['cpu_count']})"
           + (" [forked child: 1]" if cfg["forked_child_single_thread"] else ""))
     print(f"  CPU:         {' '.join(cfg['cpu_features']) or 'unknown'}")
-    print(f"  caches:      " + "; ".join(f"{k} {v}" for k, v in cfg["caches"].items()))
+    print("  caches:      " + "; ".join(f"{k} {v}" for k, v in cfg["caches"].items()))
     print(f"  kernels:     compiled {cfg['kernels_compiled']}, "
           f"runnable {cfg['kernels_supported']}")
     print(f"  kernel:      {kern['name']} (packed path); "

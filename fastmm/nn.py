@@ -23,12 +23,12 @@ lives in ``fastmm/_nn.pyx``; this module validates and documents.
 """
 import json
 import math
-import sys
 import time
 
 import numpy as np
 
 from fastmm import _nn, _nn_api
+from fastmm._progress import Progress
 
 __all__ = ["linear", "linear_backward", "activate", "ACTIVATIONS", "Dense",
            "Sequential", "SGD", "MeanSquaredError", "SoftmaxCrossEntropy"]
@@ -464,37 +464,6 @@ class SoftmaxCrossEntropy:
         return self.value_and_gradient(pred, target, activation)[1:]
 
 
-class _Progress:
-    """A one-line progress bar on stderr (redrawn at most 10 times a second
-    on a terminal; elsewhere only the finished line is written)."""
-
-    def __init__(self, total, prefix, stream=None, width=30):
-        self.total, self.prefix, self.width = total, prefix, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-        self.start = self.last = time.perf_counter()
-
-    def _line(self, done, info):
-        filled = self.width * done // max(self.total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        took = (f"{elapsed:.2f} s" if elapsed >= 1
-                else f"{elapsed * 1e3:.1f} ms")
-        return f"{self.prefix} [{bar}] {done}/{self.total} {info} {took}"
-
-    def update(self, done, info=""):
-        now = time.perf_counter()
-        if self.tty and now - self.last >= 0.1:
-            self.last = now
-            self.stream.write("\r" + self._line(done, info))
-            self.stream.flush()
-
-    def close(self, info=""):
-        self.stream.write(("\r" if self.tty else "")
-                          + self._line(self.total, info) + "\n")
-        self.stream.flush()
-
-
 class Sequential:
     """Layers applied in order; trained with :meth:`fit`."""
 
@@ -592,8 +561,8 @@ class Sequential:
         for epoch in range(int(epochs)):
             start = time.perf_counter()
             order = rng.permutation(n) if shuffle else np.arange(n)
-            bar = (_Progress(n, f"epoch {epoch + 1:>{width}}/{epochs}", stream)
-                   if verbose else None)
+            bar = (Progress(n, f"epoch {epoch + 1:>{width}}/{epochs} ",
+                            stream, log_steps=False) if verbose else None)
             total = 0.0
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
