@@ -116,6 +116,9 @@ def random_array(shape, dtype, seed=0):
 def best_times(funcs, repeats=6, sample=2e-3, settle=None):
     """Best seconds per call of each ``func()``, each timed in blocks of its own.
 
+    The same method as fastmm/_bench.py's, kept here rather than imported:
+    asv measures old commits too, whose fastmm may lack it or time otherwise.
+
     Each sample loops one function for ~``sample`` seconds; two rounds of
     blocks, so load that drifts hits both alike.  Not interleaved call by
     call: OpenBLAS's and libgomp's idle workers spin for up to ~0.1 s after

@@ -4,7 +4,8 @@ the one product entry point, fastmm._linalg.run_product."""
 import numpy as np
 cimport numpy as cnp
 
-from fastmm._linalg cimport run_product, native_float, writes_twice
+from fastmm._linalg cimport run_product
+from fastmm._arrays cimport native_float, writes_twice
 
 cnp.import_array()
 

@@ -8,8 +8,3 @@ from fastmm._epilogue cimport Epilogue
 cdef int run_product(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, tuple batch,
                      int core_a, int core_b, double alpha, double beta,
                      const Epilogue* ep) except -1
-
-# x is an exact ndarray of native-order, aligned float32 or float64.
-cdef bint native_float(object x)
-# x has a zero stride on an axis of length > 1 (one element stands for several).
-cdef bint writes_twice(cnp.ndarray x)

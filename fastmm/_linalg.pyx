@@ -15,6 +15,7 @@ from fastmm._gemm cimport sgemm, dgemm
 from fastmm._epilogue cimport Epilogue, apply_epilogue
 from fastmm._threads cimport threads_for
 from fastmm._pack cimport real
+from fastmm._arrays cimport native_float, writes_twice, may_overlap
 from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
                             small_dgemm_batch)
 
@@ -27,26 +28,6 @@ cdef object _broadcast_shapes = np.broadcast_shapes
 cdef type _ndarray = np.ndarray
 cdef object _f32 = np.dtype(np.float32)
 cdef object _f64 = np.dtype(np.float64)
-
-
-cdef bint native_float(object x):
-    """x is an exact ndarray of native-order, aligned float32 or float64."""
-    if type(x) is not _ndarray:
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray>x
-    cdef int t = cnp.PyArray_TYPE(arr)
-    return ((t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64)
-            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
-
-
-cdef bint writes_twice(cnp.ndarray x):
-    """A zero stride on an axis of length > 1: one element stands for
-    several."""
-    cdef int d
-    for d in range(cnp.PyArray_NDIM(x)):
-        if cnp.PyArray_STRIDE(x, d) == 0 and cnp.PyArray_DIM(x, d) > 1:
-            return True
-    return False
 
 
 # The unpacked path (kernels/small.h) takes a product when packing cannot pay:
@@ -262,35 +243,6 @@ cdef str _shape(x):
         return type(x).__name__
 
 
-cdef void _extent(cnp.ndarray x, char** lo, char** hi) noexcept:
-    """The bytes x may touch: [lo, hi) (empty when x has no elements)."""
-    cdef char* start = <char*>cnp.PyArray_DATA(x)
-    cdef char* end = start + cnp.PyArray_ITEMSIZE(x)
-    cdef Py_ssize_t step
-    cdef int d
-    for d in range(cnp.PyArray_NDIM(x)):
-        if cnp.PyArray_DIM(x, d) == 0:
-            lo[0] = hi[0] = start
-            return
-        step = cnp.PyArray_STRIDE(x, d) * (cnp.PyArray_DIM(x, d) - 1)
-        if step < 0:
-            start += step
-        else:
-            end += step
-    lo[0], hi[0] = start, end
-
-
-cdef bint _may_overlap(cnp.ndarray x, cnp.ndarray y) noexcept:
-    """np.may_share_memory's bounds test, without the Python call."""
-    cdef char* x_lo
-    cdef char* x_hi
-    cdef char* y_lo
-    cdef char* y_hi
-    _extent(x, &x_lo, &x_hi)
-    _extent(y, &y_lo, &y_hi)
-    return x_lo < x_hi and y_lo < y_hi and x_lo < y_hi and y_lo < x_hi
-
-
 cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b, object out):
     """matmul's common case, with no Python-level work: 1-D or 2-D operands
     (not both 1-D) of one native float dtype, and no ``out`` or an ``out``
@@ -342,7 +294,7 @@ cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b, object out):
             if cnp.PyArray_DIM(c, d) != dims[d] or (
                     cnp.PyArray_STRIDE(c, d) == 0 and dims[d] > 1):
                 return None
-        if _may_overlap(c, a) or _may_overlap(c, b):
+        if may_overlap(c, a) or may_overlap(c, b):
             return None
         # out's own strides, in elements, on the axes it has
         if nd_a == 2 and nd_b == 2:
