@@ -13,9 +13,9 @@ best_times).  float32, seeded data.
 import numpy as np
 
 try:
-    from .common import best_times
+    from .common import best_times, settle_pools
 except ImportError:          # run as a script: python benchmarks/bench_nn.py
-    from common import best_times
+    from common import best_times, settle_pools
 
 try:
     from threadpoolctl import threadpool_limits
@@ -72,10 +72,14 @@ class _Pinned:
         self._threads = self.fastmm.get_num_threads()
         self.fastmm.set_num_threads(threads)
         self._limits = threadpool_limits(threads, user_api="blas")
+        settle_pools(threads)
 
     def teardown(self, shape, threads):
-        self._limits.restore_original_limits()
-        self.fastmm.set_num_threads(self._threads)
+        # asv calls teardown after a skipped (NotImplementedError) setup too
+        if getattr(self, "_limits", None) is not None:
+            self._limits.restore_original_limits()
+        if getattr(self, "_threads", None) is not None:
+            self.fastmm.set_num_threads(self._threads)
 
 
 class LinearForward(_Pinned):

@@ -164,6 +164,13 @@ def check_close(got, want, k, a, b):
                              "the k*eps bound")
 
 
+def settle_pools(threads):
+    """After setup's calls, let idle BLAS/OpenMP workers park before timing
+    starts (see best_times): a spinning pool steals the second core."""
+    if threads > 1:
+        time.sleep(0.15)
+
+
 class Product:
     """Base of every fastmm-vs-numpy benchmark: pinned threads, both ops.
 
@@ -184,6 +191,8 @@ class Product:
         if check is not None:
             a, b, got, want = check
             check_close(got, want, a.shape[-1], a, b)
+        settle_pools(threads)
+
 
     def pin(self, threads):
         """fastmm and numpy's BLAS both to ``threads`` until teardown."""
