@@ -1,8 +1,8 @@
 """Build fastmm's Cython extensions, with OpenMP when the compiler has it.
 
-No -march/-mtune/-ffast-math: the wheel must run on any x86-64 and keep IEEE
-semantics.  SIMD kernels get their instruction sets from per-function target
-attributes in fastmm/kernels/*.h instead.
+No machine-specific or fast-math compiler flags: the wheel must run on any
+x86-64 and keep IEEE semantics.  SIMD kernels get their instruction sets from
+per-function target attributes in fastmm/kernels/*.h instead.
 """
 import os
 import shutil

@@ -191,7 +191,7 @@ FMM_INLINE double fmm_act_f64(double v, int act, double slope)
  * Softmax of one unit-stride row, in place.  Subtracting the row maximum keeps
  * every exp() argument <= 0 (no overflow).  The maximum and the sum run in
  * FMM_SM_L independent lanes, so the compiler vectorizes them without being
- * allowed to reorder a floating-point reduction (no -ffast-math); the sum's
+ * allowed to reorder a floating-point reduction (no fast-math flags); the sum's
  * lanes are doubles.  NaN anywhere in the row makes the whole row NaN.
  */
 #define FMM_SM_L 16
