@@ -14,6 +14,7 @@ cimport numpy as cnp
 from fastmm._epilogue cimport (ACT_NONE, ACT_LEAKY_RELU, ACT_GELU_TANH,
                                ACT_GELU_ERF)
 from fastmm._nn import CODES, forward, backward
+from fastmm._arrays cimport native_float
 
 cnp.import_array()
 
@@ -22,11 +23,8 @@ cdef type _ndarray = np.ndarray
 
 cdef inline bint _ready(object a, int typenum, int ndim):
     """a is an exact ndarray of this type and ndim, native order, aligned."""
-    if type(a) is not _ndarray:
-        return False
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
-            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
+    return (native_float(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_NDIM(<cnp.ndarray>a) == ndim)
 
 
 cdef int _code(object activation, object slope):
