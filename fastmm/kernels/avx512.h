@@ -30,6 +30,17 @@
 #define FMM_TARGET_AVX512 \
     __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
 
+/* k steps before the end of the k loop at which the kernel prefetches its C
+ * tile again.  The kc x NR B micro-panel (64 KiB at kc = 512) and the A
+ * micro-panel stream through L1 meanwhile, so the lines prefetched on entry
+ * are long gone; with large C (rows 8 KiB apart at n = 2048) they come from L3
+ * or memory, and the tile update stalled on them.  64 steps (~800 cycles at
+ * 24 FMAs per step on two pipes) cover memory latency: measured +1-3% at
+ * n = 2048 (float32 and float64, 1 and 2 threads), neutral at n <= 1024, when
+ * the machine's L3 is contended; 24, 64 and 128 were within noise of each
+ * other, and a late prefetch alone (none on entry) did no better. */
+#define FMM_AVX512_C_AHEAD 64
+
 #define FMM_AVX512_S_MR 12
 #define FMM_AVX512_S_NV 2
 #define FMM_AVX512_D_MR 12
@@ -42,8 +53,10 @@ fmm_sgemm_avx512_12x32(ptrdiff_t k, float alpha, const float *a,
     enum { MR = FMM_AVX512_S_MR, NV = FMM_AVX512_S_NV, W = 16 };
     __m512 acc[MR][NV];
     /* C is touched only after the k loop: start fetching its rows now (both
-     * ends: a row spans two lines).  Row pointers are walked, not indexed,
-     * here and below: a dozen live row addresses make GCC spill accumulators. */
+     * ends: a row spans two lines), and again FMM_AVX512_C_AHEAD steps before
+     * the end, as the streamed panels evict these lines from L1 well before
+     * then.  Row pointers are walked, not indexed, here and below: a dozen
+     * live row addresses make GCC spill accumulators. */
     for (const float *ci = c; ci < c + MR * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
         _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
@@ -53,20 +66,29 @@ fmm_sgemm_avx512_12x32(ptrdiff_t k, float alpha, const float *a,
 #pragma GCC unroll 4
         for (int j = 0; j < NV; j++)
             acc[i][j] = _mm512_setzero_ps();
-    for (ptrdiff_t p = 0; p < k; p++) {
-        __m512 bv[NV];
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; j++)
-            bv[j] = _mm512_load_ps(b + W * j);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            __m512 ai = _mm512_set1_ps(a[i]);
+    ptrdiff_t p = 0;
+    ptrdiff_t stop = k > FMM_AVX512_C_AHEAD ? k - FMM_AVX512_C_AHEAD : 0;
+    for (int pass = 0; pass < 2; pass++, stop = k) {
+        for (; p < stop; p++) {
+            __m512 bv[NV];
 #pragma GCC unroll 4
             for (int j = 0; j < NV; j++)
-                acc[i][j] = _mm512_fmadd_ps(ai, bv[j], acc[i][j]);
+                bv[j] = _mm512_load_ps(b + W * j);
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; j++)
+                    acc[i][j] = _mm512_fmadd_ps(ai, bv[j], acc[i][j]);
+            }
+            a += MR;
+            b += W * NV;
         }
-        a += MR;
-        b += W * NV;
+        if (pass == 0)
+            for (const float *ci = c; ci < c + MR * ldc; ci += ldc) {
+                _mm_prefetch((const char *)ci, _MM_HINT_T0);
+                _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
+            }
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
@@ -87,6 +109,7 @@ fmm_dgemm_avx512_12x16(ptrdiff_t k, double alpha, const double *a,
 {
     enum { MR = FMM_AVX512_D_MR, NV = FMM_AVX512_D_NV, W = 8 };
     __m512d acc[MR][NV];
+    /* C prefetch: see fmm_sgemm_avx512_12x32 */
     for (const double *ci = c; ci < c + MR * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
         _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
@@ -96,20 +119,29 @@ fmm_dgemm_avx512_12x16(ptrdiff_t k, double alpha, const double *a,
 #pragma GCC unroll 4
         for (int j = 0; j < NV; j++)
             acc[i][j] = _mm512_setzero_pd();
-    for (ptrdiff_t p = 0; p < k; p++) {
-        __m512d bv[NV];
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; j++)
-            bv[j] = _mm512_load_pd(b + W * j);
-#pragma GCC unroll 16
-        for (int i = 0; i < MR; i++) {
-            __m512d ai = _mm512_set1_pd(a[i]);
+    ptrdiff_t p = 0;
+    ptrdiff_t stop = k > FMM_AVX512_C_AHEAD ? k - FMM_AVX512_C_AHEAD : 0;
+    for (int pass = 0; pass < 2; pass++, stop = k) {
+        for (; p < stop; p++) {
+            __m512d bv[NV];
 #pragma GCC unroll 4
             for (int j = 0; j < NV; j++)
-                acc[i][j] = _mm512_fmadd_pd(ai, bv[j], acc[i][j]);
+                bv[j] = _mm512_load_pd(b + W * j);
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; i++) {
+                __m512d ai = _mm512_set1_pd(a[i]);
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; j++)
+                    acc[i][j] = _mm512_fmadd_pd(ai, bv[j], acc[i][j]);
+            }
+            a += MR;
+            b += W * NV;
         }
-        a += MR;
-        b += W * NV;
+        if (pass == 0)
+            for (const double *ci = c; ci < c + MR * ldc; ci += ldc) {
+                _mm_prefetch((const char *)ci, _MM_HINT_T0);
+                _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
+            }
     }
     __m512d va = _mm512_set1_pd(alpha), vb = _mm512_set1_pd(beta);
 #pragma GCC unroll 16
