@@ -5,13 +5,12 @@ import numpy as np
 cimport numpy as cnp
 
 from fastmm._linalg cimport run_product
-from fastmm._arrays cimport native_float, writes_twice
+from fastmm._arrays cimport native_float, writes_twice, may_overlap
 
 cnp.import_array()
 
 cdef object _f32 = np.dtype(np.float32)
 cdef object _f64 = np.dtype(np.float64)
-cdef object _may_share_memory = np.may_share_memory
 cdef object _copyto = np.copyto
 
 
@@ -77,7 +76,8 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
     op_a = _operand(op_a, dtype)
     op_b = _operand(op_b, dtype)
     result = target
-    if _may_share_memory(target, op_a) or _may_share_memory(target, op_b):
+    if (may_overlap(<cnp.ndarray>target, op_a)
+            or may_overlap(<cnp.ndarray>target, op_b)):
         result = target.copy() if beta != 0 else np.empty((m, n), dtype)
     run_product(op_a, op_b, result, (), 2, 2, float(alpha), float(beta), NULL)
     if result is not target:

@@ -22,7 +22,6 @@ from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
 cnp.import_array()
 
 cdef object _np_matmul = np.matmul
-cdef object _may_share_memory = np.may_share_memory
 cdef object _copyto = np.copyto
 cdef object _broadcast_shapes = np.broadcast_shapes
 cdef type _ndarray = np.ndarray
@@ -392,7 +391,7 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
         c = target = np.empty(shape, dtype)
     else:
         c = <cnp.ndarray>out
-        overlaps = _may_share_memory(c, a) or _may_share_memory(c, b)
+        overlaps = may_overlap(c, a) or may_overlap(c, b)
         target = np.empty(shape, dtype) if overlaps else c
     run_product(a, b, target, batch, core_a, core_b, 1.0, 0.0, NULL)
     if target is not c:
