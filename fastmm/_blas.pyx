@@ -25,6 +25,17 @@ cdef object _gemm_dtype(arrays):
                     f"(float32, float64); got {dtype}")
 
 
+cdef double _real_scalar(x, str name) except? -1:
+    """alpha or beta as a double: a real number (Python, numpy, 0-d array)."""
+    v = np.asarray(x)
+    if v.ndim != 0:
+        raise TypeError(f"gemm: {name} must be a real scalar, got an array of "
+                        f"shape {v.shape}")
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"gemm: {name} must be a real scalar, got {x!r}")
+    return float(v)
+
+
 cdef cnp.ndarray _operand(x, dtype):
     """x as an array fastmm's kernels can read in place, copying only if not."""
     if native_float(x) and x.dtype == dtype:
@@ -43,6 +54,8 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
     and a writeable ``c`` of the result's dtype the update is in place and
     ``c`` is returned; otherwise a new array is returned.
     """
+    alpha = _real_scalar(alpha, "alpha")
+    beta = _real_scalar(beta, "beta")
     a = np.asarray(a)
     b = np.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
@@ -79,7 +92,7 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
     if (may_overlap(<cnp.ndarray>target, op_a)
             or may_overlap(<cnp.ndarray>target, op_b)):
         result = target.copy() if beta != 0 else np.empty((m, n), dtype)
-    run_product(op_a, op_b, result, (), 2, 2, float(alpha), float(beta), NULL)
+    run_product(op_a, op_b, result, (), 2, 2, alpha, beta, NULL)
     if result is not target:
         _copyto(target, result)
     return target

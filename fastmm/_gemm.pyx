@@ -18,6 +18,7 @@ from cython.parallel cimport parallel
 
 from fastmm._pack cimport real, pack_a, pack_b
 from fastmm._epilogue cimport apply_epilogue
+from fastmm._threads cimport note_region, PATH_PACKED
 
 cdef extern from "kernels/dispatch.h" nogil:
     ctypedef void (*fmm_sgemm_ukr_t)(Py_ssize_t k, float alpha, const float* a,
@@ -41,10 +42,16 @@ cdef extern from "_parallel.h" nogil:
     int fmm_thread_num()
     int fmm_team_size()
     void fmm_barrier()
+    const void* fmm_load_config(const void* const* slot)
+    void fmm_publish_config(const void** slot, const void* cfg)
 
 cdef extern from "_scratch.h" nogil:
     void* fmm_scratch_get(size_t size)
     void fmm_scratch_release(void* ptr, size_t size)
+    size_t fmm_scratch_trim()
+    size_t fmm_scratch_kept()
+    long fmm_scratch_outstanding
+    int fmm_scratch_fail_record
 
 
 # Everything the loops need about one element type's kernel.
@@ -53,8 +60,22 @@ cdef struct Blocking:
     Py_ssize_t MC, KC, NC
     void* ukr
 
-cdef Blocking _sblk, _dblk
-cdef const fmm_kernel_t* _kernel = NULL
+# One kernel family with its blocking for both dtypes.  Each is filled once
+# at import and never written again; select_kernel publishes a pointer to one
+# with a single atomic store, and a product reads that pointer once, so a
+# switch while other threads multiply can never mix two families' MR, NR,
+# block sizes and kernels in one product.
+cdef struct Config:
+    const fmm_kernel_t* kernel
+    Blocking s
+    Blocking d
+
+cdef Config _configs[8]
+cdef const Config* _active = NULL
+
+
+cdef inline const Config* _config() noexcept nogil:
+    return <const Config*>fmm_load_config(<const void* const*>&_active)
 
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -130,7 +151,8 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                 pack_b(kc, min(nc, jp1 * NR) - jp0 * NR,
                        b + pc * rs_b + (jc + jp0 * NR) * cs_b, rs_b, cs_b,
                        b_packed + jp0 * NR * kc, NR)
-            fmm_barrier()
+            if nt > 1:
+                fmm_barrier()
             jp0 = n_panels * tj // tj_n
             jp1 = n_panels * (tj + 1) // tj_n
             for ib in range(_ceil_div(row1 - row0, MC)):  # LOOP 3: m in MC (A, C)
@@ -169,7 +191,8 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                                 apply_epilogue(c_ij, rs_c, cs_c, mr, nr, ic + ir,
                                                j, ep)
             # the next pc iteration repacks B: wait until nobody reads it
-            fmm_barrier()
+            if nt > 1:
+                fmm_barrier()
 
 
 cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
@@ -184,7 +207,8 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef void* scratch
     cdef size_t a_size, b_size
     cdef Epilogue ep_t
-    cdef int nt
+    cdef int nt, team = 1
+    cdef int* team_p = &team
     if m <= 0 or n <= 0:
         return 0
     if k == 0 or alpha == 0:
@@ -205,7 +229,7 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
         a, b = b, a
         rs_a, cs_a, rs_b, cs_b = cs_b, rs_b, cs_a, rs_a
         rs_c, cs_c = cs_c, rs_c
-    blk = _sblk if real is float else _dblk
+    blk = _config().s if real is float else _config().d
     kc_max = min(blk.KC, k)
     mc_max = min(blk.MC, _ceil_div(m, blk.MR) * blk.MR)
     nc_max = min(blk.NC, _ceil_div(n, blk.NR) * blk.NR)
@@ -224,12 +248,15 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                      beta, c, rs_c, cs_c, ep, a_packed, b_packed, 0, 1)
     else:
         with parallel(num_threads=nt):
+            if fmm_thread_num() == 0:
+                team_p[0] = fmm_team_size()
             _gemm_thread(&blk, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
                          beta, c, rs_c, cs_c, ep,
                          a_packed + fmm_thread_num() * kc_max * (
                              _ceil_div(mc_max, blk.MR) * blk.MR),
                          b_packed, fmm_thread_num(), fmm_team_size())
     fmm_scratch_release(scratch, b_size + a_size)
+    note_region(PATH_PACKED, team)
     return 0
 
 
@@ -271,8 +298,6 @@ def select_kernel(name=None):
     lacks, falls back to the best supported one with a RuntimeWarning.
     """
     import warnings
-    from fastmm._cpu import block_sizes
-    global _kernel, _sblk, _dblk
     supported = available_kernels()
     if name is None or name == "":
         name = supported[0]
@@ -286,13 +311,7 @@ def select_kernel(name=None):
     cdef int i
     for i in range(fmm_kernel_count()):
         if fmm_kernels[i].name.decode() == name:
-            _kernel = &fmm_kernels[i]
-    _sblk.MR, _sblk.NR = _kernel.s_mr, _kernel.s_nr
-    _sblk.MC, _sblk.KC, _sblk.NC = block_sizes(_sblk.MR, _sblk.NR, 4)
-    _sblk.ukr = <void*>_kernel.sgemm
-    _dblk.MR, _dblk.NR = _kernel.d_mr, _kernel.d_nr
-    _dblk.MC, _dblk.KC, _dblk.NC = block_sizes(_dblk.MR, _dblk.NR, 8)
-    _dblk.ukr = <void*>_kernel.dgemm
+            fmm_publish_config(<const void**>&_active, &_configs[i])
     # the unpacked small-product path shares the ISA names: switch it too
     import sys
     small = sys.modules.get("fastmm._small")
@@ -301,10 +320,28 @@ def select_kernel(name=None):
     return name
 
 
+cdef void _fill_configs():
+    from fastmm._cpu import block_sizes
+    cdef int i
+    cdef Config* cfg
+    if fmm_kernel_count() > 8:
+        raise ImportError("fastmm: more kernel families than _configs holds")
+    for i in range(fmm_kernel_count()):
+        cfg = &_configs[i]
+        cfg.kernel = &fmm_kernels[i]
+        cfg.s.MR, cfg.s.NR = cfg.kernel.s_mr, cfg.kernel.s_nr
+        cfg.s.MC, cfg.s.KC, cfg.s.NC = block_sizes(cfg.s.MR, cfg.s.NR, 4)
+        cfg.s.ukr = <void*>cfg.kernel.sgemm
+        cfg.d.MR, cfg.d.NR = cfg.kernel.d_mr, cfg.kernel.d_nr
+        cfg.d.MC, cfg.d.KC, cfg.d.NC = block_sizes(cfg.d.MR, cfg.d.NR, 8)
+        cfg.d.ukr = <void*>cfg.kernel.dgemm
+
+
 def kernel_info():
     """The kernel family in use and its register and cache block sizes."""
-    return {"name": _kernel.name.decode(), "float32": _blocking_dict(&_sblk),
-            "float64": _blocking_dict(&_dblk)}
+    cdef const Config* cfg = _config()
+    return {"name": cfg.kernel.name.decode(), "float32": _blocking_dict(&cfg.s),
+            "float64": _blocking_dict(&cfg.d)}
 
 
 cdef dict _blocking_dict(const Blocking* blk):
@@ -392,6 +429,31 @@ def run_packed(alpha, a, b, beta, c, int nthreads=1):
     return c
 
 
+def release_buffers():
+    """Free the packing buffers fastmm keeps between products, in every
+    thread not multiplying at this moment (each keeps its largest, up to
+    64 MiB, to avoid page faults on the next call).  Returns the bytes freed.
+    """
+    return fmm_scratch_trim()
+
+
+def kept_buffer_bytes():
+    """Bytes of packing buffers kept between products, all threads."""
+    return fmm_scratch_kept()
+
+
+def _scratch_outstanding():
+    """Test hook: buffers allocated for one call and not yet freed."""
+    return fmm_scratch_outstanding
+
+
+def _scratch_fail_record(bint fail):
+    """Test hook: make this thread's kept-buffer record fail to set up, as
+    when calloc or pthread_setspecific fails (a thread without one yet)."""
+    global fmm_scratch_fail_record
+    fmm_scratch_fail_record = fail
+
+
 def _aligned_copy(np, arr, dtype):
     nbytes = arr.size * np.dtype(dtype).itemsize
     raw = np.empty(nbytes + 64, dtype=np.uint8)
@@ -402,4 +464,5 @@ def _aligned_copy(np, arr, dtype):
 
 
 import os as _os
+_fill_configs()
 select_kernel(_os.environ.get("FASTMM_KERNEL") or None)

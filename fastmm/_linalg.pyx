@@ -9,17 +9,21 @@ messages stay numpy's.
 """
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 
 from fastmm._gemm cimport sgemm, dgemm
 from fastmm._epilogue cimport Epilogue, apply_epilogue
-from fastmm._threads cimport threads_for
+from fastmm._threads cimport threads_for, note_region, PATH_STACK
 from fastmm._pack cimport real
 from fastmm._arrays cimport native_float, writes_twice, may_overlap
 from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
                             small_dgemm_batch)
 
 cnp.import_array()
+
+cdef extern from "_parallel.h" nogil:
+    int fmm_thread_num()
+    int fmm_team_size()
 
 cdef object _np_matmul = np.matmul
 cdef object _copyto = np.copyto
@@ -98,7 +102,9 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     one per thread over the stack; large ones get the threads themselves.
     """
     cdef Py_ssize_t t
-    cdef int err = 0
+    cdef int err = 0, team = 1
+    cdef int* err_p = &err
+    cdef int* team_p = &team
     cdef double flops = 2.0 * m * n * k
     # matrix-vector products stream their matrix once (no reuse): a flop
     # costs about GEMV_COST times what it does in a GEMM, so threads pay
@@ -123,11 +129,18 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                               beta, c, s_c[0], s_c[1], nt_all)
         return 0
     if nt_stack > 1:
-        for t in prange(count, nogil=True, num_threads=nt_stack,
-                        schedule="static"):
-            err |= _product(m, n, k, alpha, a + _offset(t, nb, shape, bs_a),
+        # one thread per product: each runs the driver serially, which
+        # therefore must never meet at a barrier (it would bind to this team)
+        with parallel(num_threads=nt_stack):
+            if fmm_thread_num() == 0:
+                team_p[0] = fmm_team_size()
+            for t in prange(count, schedule="static"):
+                if _product(m, n, k, alpha, a + _offset(t, nb, shape, bs_a),
                             s_a, b + _offset(t, nb, shape, bs_b), s_b, beta,
-                            c + _offset(t, nb, shape, bs_c), s_c, ep, small, 1)
+                            c + _offset(t, nb, shape, bs_c), s_c, ep, small,
+                            1):
+                    err_p[0] = -1
+        note_region(PATH_STACK, team)
     else:
         # No region here: the driver's own would nest inside it, and a nested
         # OpenMP team gets one thread (and no pool).

@@ -7,25 +7,27 @@ fastmm/_linalg.pyx (``_unpacked``).
 """
 import os
 
+from fastmm._threads cimport note_region, PATH_SMALL, PATH_SMALL_BATCH
+
 cdef extern from "kernels/small.h" nogil:
-    void fmm_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
+    int fmm_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
                          const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                          const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                          float beta, float* c, Py_ssize_t rs_c,
                          Py_ssize_t cs_c, int nthreads)
-    void fmm_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
+    int fmm_small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                          const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                          const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                          double beta, double* c, Py_ssize_t rs_c,
                          Py_ssize_t cs_c, int nthreads)
-    void fmm_small_sgemm_batch(
+    int fmm_small_sgemm_batch(
         Py_ssize_t count, int nb, const Py_ssize_t* shape,
         const Py_ssize_t* bs_a, const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* a,
         Py_ssize_t rs_a, Py_ssize_t cs_a, const float* b, Py_ssize_t rs_b,
         Py_ssize_t cs_b, float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
         int nt)
-    void fmm_small_dgemm_batch(
+    int fmm_small_dgemm_batch(
         Py_ssize_t count, int nb, const Py_ssize_t* shape,
         const Py_ssize_t* bs_a, const Py_ssize_t* bs_b, const Py_ssize_t* bs_c,
         Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha, const double* a,
@@ -40,8 +42,9 @@ cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
                       const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                       float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
                       int nthreads) noexcept nogil:
-    fmm_small_sgemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,
-                    rs_c, cs_c, nthreads)
+    note_region(PATH_SMALL, fmm_small_sgemm(m, n, k, alpha, a, rs_a, cs_a, b,
+                                            rs_b, cs_b, beta, c, rs_c, cs_c,
+                                            nthreads))
 
 
 cdef void small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
@@ -49,8 +52,9 @@ cdef void small_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                       const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                       double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
                       int nthreads) noexcept nogil:
-    fmm_small_dgemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,
-                    rs_c, cs_c, nthreads)
+    note_region(PATH_SMALL, fmm_small_dgemm(m, n, k, alpha, a, rs_a, cs_a, b,
+                                            rs_b, cs_b, beta, c, rs_c, cs_c,
+                                            nthreads))
 
 
 cdef void small_sgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
@@ -61,9 +65,9 @@ cdef void small_sgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
                             Py_ssize_t rs_b, Py_ssize_t cs_b, float beta,
                             float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
                             int nthreads) noexcept nogil:
-    fmm_small_sgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k, alpha,
-                          a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
-                          nthreads)
+    note_region(PATH_SMALL_BATCH, fmm_small_sgemm_batch(
+        count, nb, shape, bs_a, bs_b, bs_c, m, n, k, alpha, a, rs_a, cs_a, b,
+        rs_b, cs_b, beta, c, rs_c, cs_c, nthreads))
 
 
 cdef void small_dgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
@@ -74,9 +78,9 @@ cdef void small_dgemm_batch(Py_ssize_t count, int nb, const Py_ssize_t* shape,
                             Py_ssize_t rs_b, Py_ssize_t cs_b, double beta,
                             double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
                             int nthreads) noexcept nogil:
-    fmm_small_dgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k, alpha,
-                          a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
-                          nthreads)
+    note_region(PATH_SMALL_BATCH, fmm_small_dgemm_batch(
+        count, nb, shape, bs_a, bs_b, bs_c, m, n, k, alpha, a, rs_a, cs_a, b,
+        rs_b, cs_b, beta, c, rs_c, cs_c, nthreads))
 
 
 _in_use = None

@@ -1,2 +1,10 @@
-# The one place that decides how many threads a product uses.
+# The one place that decides how many threads a product uses, and where each
+# parallel path reports the team it ran with (for tests; see _threads.record).
+cdef enum:
+    PATH_PACKED = 0
+    PATH_SMALL = 1
+    PATH_SMALL_BATCH = 2
+    PATH_STACK = 3
+
 cdef int threads_for(double flops) noexcept nogil
+cdef void note_region(int path, int team) noexcept nogil

@@ -2,17 +2,28 @@
 """Thread count: the default, the environment, threadpoolctl, and fork safety.
 
 Every compiled product asks :func:`threads_for` how many threads to use; this
-module is the only place that stores or decides that number.
+module is the only place that stores or decides that number.  Each parallel
+region reports the team it ran with (note_region), so tests can assert that
+a path really ran on the threads they asked for.
 """
 import contextlib
+import operator
 import os
+import warnings
 
 cdef extern from "_threads.h":
     int fmm_nthreads
-    int fmm_team_started
+    int fmm_max_threads
+    int fmm_tls_nthreads
+    double fmm_tls_min_flops
+    int fmm_tls_seen[8]
     int fmm_forked_child
+    int FMM_PATHS
     int fmm_register_atfork()
     int fmm_have_openmp()
+    int fmm_clamp_threads(int n) nogil
+    int fmm_effective_threads() nogil
+    void fmm_note_region(int path, int team) nogil
     void fastmm_set_num_threads(int n)
 
 # Below this many flops per thread, waking a thread costs more than it saves.
@@ -23,21 +34,21 @@ cdef double FLOPS_PER_THREAD = 2.0 * 160 * 160 * 160
 
 HAVE_OPENMP = bool(fmm_have_openmp())
 
+# Names of the parallel paths note_region records (_threads.pxd's PATH_*).
+PATHS = ("packed", "small", "small_batch", "stack")
+
 
 cdef int threads_for(double flops) noexcept nogil:
-    # without this, Cython makes fmm_team_started a local and the fork guard
-    # never arms
-    global fmm_team_started
-    cdef int n = fmm_nthreads
-    if fmm_forked_child:
-        return 1
-    if flops < n * FLOPS_PER_THREAD:
-        n = <int>(flops / FLOPS_PER_THREAD)
-    if n < 1:
-        return 1
-    if n > 1:
-        fmm_team_started = 1
-    return n
+    cdef int n = fmm_effective_threads()
+    cdef double per = (FLOPS_PER_THREAD if fmm_tls_min_flops < 0
+                       else fmm_tls_min_flops)
+    if n > 1 and flops < n * per:
+        n = <int>(flops / per)
+    return n if n > 1 else 1
+
+
+cdef void note_region(int path, int team) noexcept nogil:
+    fmm_note_region(path, team)
 
 
 def _cgroup_cpu_limit():
@@ -74,56 +85,133 @@ def cpu_count():
     return max(1, n)
 
 
+def _max_threads():
+    """The cap on any thread count: more threads than this cannot help a GEMM,
+    and far more (tens of thousands) make libgomp end the process when it
+    fails to create them."""
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
 def _parse_env(name):
-    value = os.environ.get(name, "").strip()
-    if not value:
+    """A thread count from environment variable ``name``; None (with a warning
+    naming the variable) when it is set to something that is not one."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
         return None
     # OMP_NUM_THREADS may list one count per nesting level: the first is ours.
-    first = value.split(",")[0].strip()
+    first = raw.split(",")[0].strip()
     try:
         n = int(first)
     except ValueError:
+        n = 0
+    if n < 1:
+        warnings.warn(f"fastmm: ignoring {name}={raw!r}: not a whole number "
+                      f"of threads >= 1", RuntimeWarning, stacklevel=3)
         return None
-    return n if n >= 1 else None
+    return n
 
 
 def default_num_threads():
     """FASTMM_NUM_THREADS, else OMP_NUM_THREADS, else :func:`cpu_count`."""
+    return _default_and_source()[0]
+
+
+def _default_and_source():
     for name in ("FASTMM_NUM_THREADS", "OMP_NUM_THREADS"):
         n = _parse_env(name)
         if n is not None:
-            return n
-    return cpu_count()
+            return n, name
+    return cpu_count(), None
+
+
+def _checked(n, what="number of threads"):
+    """n as a thread count in [1, cap]: TypeError for a non-integer,
+    ValueError below 1, a RuntimeWarning and the cap above it."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, got "
+                        f"{type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"{what} must be >= 1, got {n}")
+    if n > fmm_max_threads:
+        warnings.warn(f"fastmm: {what}={n} is more than fastmm's limit of "
+                      f"{fmm_max_threads} threads (4 x the CPUs, at least 16); "
+                      f"using {fmm_max_threads}", RuntimeWarning, stacklevel=3)
+        n = fmm_max_threads
+    return n if HAVE_OPENMP else 1
 
 
 def set_num_threads(n):
-    """Set the number of threads fastmm's products may use (>= 1)."""
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"number of threads must be >= 1, got {n}")
-    if not HAVE_OPENMP:
-        n = 1
-    fastmm_set_num_threads(n)
+    """Set the number of threads fastmm's products may use (an integer >= 1).
+
+    Outside any :func:`threads` block this is the process-wide count; inside
+    one, it changes that block's count on the calling thread, which the block
+    restores at its end.  Counts above the limit (4 x the CPUs, at least 16)
+    are capped with a RuntimeWarning.
+    """
+    fastmm_set_num_threads(_checked(n))
 
 
 def get_num_threads():
-    """The number of threads fastmm's products may use."""
-    return 1 if fmm_forked_child else fmm_nthreads
+    """The number of threads fastmm's products may use on the calling thread."""
+    return fmm_effective_threads()
 
 
 @contextlib.contextmanager
 def threads(n):
-    """Context manager: use ``n`` threads inside the block, then restore."""
-    previous = fmm_nthreads
-    set_num_threads(n)
+    """Context manager: fastmm uses ``n`` threads for products called from
+    this Python thread inside the block, then the previous setting returns.
+
+    The setting is per Python thread: other threads, and threads started
+    inside the block, keep their own counts, as concurrent blocks must not
+    see each other's settings.
+    """
+    global fmm_tls_nthreads
+    n = _checked(n)
+    previous = fmm_tls_nthreads
+    fmm_tls_nthreads = n
     try:
         yield
     finally:
-        fastmm_set_num_threads(previous)
+        fmm_tls_nthreads = previous
+
+
+@contextlib.contextmanager
+def parallel_threshold(flops_per_thread):
+    """Test hook: a product uses one thread per ``flops_per_thread`` flops
+    (0: every product uses all of its threads) on the calling thread inside
+    the block, so tests reach the parallel paths with small data."""
+    global fmm_tls_min_flops
+    previous = fmm_tls_min_flops
+    fmm_tls_min_flops = max(0.0, float(flops_per_thread))
+    try:
+        yield
+    finally:
+        fmm_tls_min_flops = previous
+
+
+@contextlib.contextmanager
+def record():
+    """Test hook: yields a dict that, at the block's end, maps each path the
+    calling thread's products took inside the block (see PATHS) to the
+    largest number of threads it ran with."""
+    global fmm_tls_seen
+    cdef int i
+    for i in range(FMM_PATHS):
+        fmm_tls_seen[i] = 0
+    seen = {}
+    try:
+        yield seen
+    finally:
+        for i in range(len(PATHS)):
+            if fmm_tls_seen[i]:
+                seen[PATHS[i]] = fmm_tls_seen[i]
 
 
 def in_forked_child():
-    """True in a child forked after fastmm ran a multi-threaded product."""
+    """True in a child forked from a multi-threaded process: it runs every
+    product on one thread (GNU OpenMP's pool does not survive fork())."""
     return bool(fmm_forked_child)
 
 
@@ -164,4 +252,7 @@ def _register_threadpoolctl():
 
 if fmm_register_atfork() != 0:
     raise ImportError("fastmm: pthread_atfork failed")
-set_num_threads(default_num_threads())
+fmm_max_threads = _max_threads()
+_n, _source = _default_and_source()
+fastmm_set_num_threads(_checked(_n, _source or "number of threads"))
+del _n, _source

@@ -68,17 +68,45 @@ def test_beta_zero_never_reads_c(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_alpha_zero_never_reads_a_b(dtype):
-    a = np.full((6, 5), np.nan, dtype)
-    b = np.full((5, 4), np.inf, dtype)
-    c0 = random((6, 4), dtype, 3)
+@pytest.mark.parametrize("shape", [(6, 5, 4), (300, 280, 260)],
+                         ids=["unpacked", "packed"])
+def test_alpha_zero_never_reads_a_b(dtype, shape):
+    # BLAS: alpha == 0 means A and B are not read, so NaN and Inf there cannot
+    # reach C.  The rule itself is tested; some BLAS builds (OpenBLAS's
+    # Skylake-X and Zen kernels among them) read A anyway and return NaN.
+    m, k, n = shape
+    a = np.full((m, k), np.nan, dtype)
+    b = np.full((k, n), np.inf, dtype)
+    c0 = random((m, n), dtype, 3)
     got = fastmm.gemm(0.0, a, b, 0.5, c0)
     assert np.array_equal(got, (0.5 * c0).astype(dtype))
-    assert np.array_equal(got, scipy_gemm(dtype)(0.0, a, b, 0.5, c0.copy()))
-    assert np.array_equal(fastmm.gemm(0.0, a, b, 0.0, c0), np.zeros((6, 4), dtype))
-    assert np.array_equal(fastmm.gemm(0.0, a, b), np.zeros((6, 4), dtype))
-    got = fastmm.gemm(0.0, a, b, 1.0, c0)
-    assert np.array_equal(got, c0)
+    assert np.array_equal(fastmm.gemm(0.0, a, b, 0.0, c0), np.zeros((m, n), dtype))
+    assert np.array_equal(fastmm.gemm(0.0, a, b), np.zeros((m, n), dtype))
+    assert np.array_equal(fastmm.gemm(0.0, a, b, 1.0, c0), c0)
+    assert np.array_equal(fastmm.gemm(-0.0, a.T, b.T, 2.0, c0, trans_a=True,
+                                      trans_b=True), 2 * c0)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("beta", np.ones(4)), ("alpha", np.ones((2, 2))), ("beta", [1.0]),
+    ("alpha", 1j), ("beta", np.complex64(2)), ("alpha", "2"), ("beta", None),
+])
+def test_alpha_beta_must_be_real_scalars(name, value):
+    a = random((4, 3), np.float64)
+    b = random((3, 4), np.float64)
+    args = {"alpha": 1.0, "beta": 0.5, name: value}
+    with pytest.raises(TypeError, match=f"{name} must be a real scalar"):
+        fastmm.gemm(args["alpha"], a, b, args["beta"], np.ones((4, 4)))
+
+
+def test_alpha_beta_accept_numpy_and_0d_scalars():
+    a = random((4, 3), np.float64)
+    b = random((3, 4), np.float64)
+    c = random((4, 4), np.float64, 2)
+    want = fastmm.gemm(2.0, a, b, 0.5, c)
+    for alpha, beta in [(np.float32(2), np.float64(0.5)), (np.array(2.0), np.array(0.5)),
+                        (2, np.int64(1) / 2), (True + 1, 0.5)]:
+        assert np.array_equal(fastmm.gemm(alpha, a, b, beta, c), want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

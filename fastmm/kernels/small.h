@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "dispatch.h"
+#include "_parallel.h"
 
 /* A B up to this size (bytes) with unit column stride is read in place by
  * every row block of A; a larger or strided one is copied, FMM_SMALL_KC rows
@@ -246,7 +247,7 @@ typedef void (*fmm_dots_d_fn)(ptrdiff_t, ptrdiff_t, double, const double *,
                               ptrdiff_t, const double *, double, double *,
                               ptrdiff_t);
 
-static struct {
+typedef struct {
     const char *isa;
     fmm_small_s_fn s;
     fmm_small_d_fn d;
@@ -254,8 +255,26 @@ static struct {
     fmm_vm_d_fn vm_d;
     fmm_dots_s_fn dots_s;
     fmm_dots_d_fn dots_d;
-} fmm_small = {"generic", fmm_small_s_ref, fmm_small_d_ref, fmm_vm_s_base,
-               fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
+} fmm_small_t;
+
+static const fmm_small_t fmm_small_generic = {
+    "generic", fmm_small_s_ref, fmm_small_d_ref, fmm_vm_s_base,
+    fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
+#ifdef FMM_X86
+static const fmm_small_t fmm_small_avx2 = {
+    "avx2", fmm_small_s_avx2, fmm_small_d_avx2, fmm_vm_s_avx2,
+    fmm_vm_d_avx2, fmm_dots_s_avx2, fmm_dots_d_avx2};
+static const fmm_small_t fmm_small_avx512 = {
+    "avx512", fmm_small_s_avx512, fmm_small_d_avx512, fmm_vm_s_avx512,
+    fmm_vm_d_avx512, fmm_dots_s_avx512, fmm_dots_d_avx512};
+#endif
+
+/* The table in use: switched with one atomic store (fmm_small_init) while
+ * other threads may be multiplying; each use loads it whole. */
+static const fmm_small_t *fmm_small_active = &fmm_small_generic;
+#define fmm_small \
+    (*(const fmm_small_t *)fmm_load_config( \
+        (const void *const *)&fmm_small_active))
 
 /* isa: "avx2" or "generic" cap the ISA at that; anything else (or NULL)
  * picks the best the CPU runs.  Returns the name in use. */
@@ -263,36 +282,15 @@ static const char *fmm_small_init(const char *isa)
 {
     int want2 = !isa || strcmp(isa, "generic");
     int want512 = want2 && (!isa || strcmp(isa, "avx2"));
+    const fmm_small_t *table = &fmm_small_generic;
 #ifdef FMM_X86
-    if (want512 && fmm_cpu_has_avx512()) {
-        fmm_small.isa = "avx512";
-        fmm_small.s = fmm_small_s_avx512;
-        fmm_small.d = fmm_small_d_avx512;
-        fmm_small.vm_s = fmm_vm_s_avx512;
-        fmm_small.vm_d = fmm_vm_d_avx512;
-        fmm_small.dots_s = fmm_dots_s_avx512;
-        fmm_small.dots_d = fmm_dots_d_avx512;
-        return fmm_small.isa;
-    }
-    if (want2 && fmm_cpu_has_avx2_fma()) {
-        fmm_small.isa = "avx2";
-        fmm_small.s = fmm_small_s_avx2;
-        fmm_small.d = fmm_small_d_avx2;
-        fmm_small.vm_s = fmm_vm_s_avx2;
-        fmm_small.vm_d = fmm_vm_d_avx2;
-        fmm_small.dots_s = fmm_dots_s_avx2;
-        fmm_small.dots_d = fmm_dots_d_avx2;
-        return fmm_small.isa;
-    }
+    if (want512 && fmm_cpu_has_avx512())
+        table = &fmm_small_avx512;
+    else if (want2 && fmm_cpu_has_avx2_fma())
+        table = &fmm_small_avx2;
 #endif
-    fmm_small.isa = "generic";
-    fmm_small.s = fmm_small_s_ref;
-    fmm_small.d = fmm_small_d_ref;
-    fmm_small.vm_s = fmm_vm_s_base;
-    fmm_small.vm_d = fmm_vm_d_base;
-    fmm_small.dots_s = fmm_dots_s_base;
-    fmm_small.dots_d = fmm_dots_d_base;
-    return fmm_small.isa;
+    fmm_publish_config((const void **)&fmm_small_active, table);
+    return table->isa;
 }
 
 #include "small_driver.h"

@@ -125,25 +125,32 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         }                                                                      \
     }                                                                          \
                                                                                \
-    static void P(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,  \
-                  ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,  \
-                  ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,                \
-                  ptrdiff_t cs_c, int nt)                                      \
+    /* Returns the number of threads that ran it. */                         \
+    static int P(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,   \
+                 ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,   \
+                 ptrdiff_t cs_b, T beta, T *c, ptrdiff_t rs_c,                 \
+                 ptrdiff_t cs_c, int nt)                                       \
     {                                                                          \
+        int team = 1;                                                          \
         if (m <= 0 || n <= 0)                                                  \
-            return;                                                            \
+            return 1;                                                          \
         if (k <= 0 || alpha == 0) {                                            \
             P##_scale(m, n, beta, c, rs_c, cs_c);                              \
-            return;                                                            \
+            return 1;                                                          \
         }                                                                      \
         if (nt <= 1) {                                                         \
             P##_part(0, 1, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, \
                      c, rs_c, cs_c);                                           \
-            return;                                                            \
+            return 1;                                                          \
         }                                                                      \
         FMM_OMP_PARALLEL(nt)                                                   \
-        P##_part(fmm_thread_num(), fmm_team_size(), m, n, k, alpha, a, rs_a,   \
-                 cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c);                    \
+        {                                                                      \
+            if (fmm_thread_num() == 0)                                         \
+                team = fmm_team_size();                                        \
+            P##_part(fmm_thread_num(), fmm_team_size(), m, n, k, alpha, a,     \
+                     rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c);          \
+        }                                                                      \
+        return team;                                                           \
     }                                                                          \
                                                                                \
     /* Products [lo, hi) of a broadcast batch: the batch index is carried   \
@@ -190,9 +197,9 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
                                                                                \
     /* `count` products of a broadcast batch (batch strides bs_*, 0 where an   \
      * operand is broadcast, over nb <= FMM_MAX_BATCH_DIMS dims of `shape`),   \
-     * split over nt threads.  The form is chosen once, so a tiny product      \
+     * split over nt threads; returns the team size.  The form is chosen once, so a tiny product      \
      * costs little more than its FMAs. */                                     \
-    static void P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,     \
+    static int P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,      \
                           const ptrdiff_t *bs_a, const ptrdiff_t *bs_b,        \
                           const ptrdiff_t *bs_c, ptrdiff_t m, ptrdiff_t n,     \
                           ptrdiff_t k, T alpha, const T *a, ptrdiff_t rs_a,    \
@@ -203,20 +210,24 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         /* 0: B's rows contiguous, 1: A's columns (C^T = B^T A^T), 2: other */ \
         int form = m == 1 || n == 1 || k <= 0 || alpha == 0 ? 2                \
                    : cs_b == 1 ? 0 : rs_a == 1 ? 1 : 2;                        \
+        int team = 1;                                                          \
         if (nt <= 1) {                                                         \
             P##_batch_part(0, count, form, nb, shape, bs_a, bs_b, bs_c, m, n,  \
                            k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c,    \
                            rs_c, cs_c);                                        \
-            return;                                                            \
+            return 1;                                                          \
         }                                                                      \
         FMM_OMP_PARALLEL(nt)                                                   \
         {                                                                      \
             ptrdiff_t lo, hi;                                                  \
+            if (fmm_thread_num() == 0)                                         \
+                team = fmm_team_size();                                        \
             fmm_share(count, 1, fmm_thread_num(), fmm_team_size(), &lo, &hi);  \
             P##_batch_part(lo, hi, form, nb, shape, bs_a, bs_b, bs_c, m, n, k, \
                            alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
                            cs_c);                                              \
         }                                                                      \
+        return team;                                                           \
     }
 
 #ifdef _OPENMP
