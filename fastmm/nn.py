@@ -72,6 +72,22 @@ def _array(a, name, ndim):
     return a
 
 
+def _require_finite(a, name, source=None):
+    """ValueError naming the first NaN or infinity in ``a``; ``source`` is
+    the array ``a`` was cast from, so that an overflow in the cast is told
+    apart from a non-finite value the caller passed."""
+    if a.dtype.kind != "f" or np.isfinite(a).all():
+        return
+    idx = np.unravel_index(int(np.argmin(np.isfinite(a))), a.shape)
+    where = f"{name}[{', '.join(map(str, idx))}]"
+    value = (a if source is None else source)[idx]
+    if np.isfinite(value):
+        raise ValueError(f"fit: {where} = {value} overflows {a.dtype} (the "
+                         f"model's dtype)")
+    raise ValueError(f"fit: {name} contains NaN or infinity (first at row "
+                     f"{idx[0]}: {where} = {value})")
+
+
 def _dtype(*arrays):
     """float32 if every operand is float32 (or narrower), else float64."""
     dtype = np.result_type(*[a.dtype for a in arrays if a is not None])
@@ -407,8 +423,8 @@ class MeanSquaredError:
 
 
 class SoftmaxCrossEntropy:
-    """-mean(log p[target]): targets are class indices (batch,) or
-    probability rows (batch, classes).
+    """-mean(log p[target]): targets are class indices (batch,), integers or
+    floats holding whole numbers, or probability rows (batch, classes).
 
     ``activation`` is the output layer's: after "softmax", pred holds
     probabilities and the gradient is returned with respect to the softmax's
@@ -424,12 +440,22 @@ class SoftmaxCrossEntropy:
         if pred.ndim != 2:
             raise ValueError(f"pred must be 2-D (batch, classes), got "
                              f"{pred.shape}")
-        if target.shape == pred.shape[:1] and target.dtype.kind in "iu":
+        if target.shape == pred.shape[:1] and target.dtype.kind in "iuf":
+            floats = target.dtype.kind == "f"
+            if check and floats:
+                # labels that passed through a float array (np.loadtxt,
+                # pandas, a model's output) still name classes when whole
+                whole = np.isfinite(target) & (target == np.trunc(target))
+                if not whole.all():
+                    i = int(np.argmin(whole))
+                    raise ValueError(f"class labels must be integers; got "
+                                     f"{target[i]} at index {i}")
+            # before the cast: a float too large for int64 casts to garbage
             if check and target.size and (target.min() < 0
                                           or target.max() >= pred.shape[1]):
                 raise ValueError(f"class labels must lie in [0, "
                                  f"{pred.shape[1]})")
-            return True, target
+            return True, target.astype(np.int64) if floats else target
         if target.shape == pred.shape:
             return False, target.astype(pred.dtype, copy=False)
         raise ValueError(f"targets must be integer labels of shape "
@@ -525,6 +551,25 @@ class Sequential:
         loss = loss or self._default_loss()
         return loss.value(self.predict(X), y, self.output_activation)
 
+    def _finite(self):
+        return all(np.isfinite(p).all() for p, _ in self.parameters())
+
+    def _checkpoint(self, optimizer):
+        """Copies of the parameters and of SGD's velocities, to roll a
+        diverged epoch back to; another optimizer's state is not copied."""
+        params = [p.copy() for p, _ in self.parameters()]
+        velocity = ({key: v.copy() for key, v in optimizer._velocity.items()}
+                    if isinstance(optimizer, SGD) else None)
+        return params, velocity
+
+    def _rollback(self, checkpoint, optimizer):
+        params, velocity = checkpoint
+        # in place: optimizers key their state by the parameter arrays
+        for (p, _), saved in zip(self.parameters(), params):
+            p[...] = saved
+        if velocity is not None:
+            optimizer._velocity = velocity
+
     def fit(self, X, y, epochs=10, batch_size=32, *, loss=None, optimizer=None,
             shuffle=True, seed=None, verbose=True, validation_data=None,
             stream=None):
@@ -535,6 +580,13 @@ class Sequential:
         loss: default SoftmaxCrossEntropy after a softmax layer, else
         MeanSquaredError.  optimizer: default SGD(lr=0.01, momentum=0.9).
         verbose: a progress bar per epoch on stderr (or ``stream``).
+
+        Raises ValueError, before any step, if X, y or the validation data
+        hold a NaN or an infinity.  Raises FloatingPointError if training
+        diverges (a batch's loss or a parameter stops being finite): the
+        parameters, and an SGD optimizer's velocities, are first put back as
+        the last finite epoch left them (as they were before training if that
+        was the first), and ``self.history`` holds the finished epochs.
         """
         X = np.asarray(X)
         y = np.asarray(y)
@@ -543,14 +595,27 @@ class Sequential:
                              f"X {X.shape}, y {y.shape}")
         if int(epochs) < 0 or int(batch_size) < 1:
             raise ValueError("epochs must be >= 0 and batch_size >= 1")
-        X = _native(X, self.layers[0].dtype)
+        # one NaN here would silently make every later loss and weight NaN
+        source, X = X, _native(X, self.layers[0].dtype)
+        _require_finite(X, "X", source)
+        _require_finite(y, "y")
+        if validation_data is not None:
+            X_val, y_val = validation_data
+            _require_finite(np.asarray(X_val), "X_val")
+            _require_finite(np.asarray(y_val), "y_val")
+        if not self._finite():
+            raise ValueError("fit: the model's parameters hold NaN or "
+                             "infinity before training")
         loss = loss or self._default_loss()
         # targets are checked once here, not once per batch
-        loss.value_and_gradient(self.forward(X[:1], training=False), y[:1],
-                                self.output_activation)
         if isinstance(loss, SoftmaxCrossEntropy):
             shape = (len(y), self.layers[-1].out_features)
-            loss._targets(np.broadcast_to(np.empty(1), shape), y, True)
+            labels, t = loss._targets(np.broadcast_to(np.empty(1), shape), y,
+                                      True)
+            if labels:
+                y = t   # float labels cast to int64 once, not per batch
+        loss.value_and_gradient(self.forward(X[:1], training=False), y[:1],
+                                self.output_activation)
         optimizer = optimizer or SGD()
         rng = np.random.default_rng(seed)
         act = self.output_activation
@@ -558,7 +623,23 @@ class Sequential:
         if validation_data is not None:
             history["val_loss"] = []
         n, width = len(X), len(str(int(epochs)))
+
+        def diverged(why):
+            self._rollback(checkpoint, optimizer)
+            self.history = history
+            if bar and bar.tty:
+                bar.stream.write("\n")   # keep the last bar above the error
+            lr = getattr(optimizer, "lr", None)
+            return FloatingPointError(
+                f"fit: training diverged in epoch {epoch + 1}/{epochs} "
+                f"({why}); lower the learning rate"
+                + ("" if lr is None else f" (lr={lr})") + ". The parameters "
+                + (f"are back to where epoch {epoch} left them." if epoch else
+                   "are back to their values before training."))
+
         for epoch in range(int(epochs)):
+            # costs a copy of the parameters, small against an epoch of GEMMs
+            checkpoint = self._checkpoint(optimizer)
             start = time.perf_counter()
             order = rng.permutation(n) if shuffle else np.arange(n)
             bar = (Progress(n, f"epoch {epoch + 1:>{width}}/{epochs} ",
@@ -570,12 +651,18 @@ class Sequential:
                 out = self.forward(xb)
                 batch_loss, grad, pre = loss.value_and_gradient(
                     out, yb, act, check=False)
+                total += batch_loss * len(idx)
+                if not math.isfinite(total):
+                    raise diverged(f"batch {i // batch_size + 1}: loss "
+                                   f"{batch_loss}")
                 self.backward(grad, preactivation=pre)
                 optimizer.step(self.parameters())
-                total += batch_loss * len(idx)
                 if bar:
                     done = i + len(idx)
                     bar.update(done, f"loss {total / done:.4f}")
+            # the last step's update is not seen by any loss of this epoch
+            if not self._finite():
+                raise diverged("a parameter became NaN or infinity")
             history["epoch_time"].append(time.perf_counter() - start)
             history["loss"].append(total / max(n, 1))
             info = f"loss {history['loss'][-1]:.4f}"

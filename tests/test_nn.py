@@ -409,3 +409,156 @@ def test_softmax_rows_long_strided_and_nan(dtype):
     z[2, 40] = np.nan
     p = nn.linear(z, eye, activation="softmax")
     assert np.isnan(p[2]).all() and np.isfinite(np.delete(p, 2, 0)).all()
+
+
+# ---- non-finite data, divergence, float labels ----
+
+def _tiny_net(out="softmax"):
+    return nn.Sequential([nn.Dense(3, 4, None, seed=0),
+                          nn.Dense(4, 2, out, seed=1)])
+
+
+def _weights(net):
+    return [p.copy() for p, _ in net.parameters()]
+
+
+@pytest.mark.parametrize("what,row,value,match", [
+    ("X", 3, np.nan, r"fit: X contains NaN or infinity \(first at row 3: "
+                     r"X\[3, 1\] = nan\)"),
+    ("X", 5, -np.inf, r"fit: X contains NaN or infinity \(first at row 5"),
+    ("X", 2, 1e39, r"fit: X\[2, 1\] = 1e\+39 overflows float32"),
+    ("y", 4, np.inf, r"fit: y contains NaN or infinity \(first at row 4: "
+                     r"y\[4, 1\] = inf\)"),
+    ("X_val", 1, np.nan, r"fit: X_val contains NaN or infinity"),
+    ("y_val", 0, np.nan, r"fit: y_val contains NaN or infinity \(first "
+                         r"at row 0"),
+])
+def test_fit_rejects_nonfinite_data(what, row, value, match):
+    rng = np.random.default_rng(8)
+    data_ = {"X": rng.standard_normal((8, 3)), "y": rng.random((8, 2)),
+             "X_val": rng.standard_normal((4, 3)), "y_val": rng.random((4, 2))}
+    data_[what][row, 1] = value
+    net = _tiny_net(out="sigmoid")
+    before = _weights(net)
+    # np.errstate: numpy's own warning about the 1e39 cast to float32
+    with pytest.raises(ValueError, match=match), np.errstate(over="ignore"):
+        net.fit(data_["X"], data_["y"], epochs=2, batch_size=4,
+                verbose=False, validation_data=(data_["X_val"],
+                                                data_["y_val"]))
+    # rejected before the first step
+    for p, (q, _) in zip(before, net.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_fit_rejects_nonfinite_parameters():
+    """Else the first epoch would report a divergence and blame the
+    learning rate."""
+    net = _tiny_net(out=None)
+    net.layers[1].b[0] = np.nan
+    with pytest.raises(ValueError, match="parameters hold NaN or infinity "
+                                         "before training"):
+        net.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=False)
+
+
+def test_fit_divergence_raises_and_rolls_back():
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((32, 3)).astype(np.float32)
+    Y = rng.standard_normal((32, 2)).astype(np.float32)
+    # a linear net and lr 0.5: one finite epoch or two, then overflow
+    net, opt = _tiny_net(out=None), nn.SGD(lr=0.5)
+    with pytest.raises(FloatingPointError,
+                       match=r"fit: training diverged in epoch \d+/8.*"
+                             r"lower the learning rate \(lr=0\.5\)"):
+        net.fit(X, Y, epochs=8, batch_size=8, optimizer=opt, seed=0,
+                verbose=False)
+    finished = len(net.history["loss"])
+    assert finished >= 1 and np.isfinite(net.history["loss"]).all()
+    # the parameters are those at the end of the last finite epoch
+    ref = _tiny_net(out=None)
+    ref.fit(X, Y, epochs=finished, batch_size=8, optimizer=nn.SGD(lr=0.5),
+            seed=0, verbose=False)
+    for (p, _), (q, _) in zip(net.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+    # diverging in the first epoch restores the initial weights
+    net, opt = _tiny_net(out=None), nn.SGD(lr=1e6)
+    before = _weights(net)
+    with pytest.raises(FloatingPointError, match=r"epoch 1/3.*before "
+                                                 r"training"):
+        net.fit(X, Y, epochs=3, batch_size=8, optimizer=opt, verbose=False)
+    assert net.history == {"loss": [], "epoch_time": []}
+    for p, (q, _) in zip(before, net.parameters()):
+        np.testing.assert_array_equal(p, q)
+    # and SGD's momentum too: the same optimizer, slower, now trains
+    opt.lr = 0.01
+    hist = net.fit(X, Y, epochs=2, batch_size=8, optimizer=opt,
+                   verbose=False)
+    assert np.isfinite(hist["loss"]).all()
+
+    # one batch per epoch: its loss is finite, the step after it is not
+    before = _weights(net)
+    with pytest.raises(FloatingPointError, match=r"epoch 1/1 \(a parameter "
+                                                 r"became NaN or infinity"):
+        net.fit(X, Y, epochs=1, batch_size=32, optimizer=nn.SGD(lr=1e300),
+                verbose=False)
+    for p, (q, _) in zip(before, net.parameters()):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("out", ["softmax", "sigmoid", None])
+def test_predict_evaluate_propagate_nan(out):
+    """As numpy, PyTorch and Keras do: a non-finite input row gives a NaN
+    output row and a NaN loss, other rows are untouched, nothing raises."""
+    rng = np.random.default_rng(10)
+    net = _tiny_net(out)
+    X = rng.standard_normal((6, 3))
+    clean = net.predict(X)
+    X[2, 0], X[4, 1] = np.nan, np.inf
+    pred = net.predict(X, batch_size=4)
+    assert np.isnan(pred[[2, 4]]).all()
+    np.testing.assert_array_equal(np.delete(pred, [2, 4], 0),
+                                  np.delete(clean, [2, 4], 0))
+    y = rng.integers(0, 2, 6) if out == "softmax" else rng.random((6, 2))
+    assert math.isnan(net.evaluate(X, y))
+    assert math.isfinite(net.evaluate(np.delete(X, [2, 4], 0),
+                                      np.delete(y, [2, 4], 0)))
+
+
+def test_float_labels_that_are_whole_numbers():
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((12, 3))
+    labels = rng.integers(0, 2, 12)
+    histories = []
+    for y in (labels, labels.astype(np.float64), labels.astype(np.float32)):
+        net = _tiny_net()
+        histories.append(net.fit(X, y, epochs=2, batch_size=4, seed=0,
+                                 verbose=False, validation_data=(X, y)))
+        assert net.evaluate(X, y) == net.evaluate(X, labels)
+    for h in histories[1:]:
+        assert h["loss"] == histories[0]["loss"]
+        assert h["val_loss"] == histories[0]["val_loss"]
+    loss = nn.SoftmaxCrossEntropy()
+    pred = _tiny_net().predict(X)
+    assert loss(pred, labels.astype(float)) == loss(pred, labels)
+    # one-hot and probability rows are still targets
+    one_hot = np.eye(2)[labels]
+    assert loss(pred, one_hot) == pytest.approx(loss(pred, labels))
+    _tiny_net().fit(X, one_hot, epochs=1, verbose=False)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (0.5, r"class labels must be integers; got 0\.5 at index 3"),
+    (np.nan, r"class labels must be integers; got nan at index 3"),
+    (-np.inf, r"class labels must be integers; got -inf at index 3"),
+    (2.0, r"class labels must lie in \[0, 2\)"),
+    (1e20, r"class labels must lie in \[0, 2\)"),
+])
+def test_float_labels_not_whole_rejected(bad, match):
+    y = np.array([0.0, 1.0, 1.0, bad, 0.0])
+    pred = np.full((5, 2), 0.5)
+    with pytest.raises(ValueError, match=match):
+        nn.SoftmaxCrossEntropy()(pred, y)
+    if not np.isfinite(bad):
+        match = r"fit: y contains NaN or infinity \(first at row 3"
+    with pytest.raises(ValueError, match=match):
+        _tiny_net().fit(np.zeros((5, 3)), y, epochs=1, verbose=False)
