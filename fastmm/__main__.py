@@ -1,4 +1,5 @@
-"""Command line: ``python -m fastmm info`` and ``python -m fastmm bench``."""
+"""Command line: ``python -m fastmm info``, ``python -m fastmm bench`` and
+``python -m fastmm --version``."""
 import argparse
 import sys
 
@@ -22,6 +23,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m fastmm",
         description="fastmm: fast matrix multiplication on the CPU.")
+    import fastmm
+    parser.add_argument("--version", action="version",
+                        version=f"fastmm {fastmm.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print version, threads, CPU features and "
                    "kernel choice (fastmm.show_config())").set_defaults(func=info)

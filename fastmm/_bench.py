@@ -6,6 +6,9 @@ thread count (numpy's BLAS pinned with threadpoolctl, fastmm with
 (inner iterations) for the clock to resolve tiny products.  Each case's
 fastmm result is checked against numpy's first: a wrong answer is reported
 as WRONG, never as a speed, and makes the command exit with status 1.
+A case whose timing rounds disagree (other work took the cores) is timed
+again, and if it still disagrees it is reported as unstable, never as a
+ratio, and left out of the summary (see UNSTABLE_SPREAD).
 
 The numpy baseline is ``np.dot`` for 1-D and 2-D operands (numpy's cheapest
 call into its BLAS) and ``np.matmul`` for stacks (``np.dot`` means something
@@ -36,6 +39,15 @@ FAMILY_HELP = {
 }
 # Seconds of sleep before each multi-threaded timing block (see best_times).
 SETTLE = 0.15
+# A library's best in one round and its best in the other agree within a few
+# percent when the cores are its own; another process taking a core during a
+# block makes that block 2x to 50x slower (a multi-threaded product on 2 cores
+# waits a whole time slice for its descheduled thread), which is how
+# nonsense ratios like 0.02x arose.  More than 25 % between rounds is such
+# load, not jitter: the case is timed again, at most RETRIES more times (so
+# a loaded run takes at most 3x as long), then reported as unstable.
+UNSTABLE_SPREAD = 0.25
+RETRIES = 2
 
 
 def family_cases(family, quick=False):
@@ -181,13 +193,16 @@ def measure_peak(nthreads, seconds=0.02, rounds=5):
 # ---------------------------------------------------------------- timing
 
 def best_times(funcs, repeats, sample=2e-3, settle=0.0):
-    """Best seconds per call of each ``func()``, each timed in blocks of its own.
+    """Best seconds per call of each ``func()`` in each round of blocks.
 
     One call first, untimed (it wakes the library's threads), then a call to
     choose the inner count: each sample loops the function for ~``sample``
     seconds (tiny products need thousands of calls to be timed).  Two rounds
     of blocks, ``repeats`` samples in all per function, so load that drifts
-    hits both libraries alike.
+    hits both libraries alike.  Returns, per function, its best of each
+    round that had samples (one round when ``repeats`` is 1): the case's time
+    is their min, and their disagreement tells a disturbed measurement (see
+    :func:`is_stable`).
 
     Libraries are not interleaved call by call: after a call, OpenBLAS's and
     libgomp's idle workers keep spinning for up to ~0.1 s, and on a machine
@@ -197,25 +212,39 @@ def best_times(funcs, repeats, sample=2e-3, settle=0.0):
     block let the other pool park first.
     """
     inner = [0] * len(funcs)
-    best = [math.inf] * len(funcs)
-    per_round = [repeats - repeats // 2, repeats // 2]
-    for samples in per_round:
+    rounds = [[] for _ in funcs]
+    for samples in (repeats - repeats // 2, repeats // 2):
+        if not samples:
+            continue
         for i, func in enumerate(funcs):
             if settle:
                 time.sleep(settle)
             func()
+            best = math.inf
             if not inner[i]:
                 t0 = time.perf_counter()
                 func()
-                once = time.perf_counter() - t0
-                inner[i] = max(1, int(sample / max(once, 1e-9)))
-                best[i] = once
+                best = time.perf_counter() - t0
+                inner[i] = max(1, int(sample / max(best, 1e-9)))
             for _ in range(samples):
                 t0 = time.perf_counter()
                 for _ in range(inner[i]):
                     func()
-                best[i] = min(best[i], (time.perf_counter() - t0) / inner[i])
-    return best
+                best = min(best, (time.perf_counter() - t0) / inner[i])
+            rounds[i].append(best)
+    return rounds
+
+
+def round_spread(round_bests):
+    """How much slower a library's slowest round was than its fastest: 0.25
+    means 25 %."""
+    return max(round_bests) / min(round_bests) - 1.0
+
+
+def is_stable(rounds, threshold=UNSTABLE_SPREAD):
+    """True when each library's per-round bests (``best_times``) agree
+    within ``threshold``."""
+    return all(round_spread(r) <= threshold for r in rounds)
 
 
 def check_result(got, want, a, b):
@@ -262,7 +291,8 @@ def numpy_blas():
 # ---------------------------------------------------------------- run
 
 def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0):
-    """Verify then time one case; a dict of results (speeds None if wrong)."""
+    """Verify then time one case; a dict of results (speeds None if wrong,
+    ``stable`` False when the rounds still disagreed after RETRIES)."""
     a = rng.uniform(-1, 1, shape_a).astype(dtype)
     b = rng.uniform(-1, 1, shape_b).astype(dtype)
     stacked = len(shape_a) > 2 or len(shape_b) > 2
@@ -272,20 +302,40 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0):
     error = check_result(np.asarray(got), want, a, b)
     flops = flop_count(shape_a, shape_b)
     if error is not None:
-        return {"flops": flops, "error": error, "fastmm": None, "numpy": None}
+        return {"flops": flops, "error": error, "fastmm": None, "numpy": None,
+                "stable": None}
     out_f = np.zeros_like(want)              # zeros: pages touched before timing
     out_n = np.zeros_like(want)
-    t_f, t_n = best_times([lambda: fastmm.matmul(a, b, out=out_f),
-                           lambda: np_op(a, b, out=out_n)], repeats,
-                          settle=settle)
+    funcs = [lambda: fastmm.matmul(a, b, out=out_f),
+             lambda: np_op(a, b, out=out_n)]
+    for attempt in range(1 + RETRIES):
+        rounds = best_times(funcs, repeats, settle=settle)
+        stable = is_stable(rounds)
+        if stable:
+            break
+    t_f, t_n = (min(r) for r in rounds)
     return {"flops": flops, "error": None,
             "fastmm": flops / t_f / 1e9, "numpy": flops / t_n / 1e9,
-            "fastmm_s": t_f, "numpy_s": t_n}
+            "fastmm_s": t_f, "numpy_s": t_n, "stable": stable,
+            "attempts": attempt + 1,
+            "fastmm_spread": round_spread(rounds[0]),
+            "numpy_spread": round_spread(rounds[1])}
 
 
 def geomean(values):
     values = [v for v in values if v]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def is_result(row):
+    """True for a correct answer timed stably: the only rows whose speeds
+    mean something."""
+    return not row["error"] and row["stable"]
+
+
+def speedups(rows):
+    """fastmm/numpy of each row that is a result."""
+    return [r["fastmm"] / r["numpy"] for r in rows if is_result(r)]
 
 
 def run(args):
@@ -306,7 +356,8 @@ def run(args):
     from fastmm import _gemm
     print(f"fastmm kernel: {_gemm.kernel_info()['name']}; threads: "
           f"{', '.join(map(str, thread_counts))} (both libraries pinned to the "
-          f"same count); best of {args.repeats}")
+          f"same count); best of {args.repeats}"
+          + ("" if args.repeats > 1 else " (one round: stability not checked)"))
     for t, (peak, how) in peaks.items():
         shown = f"{peak:.0f} GFLOP/s float32, {peak / 2:.0f} float64" if peak else "n/a"
         print(f"FMA peak, {t} thread(s): {shown} ({how})")
@@ -370,6 +421,12 @@ def print_table(rows):
         if r["error"]:
             print(head + f"WRONG RESULT: {r['error']}")
             continue
+        if not r["stable"]:
+            print(head + f"unstable: rounds differ by "
+                  f"{100 * r['fastmm_spread']:.0f} % (fastmm), "
+                  f"{100 * r['numpy_spread']:.0f} % (numpy) after "
+                  f"{r['attempts']} tries; no ratio")
+            continue
         pk = r["peak"]
         pf = f"{100 * r['fastmm'] / pk:9.0f}%" if pk else f"{'n/a':>10}"
         pn = f"{100 * r['numpy'] / pk:8.0f}%" if pk else f"{'n/a':>9}"
@@ -383,18 +440,24 @@ def print_summary(rows, families, dtypes, thread_counts):
     print("\ngeometric-mean speedup of fastmm over numpy (>1: fastmm faster)")
     print(f"{'family':<8}" + "".join(f"{n:>13}" for n in names) + f"{'all':>9}")
     for fam in list(families) + ["all"]:
-        sel = [r for r in rows if fam in ("all", r["family"]) and not r["error"]]
+        sel = [r for r in rows if fam in ("all", r["family"])]
         cells = []
         for dt, t in cols:
-            g = geomean([r["fastmm"] / r["numpy"] for r in sel
-                         if r["dtype"] == dt and r["threads"] == t])
+            g = geomean(speedups([r for r in sel
+                                  if r["dtype"] == dt and r["threads"] == t]))
             cells.append(f"{g:12.2f}x" if g else f"{'-':>13}")
-        g = geomean([r["fastmm"] / r["numpy"] for r in sel])
+        g = geomean(speedups(sel))
         print(f"{fam:<8}" + "".join(cells) + (f"{g:8.2f}x" if g else f"{'-':>9}"))
+    unstable = sum(1 for r in rows if not r["error"] and not r["stable"])
+    if unstable:
+        print(f"{unstable} case(s) left out as unstable (timing rounds "
+              f"differed by more than {100 * UNSTABLE_SPREAD:.0f} %): rerun "
+              f"when the machine is idle")
 
 
 def plot(rows, path, dtypes, thread_counts):
-    """GFLOP/s against n for the n x n families, one panel per dtype/threads."""
+    """GFLOP/s against n for the n x n families, one panel per dtype/threads;
+    WRONG and unstable cases are left out."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -405,7 +468,7 @@ def plot(rows, path, dtypes, thread_counts):
             ax = axes[i][j]
             sel = sorted((r for r in rows if r["family"] in ("small", "square")
                           and r["dtype"] == dt and r["threads"] == t
-                          and not r["error"]), key=lambda r: r["size"])
+                          and is_result(r)), key=lambda r: r["size"])
             if sel:
                 n = [r["size"] for r in sel]
                 ax.plot(n, [r["fastmm"] for r in sel], "o-", label="fastmm")
@@ -423,34 +486,63 @@ def plot(rows, path, dtypes, thread_counts):
     fig.savefig(path, dpi=110)
 
 
-def _csv(kind, choices=None):
+def _positive(kind):
+    """An argparse type: a ``kind`` (int or float) > 0, finite."""
     def parse(text):
-        items = [kind(x) for x in text.split(",") if x.strip()]
-        bad = [x for x in items if choices and x not in choices]
-        if bad or not items:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            what = "an integer" if kind is int else "a finite number"
+            raise argparse.ArgumentTypeError(f"{text!r}: give {what} > 0")
+        return value
+    return parse
+
+
+def _one_of(choices):
+    """An argparse type: one of ``choices``."""
+    def parse(text):
+        if text not in choices:
             raise argparse.ArgumentTypeError(
-                f"{text!r}: choose from {', '.join(map(str, choices))}"
-                if choices else f"{text!r}: give a comma-separated list")
-        return items
+                f"{text!r}: choose from {', '.join(choices)}")
+        return text
+    return parse
+
+
+def _csv(item):
+    """An argparse type: a comma-separated list, each item parsed by ``item``
+    (an argparse type itself)."""
+    def parse(text):
+        items = [x.strip() for x in text.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give a comma-separated list with no empty items")
+        return [item(x) for x in items]
     return parse
 
 
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="a few sizes per family (the ~20 s demo)")
-    parser.add_argument("--families", type=_csv(str, FAMILIES),
+    parser.add_argument("--families", type=_csv(_one_of(FAMILIES)),
                         default=list(FAMILIES), metavar="LIST",
                         help="comma-separated, from: " + "; ".join(
                             f"{k} ({v})" for k, v in FAMILY_HELP.items()))
-    parser.add_argument("--dtypes", type=_csv(str, ("float32", "float64")),
+    parser.add_argument("--dtypes", type=_csv(_one_of(("float32", "float64"))),
                         default=["float32", "float64"], metavar="LIST",
                         help="float32,float64 (default both)")
-    parser.add_argument("--threads", type=_csv(int), default=None,
+    parser.add_argument("--threads", type=_csv(_positive(int)), default=None,
                         metavar="LIST", help="thread counts, e.g. 1,2 "
                         "(default: 1 and fastmm.get_num_threads())")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="samples per case; the best is reported (default 5)")
-    parser.add_argument("--peak", type=float, default=None, metavar="GFLOPS",
+    parser.add_argument("--repeats", type=_positive(int), default=5,
+                        help="samples per case, in two rounds; the best is "
+                        "reported, and a case whose rounds' bests differ by "
+                        f"more than {100 * UNSTABLE_SPREAD:.0f} %% is timed "
+                        f"again, up to {RETRIES} times, then shown as unstable "
+                        "(default 5; 1 gives one round: no such check)")
+    parser.add_argument("--peak", type=_positive(float), default=None,
+                        metavar="GFLOPS",
                         help="float32 FMA peak of one core in GFLOP/s (default: "
                         "measured with a register-only FMA loop)")
     parser.add_argument("--plot", metavar="FILE.png",

@@ -5,11 +5,13 @@ error bound of a length-k dot product, |C - C_ref| <= k * eps * (|A| @ |B|)
 (elementwise; eps of the result dtype), which every correct summation order
 satisfies and a wrong element, a missed k block or a stale tile violates.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _gemm
+from fastmm import _gemm, _threads
 
 
 def select_kernel(name):
@@ -37,6 +39,25 @@ def nthreads(request):
     """Run the test with fastmm limited to 1 and to 2 threads."""
     with fastmm.threads(request.param):
         yield request.param
+
+
+@contextlib.contextmanager
+def forced_threads(n):
+    """fastmm uses n threads for every product of this Python thread inside
+    the block, however small (the thresholds that keep small products serial
+    are off).  Yields the dict _threads.record fills: path -> largest team."""
+    with fastmm.threads(n), _threads.parallel_threshold(0), \
+            _threads.record() as seen:
+        yield seen
+
+
+def assert_ran(seen, path, n):
+    """The recorded path (or one of a tuple of paths) ran with exactly n
+    threads (1 in a serial build)."""
+    want = n if _threads.HAVE_OPENMP else 1
+    paths = path if isinstance(path, tuple) else (path,)
+    assert any(seen.get(p) == want for p in paths), (
+        f"expected the {path!r} path on {want} threads, recorded {seen}")
 
 
 def rng(seed=0):

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import fastmm
-from fastmm import _gemm
-from conftest import (assert_close, layouts, out_layouts, random, reference,
-                      select_kernel)
+from fastmm import _gemm, _threads
+from conftest import (assert_close, assert_ran, forced_threads, layouts,
+                      out_layouts, random, reference, select_kernel)
 
 DTYPES = [np.float32, np.float64]
 
@@ -103,11 +103,18 @@ def test_thread_grids(kernel, shape, nt):
     for dtype in DTYPES:
         a = random((m, k), dtype, 3)
         b = random((k, n), dtype, 4)
-        with fastmm.threads(nt):
+        with forced_threads(nt) as seen:
             c = fastmm.matmul(a, b)
             f = fastmm.matmul(a, np.asfortranarray(b),
                               out=np.empty((m, n), dtype, order="F"))
+        assert_ran(seen, "packed" if m > 64 else "small", nt)
+        # the packed driver itself, whatever matmul would route these to
+        p = np.full((m, n), np.nan, dtype)
+        with fastmm.threads(nt), _threads.record() as seen:
+            _gemm.run_packed(1.0, a, b, 0.0, p, nthreads=nt)
+        assert_ran(seen, "packed", nt)
         ref = reference(a, b)
+        assert_close(p, ref, a, b)
         assert_close(c, ref, a, b)
         assert_close(f, ref, a, b)
 
@@ -250,11 +257,13 @@ def test_result_independent_of_thread_count():
     for dtype in DTYPES:
         a = random((203, 171), dtype, 1)
         b = random((171, 229), dtype, 2)
-        with fastmm.threads(1):
+        with forced_threads(1) as seen:
             one = fastmm.matmul(a, b)
-        for nt in (2, 3):
-            with fastmm.threads(nt):
+        assert_ran(seen, "packed", 1)
+        for nt in (2, 3, 4):
+            with forced_threads(nt) as seen:
                 assert np.array_equal(fastmm.matmul(a, b), one)
+            assert_ran(seen, "packed", nt)
 
 
 # ---- 64-bit index arithmetic ------------------------------------------------
@@ -411,8 +420,9 @@ def test_nan_in_threaded_product(dtype):
     a[:, 5:7] = np.abs(a[:, 5:7]) + 0.5
     b[5, 140] = np.inf
     b[6, 140] = -np.inf        # column 140: inf - inf = NaN in every row
-    with fastmm.threads(2):
+    with forced_threads(2) as seen:
         c = fastmm.matmul(a, b)
+    assert_ran(seen, "packed", 2)
     want = np.isnan(np.dot(a.astype(np.float64), b.astype(np.float64)))
     assert np.array_equal(np.isnan(c), want)
     assert want[100].all() and want[:, 140].all()

@@ -8,6 +8,7 @@ import pytest
 
 import fastmm
 from fastmm._small import select_small_kernel
+from conftest import assert_ran, forced_threads
 
 ISAS = ["avx512", "avx2", "generic"]
 DTYPES = [np.float32, np.float64]
@@ -192,16 +193,18 @@ def test_matrix_vector(isa, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_threaded_skinny_and_gemv(isa, dtype):
-    # large enough for threads_for to hand out two threads
+    # skinny and matrix-vector forms split over two threads
     rng = np.random.default_rng(7)
-    with fastmm.threads(2):
-        for m, n, k in [(1, 3000, 700), (2000, 1, 900), (5, 2000, 400),
-                        (600, 9, 700), (3, 4096, 300)]:
-            a = _rand(rng, (m, k), dtype)
-            b = _rand(rng, (k, n), dtype)
-            for la, lb in [("C", "C"), ("F", "F"), ("C", "F")]:
-                _check(fastmm.matmul(_layout(a, la), _layout(b, lb)), a, b,
-                       dtype)
+    for m, n, k in [(1, 3000, 700), (2000, 1, 900), (5, 2000, 400),
+                    (600, 9, 700), (3, 4096, 300), (2, 37, 5), (41, 3, 2)]:
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        for la, lb in [("C", "C"), ("F", "F"), ("C", "F")]:
+            with forced_threads(2) as seen:
+                c = fastmm.matmul(_layout(a, la), _layout(b, lb))
+            # (600, 9, 700) has too many rows for the unpacked path
+            assert_ran(seen, ("small", "packed"), 2)
+            _check(c, a, b, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

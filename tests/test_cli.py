@@ -1,0 +1,198 @@
+"""`python -m fastmm`: option checking, --version, and the bench's handling
+of timings disturbed by other work (tested on made-up timings, not clocks)."""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmm
+from fastmm import _bench
+from fastmm.__main__ import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A bench that takes well under a second, for the runs that must not get far
+# (an option accepted by mistake then costs no more than this).
+TINY = ["bench", "--quick", "--families", "small", "--dtypes", "float32",
+        "--threads", "1", "--repeats", "1", "--peak", "100"]
+
+
+def run_cli(*args):
+    """``python -m fastmm *args`` on this checkout; the finished process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "fastmm", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+BAD_OPTIONS = [("--threads", "0"), ("--threads", "-1"), ("--threads", "abc"),
+               ("--threads", "1,,2"), ("--threads", ""), ("--threads", "1.5"),
+               ("--repeats", "0"), ("--repeats", "-3"), ("--repeats", "x"),
+               ("--peak", "0"), ("--peak", "-5"), ("--peak", "nan"),
+               ("--peak", "inf"), ("--families", "small,"),
+               ("--dtypes", "float16")]
+
+
+@pytest.mark.parametrize("option,value", BAD_OPTIONS,
+                         ids=[f"{o}={v}" for o, v in BAD_OPTIONS])
+def test_bad_bench_option_is_an_argparse_error(option, value, capsys):
+    # the bad value comes last, so it overrides TINY's good one
+    with pytest.raises(SystemExit) as exc:
+        main(TINY + [option, value])
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"python -m fastmm bench: error: argument {option}: ")
+    assert "Traceback" not in err
+
+
+def test_threads_zero_from_the_shell_exits_2_without_traceback():
+    # the case reported: a traceback from deep in fastmm.threads
+    proc = run_cli("bench", "--threads", "0")
+    assert proc.returncode == 2
+    assert "error: argument --threads: '0'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_good_options_are_parsed():
+    parser = argparse.ArgumentParser()
+    _bench.add_arguments(parser)
+    args = parser.parse_args(["--threads", "1, 2", "--repeats", "3",
+                              "--peak", "12.5", "--families", "small,nn"])
+    assert args.threads == [1, 2]
+    assert args.repeats == 3
+    assert args.peak == 12.5
+    assert args.families == ["small", "nn"]
+
+
+def test_version():
+    proc = run_cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"fastmm {fastmm.__version__}\n"
+
+
+def test_version_in_process(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"fastmm {fastmm.__version__}\n"
+
+
+# ---------------------------------------------------------------- stability
+
+def test_round_spread():
+    assert _bench.round_spread([1.0, 1.5]) == pytest.approx(0.5)
+    assert _bench.round_spread([1.5, 1.0]) == pytest.approx(0.5)
+    assert _bench.round_spread([2.0, 2.0]) == 0.0
+    assert _bench.round_spread([3.0]) == 0.0
+
+
+def test_is_stable_flags_a_spread_above_the_threshold_only():
+    limit = _bench.UNSTABLE_SPREAD
+    calm = [2e-3, 2e-3 * 1.01]
+    below = [1e-3, 1e-3 * (1 + 0.8 * limit)]
+    above = [1e-3, 1e-3 * (1 + 1.2 * limit)]
+    assert _bench.is_stable([below, calm])
+    assert _bench.is_stable([calm, below])
+    assert not _bench.is_stable([above, calm])
+    assert not _bench.is_stable([calm, above])
+    # the reported 0.02x: one round of a 2-thread block 50x slower
+    assert not _bench.is_stable([[0.1e-3, 5e-3], calm])
+    # one round (--repeats 1) has nothing to disagree with
+    assert _bench.is_stable([[1e-3], [5e-3]])
+    assert not _bench.is_stable([below, calm], threshold=0.5 * limit)
+
+
+def fake_best_times(monkeypatch, attempts):
+    """Make run_case's timings the given per-attempt rounds, in order."""
+    it = iter(attempts)
+    calls = []
+
+    def best_times(funcs, repeats, settle=0.0):
+        calls.append(repeats)
+        return next(it)
+    monkeypatch.setattr(_bench, "best_times", best_times)
+    return calls
+
+
+def run_small_case():
+    return _bench.run_case(fastmm, (4, 4), (4, 4), np.dtype(np.float64), 4,
+                           np.random.default_rng(0))
+
+
+def test_run_case_times_again_until_stable(monkeypatch):
+    unstable = [[1e-6, 3e-6], [2e-6, 2e-6]]
+    stable = [[1.1e-6, 1.0e-6], [2e-6, 2.1e-6]]
+    calls = fake_best_times(monkeypatch, [unstable, stable])
+    res = run_small_case()
+    assert calls == [4, 4]
+    assert res["stable"] is True
+    assert res["attempts"] == 2
+    assert res["fastmm_s"] == 1.0e-6 and res["numpy_s"] == 2e-6
+    assert res["fastmm_spread"] == pytest.approx(0.1)
+
+
+def test_run_case_gives_up_after_retries(monkeypatch):
+    unstable = [[1e-6, 1e-6], [2e-6, 9e-6]]
+    calls = fake_best_times(monkeypatch, [unstable] * (1 + _bench.RETRIES + 1))
+    res = run_small_case()
+    assert len(calls) == 1 + _bench.RETRIES
+    assert res["stable"] is False
+    assert res["attempts"] == 1 + _bench.RETRIES
+    assert res["numpy_spread"] == pytest.approx(3.5)
+
+
+def row(ratio, stable=True, error=None, threads=2):
+    return {"family": "square", "label": "256", "dtype": "float32",
+            "threads": threads, "peak": None, "error": error, "stable": stable,
+            "fastmm": 10.0 * ratio, "numpy": 10.0, "attempts": 3,
+            "fastmm_spread": 0.0 if stable else 9.0, "numpy_spread": 0.0}
+
+
+def test_unstable_case_is_left_out_of_the_summary(capsys):
+    rows = [row(2.0), row(8.0), row(0.02, stable=False)]
+    assert _bench.speedups(rows) == [2.0, 8.0]
+    _bench.print_summary(rows, ["square"], ["float32"], [2])
+    out = capsys.readouterr().out
+    all_line = [line for line in out.splitlines() if line.startswith("all ")]
+    assert all_line and all_line[0].split()[1:] == ["4.00x", "4.00x"]
+    with_it = _bench.geomean([2.0, 8.0, 0.02])
+    assert "0.02" not in out and f"{with_it:.2f}x" not in out
+    assert "1 case(s) left out as unstable" in out
+
+
+def test_summary_says_nothing_when_all_stable(capsys):
+    _bench.print_summary([row(2.0), row(8.0)], ["square"], ["float32"], [2])
+    out = capsys.readouterr().out
+    assert "unstable" not in out
+
+
+def test_unstable_row_prints_no_ratio(capsys):
+    _bench.print_table([row(0.02, stable=False), row(1.5)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "unstable" in lines[-2] and "x " not in lines[-2]
+    assert "0.02" not in lines[-2]
+    assert "1.50x" in lines[-1] and "unstable" not in lines[-1]
+
+
+def test_tiny_bench_writes_stable_to_json(tmp_path):
+    path = tmp_path / "r.json"
+    proc = run_cli("bench", "--quick", "--families", "small", "--dtypes",
+                   "float32", "--threads", "1", "--repeats", "2", "--peak",
+                   "100", "--json", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(path.read_text())
+    assert len(rows) == len(_bench.family_cases("small", quick=True))
+    for r in rows:
+        assert r["error"] is None
+        assert isinstance(r["stable"], bool)
+        assert 1 <= r["attempts"] <= 1 + _bench.RETRIES
+        assert r["stable"] == (max(r["fastmm_spread"], r["numpy_spread"])
+                               <= _bench.UNSTABLE_SPREAD)
+        assert math.isfinite(r["fastmm"]) and math.isfinite(r["numpy"])
