@@ -3,7 +3,8 @@
     c = fastmm.matmul(a, b)              # np.matmul, faster for float32/64
     c = fastmm.gemm(alpha, a, b, beta, c, trans_a=False, trans_b=False)
     y = fastmm.nn.linear(x, w, b, activation="relu")
-    with fastmm.threads(1): ...
+    with fastmm.threads(1): ...          # this Python thread, inside the block
+    fastmm.release_buffers()             # free the packing buffers kept between calls
     fastmm.show_config()
 """
 __version__ = "0.1.0"
@@ -22,10 +23,11 @@ except ImportError as e:  # pragma: no cover - depends on how it was installed
     raise
 from fastmm._linalg import matmul
 from fastmm._blas import gemm
+from fastmm._gemm import kept_buffer_bytes, release_buffers
 from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
-           "show_config", "nn", "cuda", "__version__"]
+           "release_buffers", "kept_buffer_bytes", "show_config", "nn", "cuda", "__version__"]
 
 # Submodules loaded on first access: fastmm.nn, and fastmm.cuda, which must
 # not pull numba into a plain `import fastmm`.

@@ -32,6 +32,7 @@ def config():
         "num_threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "forked_child_single_thread": _threads.in_forked_child(),
+        "kept_buffer_bytes": _gemm.kept_buffer_bytes(),
         "cpu_features": cpu_features(),
         "caches": {f"L{lvl}": f"{c.size // 1024} KiB, {c.ways}-way"
                    for lvl, c in sorted(caches.items())},
@@ -50,6 +51,8 @@ def show_config():
     print(f"  OpenMP:      {'yes' if cfg['openmp'] else 'no (serial build)'}")
     print(f"  threads:     {cfg['num_threads']} (CPUs available: {cfg['cpu_count']})"
           + (" [forked child: 1]" if cfg["forked_child_single_thread"] else ""))
+    print(f"  buffers:     {cfg['kept_buffer_bytes'] / 2**20:.1f} MiB of packing "
+          f"buffers kept between calls (fastmm.release_buffers() frees them)")
     print(f"  CPU:         {' '.join(cfg['cpu_features']) or 'unknown'}")
     print("  caches:      " + "; ".join(f"{k} {v}" for k, v in cfg["caches"].items()))
     print(f"  kernels:     compiled {cfg['kernels_compiled']}, "

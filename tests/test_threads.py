@@ -4,31 +4,41 @@ import concurrent.futures
 import gc
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _threads
-from conftest import assert_close, random, reference
+from fastmm import _gemm, _threads
+from conftest import assert_close, assert_ran, forced_threads, random, reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code, env_update=(), unset=(), preexec_fn=None, timeout=60):
-    """Run code in a fresh interpreter that imports this checkout's fastmm."""
+def run_python(code, env_update=(), unset=(), preexec_fn=None, timeout=60,
+               stderr=False):
+    """Run code in a fresh interpreter that imports this checkout's fastmm;
+    its stdout (and stderr, if asked).  A hang fails the test at `timeout`."""
     env = dict(os.environ)
     for name in ("FASTMM_NUM_THREADS", "OMP_NUM_THREADS") + tuple(unset):
         env.pop(name, None)
     env.update(dict(env_update))
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=preexec_fn)
+    try:
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                              env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, preexec_fn=preexec_fn)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the subprocess did not finish in {timeout} s (a hang?)")
     assert proc.returncode == 0, proc.stderr
+    if stderr:
+        return proc.stdout.strip(), proc.stderr
     return proc.stdout.strip()
 
 
@@ -49,6 +59,39 @@ def test_environment(env, expected):
     if not _threads.HAVE_OPENMP:
         expected = 1
     assert int(run_python(PRINT_THREADS, env)) == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "2x", "-"])
+@pytest.mark.parametrize("name", ["FASTMM_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_environment_garbage_warns_naming_the_variable(name, value):
+    out, err = run_python("""
+        import warnings
+        warnings.simplefilter("always")
+        import fastmm, os
+        print(fastmm.get_num_threads())
+    """, {name: value}, stderr=True)
+    assert "RuntimeWarning" in err and name in err and repr(value) in err, err
+    assert int(out) == (_threads.cpu_count() if _threads.HAVE_OPENMP else 1)
+
+
+@pytest.mark.parametrize("value", ["99999999999", "40000",
+                                   "1" + "0" * 30])
+def test_environment_huge_count_is_capped(value):
+    # used to raise OverflowError from `import fastmm`
+    out, err = run_python("""
+        import numpy as np, fastmm
+        from fastmm import _threads
+        a = np.ones((40, 40))
+        with fastmm.threads(_threads._max_threads()), \
+                _threads.parallel_threshold(0), _threads.record() as seen:
+            ok = (fastmm.matmul(a, a) == 40).all()
+        print(fastmm.get_num_threads(), _threads._max_threads(), ok)
+    """, {"FASTMM_NUM_THREADS": value}, stderr=True)
+    nt, cap, ok = out.split()
+    assert ok == "True"
+    if _threads.HAVE_OPENMP:
+        assert nt == cap and int(cap) >= 16
+        assert "FASTMM_NUM_THREADS" in err and "limit" in err, err
 
 
 def test_default_is_cpus_this_process_may_use():
@@ -79,13 +122,36 @@ def test_set_num_threads_and_validation():
         for bad in (0, -1, -100):
             with pytest.raises(ValueError, match="must be >= 1"):
                 fastmm.set_num_threads(bad)
-        with pytest.raises(ValueError):
-            fastmm.set_num_threads("many")
-        with pytest.raises(TypeError):
-            fastmm.set_num_threads(None)
+        for bad in ("many", "2", None, 1.5, 2.0):
+            with pytest.raises(TypeError, match="must be an integer"):
+                fastmm.set_num_threads(bad)
         assert fastmm.get_num_threads() == (3 if _threads.HAVE_OPENMP else 1)
+        fastmm.set_num_threads(np.int64(2))
+        assert fastmm.get_num_threads() == (2 if _threads.HAVE_OPENMP else 1)
     finally:
         fastmm.set_num_threads(before)
+
+
+def test_set_num_threads_huge_is_capped_and_survives():
+    # set_num_threads(40000) used to end the process from libgomp ("Thread
+    # creation failed", exit status 1, no exception)
+    out, err = run_python("""
+        import warnings
+        warnings.simplefilter("always")
+        import numpy as np, fastmm
+        from fastmm import _threads
+        fastmm.set_num_threads(40000)
+        a = np.ones((300, 300), np.float32)
+        with _threads.parallel_threshold(0), _threads.record() as seen:
+            ok = (fastmm.matmul(a, a) == 300).all()
+        print(fastmm.get_num_threads(), _threads._max_threads(), ok,
+              seen["packed"])
+    """, stderr=True)
+    nt, cap, ok, team = out.split()
+    assert ok == "True"
+    if _threads.HAVE_OPENMP:
+        assert nt == cap == team and int(cap) < 40000
+        assert "RuntimeWarning" in err and "40000" in err, err
 
 
 def test_threads_context_manager():
@@ -198,7 +264,9 @@ def _child_product(seed):
 def test_fork_after_threaded_product():
     a = random((200, 200), np.float64, 1)
     with fastmm.threads(2):
-        fastmm.matmul(a, a)       # starts the OpenMP team in this process
+        with forced_threads(2) as seen:
+            fastmm.matmul(a, a)   # starts the OpenMP team in this process
+        assert_ran(seen, "packed", 2)
         ctx = multiprocessing.get_context("fork")
         pool = ctx.Pool(2)
         try:
@@ -216,6 +284,235 @@ def test_fork_after_threaded_product():
         assert fastmm.get_num_threads() == (2 if _threads.HAVE_OPENMP else 1)
         assert not _threads.in_forked_child()
         assert_close(fastmm.matmul(a, a), reference(a, a), a, a)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not _threads.HAVE_OPENMP
+                    or not sys.platform.startswith("linux"),
+                    reason="needs fork, OpenMP and Linux's libgomp")
+def test_fork_after_another_librarys_openmp_pool():
+    # A 2-thread region run by "another library" (libgomp called directly)
+    # before fastmm ever threads: its pool does not survive fork(), and a
+    # child that entered a 2-thread region used to wait forever.
+    out = run_python("""
+        import ctypes, os, signal, sys, time
+        import numpy as np, fastmm
+        from fastmm import _threads
+        gomp = ctypes.CDLL("libgomp.so.1")
+        body = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda data: None)
+        gomp.GOMP_parallel(body, None, 2, 0)
+        pid = os.fork()
+        if pid == 0:
+            a = np.ones((200, 200))
+            with fastmm.threads(2), _threads.parallel_threshold(0):
+                ok = (fastmm.matmul(a, a) == 200).all()
+            os._exit(0 if ok and _threads.in_forked_child() else 3)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                print("exit", os.waitstatus_to_exitcode(status))
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            print("hung")
+    """)
+    assert out == "exit 0", out
+
+
+# ---- deadlocks and races ------------------------------------------------------
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="serial build")
+def test_stacks_of_mid_size_products_do_not_hang():
+    # Products too large for the unpacked path but too small to thread alone,
+    # in stacks whose size is not a multiple of the thread count: one product
+    # per thread, and the serial driver used to meet at barriers that bound
+    # to the stack's team (a deadlock SIGINT could not stop).
+    out = run_python("""
+        import numpy as np, fastmm
+        from fastmm import _threads
+        for count, n, nt in [(3, 150, 2), (5, 150, 2), (7, 140, 2), (4, 150, 3),
+                             (5, 150, 3), (9, 150, 4)]:
+            for dtype in (np.float32, np.float64):
+                a = np.random.default_rng(count).standard_normal((count, n, n))
+                a = a.astype(dtype)
+                with fastmm.threads(nt), _threads.record() as seen:
+                    c = fastmm.matmul(a, a)
+                ref = np.matmul(a.astype(np.float64), a.astype(np.float64))
+                bound = 4 * n * np.finfo(dtype).eps * np.matmul(abs(a), abs(a))
+                assert (abs(c - ref) <= bound).all()
+                assert seen.get("stack") == nt, (count, n, nt, seen)
+        print("ok")
+    """, timeout=60)
+    assert out == "ok"
+
+
+def test_kernel_switch_while_other_threads_multiply():
+    # select_kernel used to update MR/NR/block sizes field by field while other
+    # threads read them: wrong results, then "malloc(): corrupted top size".
+    out = run_python("""
+        import threading, time
+        import numpy as np, fastmm
+        from fastmm import _gemm
+        names = _gemm.available_kernels()
+        rng = np.random.default_rng(0)
+        shapes = [(150, 170, 130), (40, 30, 20), (300, 64, 200), (97, 301, 129)]
+        jobs = []
+        for m, k, n in shapes:
+            for dtype in (np.float32, np.float64):
+                a = rng.standard_normal((m, k)).astype(dtype)
+                b = rng.standard_normal((k, n)).astype(dtype)
+                ref = a.astype(np.float64) @ b.astype(np.float64)
+                bound = 4 * k * np.finfo(dtype).eps * (abs(a) @ abs(b))
+                jobs.append((a, b, ref, bound))
+        stop = threading.Event()
+        bad = []
+
+        def multiply(w):
+            i = w
+            with fastmm.threads(1 + w % 2):
+                while not stop.is_set():
+                    a, b, ref, bound = jobs[i % len(jobs)]
+                    if not (abs(fastmm.matmul(a, b) - ref) <= bound).all():
+                        bad.append(i % len(jobs))
+                    i += 1
+
+        workers = [threading.Thread(target=multiply, args=(w,)) for w in range(3)]
+        for t in workers:
+            t.start()
+        switches = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            _gemm.select_kernel(names[switches % len(names)])
+            switches += 1
+        stop.set()
+        for t in workers:
+            t.join()
+        _gemm.select_kernel(None)
+        print(len(bad), switches > 10)
+    """, timeout=60)
+    assert out == "0 True", out
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32",
+                    reason="needs POSIX signals")
+def test_ctrl_c_stops_a_loop_of_products():
+    # documented behaviour: the product in flight finishes, then
+    # KeyboardInterrupt is raised; nothing hangs
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    code = textwrap.dedent("""
+        import time, numpy as np, fastmm
+        a = np.ones((1500, 1500))
+        fastmm.matmul(a, a)
+        print("ready", flush=True)
+        start = time.monotonic()
+        try:
+            for _ in range(1000):
+                fastmm.matmul(a, a)
+            print("not interrupted", flush=True)
+        except KeyboardInterrupt:
+            print(f"interrupted {time.monotonic() - start:.2f}", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("a product loop did not stop on SIGINT within 30 s")
+    assert out.startswith("interrupted"), (out, err)
+
+
+# ---- per-thread settings -------------------------------------------------------
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="serial build")
+def test_threads_block_is_per_python_thread():
+    # two Python threads in threads() blocks used to interleave their counts
+    # and leave the process-wide count wrong afterwards
+    before = fastmm.get_num_threads()
+    barrier = threading.Barrier(2, timeout=10)
+    a = random((200, 200), np.float64, 2)
+    seen_counts = {}
+
+    def user(n):
+        counts = []
+        with fastmm.threads(n):
+            for _ in range(3):
+                barrier.wait()          # both blocks are open at once
+                with _threads.parallel_threshold(0), _threads.record() as seen:
+                    fastmm.matmul(a, a)
+                counts.append((fastmm.get_num_threads(), seen["packed"]))
+        barrier.wait()
+        counts.append(fastmm.get_num_threads())
+        seen_counts[n] = counts
+
+    threads_ = [threading.Thread(target=user, args=(n,)) for n in (1, 3)]
+    for t in threads_:
+        t.start()
+    for t in threads_:
+        t.join()
+    assert seen_counts[1] == [(1, 1)] * 3 + [before]
+    assert seen_counts[3] == [(3, 3)] * 3 + [before]
+    assert fastmm.get_num_threads() == before
+
+
+def test_threads_block_does_not_reach_other_threads():
+    before = fastmm.get_num_threads()
+    inner = []
+    with fastmm.threads(1):
+        t = threading.Thread(target=lambda: inner.append(fastmm.get_num_threads()))
+        t.start()
+        t.join()
+        fastmm.set_num_threads(2)          # the block's own count
+        assert fastmm.get_num_threads() == (2 if _threads.HAVE_OPENMP else 1)
+    assert inner == [before]
+    assert fastmm.get_num_threads() == before
+
+
+# ---- scratch memory --------------------------------------------------------------
+
+def test_scratch_fallback_allocation_is_freed():
+    # A thread whose kept-buffer record cannot be set up (calloc or
+    # pthread_setspecific failing) got a buffer per call that was never freed.
+    a = random((200, 200), np.float32, 1)
+    result = []
+
+    def fresh_thread():
+        _gemm._scratch_fail_record(True)
+        try:
+            with forced_threads(1) as seen:
+                for _ in range(5):
+                    c = fastmm.matmul(a, a)
+            result.append((seen, _gemm._scratch_outstanding(), c))
+        finally:
+            _gemm._scratch_fail_record(False)
+
+    t = threading.Thread(target=fresh_thread)
+    t.start()
+    t.join()
+    seen, outstanding, c = result[0]
+    assert_ran(seen, "packed", 1)
+    assert outstanding == 0
+    assert_close(c, reference(a, a), a, a)
+
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="serial build")
+def test_release_buffers_frees_every_idle_threads_scratch():
+    a = random((3, 150, 150), np.float64, 1)
+    with fastmm.threads(2), _threads.record() as seen:
+        want = fastmm.matmul(a, a)      # one product per pool thread
+    assert seen.get("stack") == 2, seen
+    assert fastmm.kept_buffer_bytes() > 0
+    freed = fastmm.release_buffers()
+    assert freed > 0 and fastmm.kept_buffer_bytes() == 0
+    with fastmm.threads(2):
+        assert np.array_equal(fastmm.matmul(a, a), want)
 
 
 # ---- concurrency and repeatability ------------------------------------------
@@ -238,12 +535,14 @@ def _jobs():
 @pytest.mark.parametrize("nt", [1, 2])
 def test_eight_python_threads(nt):
     jobs = _jobs()
-    with fastmm.threads(nt):
+    with forced_threads(nt):
         expected = [fastmm.matmul(a, b) for a, b in jobs]
-        for (a, b), c in zip(jobs, expected):
-            assert_close(c, reference(a, b), a, b)
+    for (a, b), c in zip(jobs, expected):
+        assert_close(c, reference(a, b), a, b)
 
-        def worker(w):
+    def worker(w):
+        # thread counts are per Python thread: each worker sets its own
+        with forced_threads(nt) as seen:
             for rep in range(6):
                 i = (w + rep) % len(jobs)
                 a, b = jobs[i]
@@ -254,10 +553,12 @@ def test_eight_python_threads(nt):
                     c = fastmm.matmul(a, b)
                 if not np.array_equal(c, expected[i]):
                     return f"worker {w}: job {i} differs"
-            return None
+        if max(seen.values()) != (nt if _threads.HAVE_OPENMP else 1):
+            return f"worker {w}: ran with {seen}, not {nt} threads"
+        return None
 
-        with concurrent.futures.ThreadPoolExecutor(8) as ex:
-            errors = [e for e in ex.map(worker, range(8)) if e]
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        errors = [e for e in ex.map(worker, range(8)) if e]
     assert not errors, errors
 
 
