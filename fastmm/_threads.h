@@ -40,6 +40,12 @@ static int fmm_max_threads = 1;
 static __thread int fmm_tls_nthreads = 0;
 static __thread double fmm_tls_min_flops = -1.0;
 static __thread int fmm_tls_seen[FMM_PATHS];
+/* Number of open test-hook blocks (record, parallel_threshold), any thread:
+ * while 0, products touch no per-thread hook state (thread-local reads in a
+ * shared library cost a call each, a tenth of a 4x4 product). */
+static volatile int fmm_hooks_open = 0;
+/* Number of open threads() blocks, any thread: the same saving. */
+static volatile int fmm_scopes_open = 0;
 
 /* OS threads of the parent at its last fork(), -1 if unknown. */
 static volatile int fmm_threads_at_fork = 0;
@@ -104,7 +110,9 @@ static int fmm_effective_threads(void)
 {
     if (fmm_forked_child)
         return 1;
-    return fmm_tls_nthreads > 0 ? fmm_tls_nthreads : fmm_nthreads;
+    if (fmm_scopes_open && fmm_tls_nthreads > 0)
+        return fmm_tls_nthreads;
+    return fmm_nthreads;
 }
 
 /* The controller threadpoolctl finds (see fastmm/_threads.pyx) calls these
@@ -115,7 +123,7 @@ FMM_EXPORT int fastmm_get_num_threads(void) { return fmm_effective_threads(); }
 FMM_EXPORT void fastmm_set_num_threads(int n)
 {
     n = fmm_clamp_threads(n);
-    if (fmm_tls_nthreads > 0)
+    if (fmm_scopes_open && fmm_tls_nthreads > 0)
         fmm_tls_nthreads = n;
     else
         fmm_nthreads = n;
@@ -123,8 +131,25 @@ FMM_EXPORT void fastmm_set_num_threads(int n)
 
 static void fmm_note_region(int path, int team)
 {
-    if (path >= 0 && path < FMM_PATHS && team > fmm_tls_seen[path])
+    if (fmm_hooks_open && path >= 0 && path < FMM_PATHS &&
+        team > fmm_tls_seen[path])
         fmm_tls_seen[path] = team;
+}
+
+static double fmm_min_flops_hook(double builtin)
+{
+    return fmm_hooks_open && fmm_tls_min_flops >= 0 ? fmm_tls_min_flops
+                                                    : builtin;
+}
+
+static void fmm_hooks_enter(int delta)
+{
+    __atomic_add_fetch(&fmm_hooks_open, delta, __ATOMIC_SEQ_CST);
+}
+
+static void fmm_scopes_enter(int delta)
+{
+    __atomic_add_fetch(&fmm_scopes_open, delta, __ATOMIC_SEQ_CST);
 }
 
 #endif

@@ -24,6 +24,9 @@ cdef extern from "_threads.h":
     int fmm_clamp_threads(int n) nogil
     int fmm_effective_threads() nogil
     void fmm_note_region(int path, int team) nogil
+    double fmm_min_flops_hook(double builtin) nogil
+    void fmm_hooks_enter(int delta)
+    void fmm_scopes_enter(int delta)
     void fastmm_set_num_threads(int n)
 
 # Below this many flops per thread, waking a thread costs more than it saves.
@@ -40,8 +43,7 @@ PATHS = ("packed", "small", "small_batch", "stack")
 
 cdef int threads_for(double flops) noexcept nogil:
     cdef int n = fmm_effective_threads()
-    cdef double per = (FLOPS_PER_THREAD if fmm_tls_min_flops < 0
-                       else fmm_tls_min_flops)
+    cdef double per = fmm_min_flops_hook(FLOPS_PER_THREAD)
     if n > 1 and flops < n * per:
         n = <int>(flops / per)
     return n if n > 1 else 1
@@ -171,9 +173,11 @@ def threads(n):
     n = _checked(n)
     previous = fmm_tls_nthreads
     fmm_tls_nthreads = n
+    fmm_scopes_enter(1)
     try:
         yield
     finally:
+        fmm_scopes_enter(-1)
         fmm_tls_nthreads = previous
 
 
@@ -185,9 +189,11 @@ def parallel_threshold(flops_per_thread):
     global fmm_tls_min_flops
     previous = fmm_tls_min_flops
     fmm_tls_min_flops = max(0.0, float(flops_per_thread))
+    fmm_hooks_enter(1)
     try:
         yield
     finally:
+        fmm_hooks_enter(-1)
         fmm_tls_min_flops = previous
 
 
@@ -201,9 +207,11 @@ def record():
     for i in range(FMM_PATHS):
         fmm_tls_seen[i] = 0
     seen = {}
+    fmm_hooks_enter(1)
     try:
         yield seen
     finally:
+        fmm_hooks_enter(-1)
         for i in range(len(PATHS)):
             if fmm_tls_seen[i]:
                 seen[PATHS[i]] = fmm_tls_seen[i]
