@@ -41,6 +41,11 @@ def __getattr__(name):
     raise AttributeError(f"module 'fastmm' has no attribute {name!r}")
 
 
+# the configuration row for this CPU (or the tuned one) into every module
+from fastmm.config import apply as _apply_config
+_apply_config()
+del _apply_config
+
 from fastmm._threads import _register_threadpoolctl
 
 _register_threadpoolctl()

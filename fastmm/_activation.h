@@ -246,19 +246,13 @@ FMM_ACT_TILE(fmm_act_tile_f64_base, , double, fmm_act_f64)
 FMM_SOFTMAX_ROW(fmm_softmax_row_f32_base, , float, fmm_expf_neg)
 FMM_SOFTMAX_ROW(fmm_softmax_row_f64_base, , double, exp)
 
-/* 2: AVX-512, 1: AVX2+FMA, 0: baseline; decided once per module. */
+/* 2: AVX-512, 1: AVX2+FMA, 0: baseline; -1 until chosen.  Each module that
+ * includes this header has its own copy, set by fmm_act_select from the one
+ * decision (fastmm._gemm.select_kernel, following fastmm.config's row). */
 static int fmm_act_isa = -1;
 
-/* FASTMM_KERNEL=avx2 or generic (the GEMM kernel override) caps these
- * routines too, so one setting runs, and tests, every path. */
-static int fmm_act_detect(void)
+static int fmm_act_best(int cap)
 {
-    int cap = 2;
-    const char *env = getenv("FASTMM_KERNEL");
-    if (env && strcmp(env, "generic") == 0)
-        cap = 0;
-    else if (env && strcmp(env, "avx2") == 0)
-        cap = 1;
 #ifdef FMM_ACT_X86
     __builtin_cpu_init();
     if (cap >= 2 && __builtin_cpu_supports("avx512f")
@@ -270,7 +264,27 @@ static int fmm_act_detect(void)
         && __builtin_cpu_supports("fma"))
         return 1;
 #endif
+    (void)cap;
     return 0;
+}
+
+/* isa: a kernel family name ("avx512", "avx2", "generic"): use that ISA or
+ * the best below it the CPU runs.  Returns the name in use. */
+static const char *fmm_act_select(const char *isa)
+{
+    static const char *const names[] = {"generic", "avx2", "avx512"};
+    int cap = 2;
+    if (isa && strcmp(isa, "generic") == 0)
+        cap = 0;
+    else if (isa && strcmp(isa, "avx2") == 0)
+        cap = 1;
+    fmm_act_isa = fmm_act_best(cap);
+    return names[fmm_act_isa];
+}
+
+static int fmm_act_detect(void)
+{
+    return fmm_act_best(2);
 }
 
 static void fmm_act_tile_f32(float *c, ptrdiff_t rs, ptrdiff_t mr,

@@ -39,7 +39,24 @@ def config():
         "kernels_compiled": _gemm.compiled_kernels(),
         "kernels_supported": _gemm.available_kernels(),
         "kernel": _gemm.kernel_info(),
+        "config": _row_info(),
         "small_kernel": _small.small_kernel(),
+    }
+
+
+def _row_info():
+    from fastmm import _linalg, _threads, config
+    cur = config.current()
+    row = cur.get("row")
+    return {
+        "row": row.name if row else None,
+        "summary": row.summary if row else "",
+        "reason": cur.get("reason"),
+        "source": cur.get("source"),
+        "measured": row.measured if row else "",
+        "forced_kernel": cur.get("forced_isa"),
+        "routing": _linalg.routing(),
+        "flops_per_thread": _threads.flops_per_thread(),
     }
 
 
@@ -63,3 +80,15 @@ def show_config():
         b = kern[dt]
         print(f"    {dt}: MR x NR = {b['MR']} x {b['NR']}, "
               f"MC = {b['MC']}, KC = {b['KC']}, NC = {b['NC']}")
+    row = cfg["config"]
+    print(f"  config row:  {row['row']} ({row['summary']})")
+    print(f"    chosen:    {row['reason']}")
+    print(f"    numbers:   {row['source']}; {row['measured']}")
+    if row["forced_kernel"]:
+        print(f"    kernel:    FASTMM_KERNEL={row['forced_kernel']} overrides "
+              f"the row's kernel family")
+    r = row["routing"]
+    print(f"    unpacked path: m*n*k <= {r['small_mnk']}, m <= {r['skinny_m']}, "
+          f"n <= {r['narrow_n']}, k <= {r['shallow_k']}, or a vector")
+    print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "
+          f"of a product")

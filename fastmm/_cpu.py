@@ -82,14 +82,16 @@ A_BLOCK_FREE_WAYS = 2          # L2 ways left to the B micro-panel and C
 KC_MIN, KC_MAX = 128, 512
 
 
-def block_sizes(mr, nr, itemsize, caches=None):
-    """(MC, KC, NC) for an MR x NR kernel on elements of ``itemsize`` bytes."""
+def block_sizes(mr, nr, itemsize, caches=None, kc_max=KC_MAX,
+                b_panel_l2_fraction=B_PANEL_L2_FRACTION):
+    """(MC, KC, NC) for an MR x NR kernel on elements of ``itemsize`` bytes
+    (kc_max and the B panel's L2 share: a configuration row's rule)."""
     caches = caches or read_caches()
     l2, l3 = caches[2], caches.get(3, caches[2])
     # KC: the B micro-panel (KC x NR) takes a fixed share of L2, from where the
     # kernel streams it alongside the A micro-panel.
-    kc = int(l2.size * B_PANEL_L2_FRACTION) // (nr * itemsize)
-    kc = min(KC_MAX, max(KC_MIN, _round_down(kc, 8)))
+    kc = int(l2.size * b_panel_l2_fraction) // (nr * itemsize)
+    kc = min(kc_max, max(KC_MIN, _round_down(kc, 8)))
     # MC: the packed A block (MC x KC) fills L2 but for the ways left to the
     # B micro-panel and the C tiles, so it is not evicted while reused.
     ways_a = max(1, l2.ways - A_BLOCK_FREE_WAYS)

@@ -17,6 +17,7 @@ cdef extern from "_activation.h" nogil:
         ACT_TANH "FMM_ACT_TANH"
         ACT_GELU_TANH "FMM_ACT_GELU_TANH"
         ACT_GELU_ERF "FMM_ACT_GELU_ERF"
+    const char* fmm_act_select(const char* isa)
     float fmm_act_f32(float v, int act, float slope)
     double fmm_act_f64(double v, int act, double slope)
     float fmm_tanhf(float x)

@@ -13,11 +13,12 @@ All threads run the same loops (one OpenMP region per call) and meet at a
 barrier around each shared B panel.  Every element of C is computed by one
 thread in a fixed order, so results do not depend on the thread count.
 """
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from cython.parallel cimport parallel
 
 from fastmm._pack cimport real, pack_a, pack_b
-from fastmm._epilogue cimport apply_epilogue
+from fastmm._epilogue cimport apply_epilogue, fmm_act_select
 from fastmm._threads cimport note_region, PATH_PACKED
 
 cdef extern from "kernels/dispatch.h" nogil:
@@ -61,16 +62,20 @@ cdef struct Blocking:
     void* ukr
 
 # One kernel family with its blocking for both dtypes.  Each is filled once
-# at import and never written again; select_kernel publishes a pointer to one
-# with a single atomic store, and a product reads that pointer once, so a
-# switch while other threads multiply can never mix two families' MR, NR,
-# block sizes and kernels in one product.
+# and never written again; select_kernel and set_blocking publish a pointer
+# to one with a single atomic store, and a product reads that pointer once,
+# so a switch while other threads multiply can never mix two families' MR,
+# NR, block sizes and kernels in one product.  A replaced Config is not
+# freed (a product may still be reading it): a few hundred bytes per
+# set_blocking call, which only the configuration and the tuner make.
 cdef struct Config:
     const fmm_kernel_t* kernel
     Blocking s
     Blocking d
 
-cdef Config _configs[8]
+# per kernel family, the Config in force for it; replaced (never modified)
+# by set_blocking
+cdef const Config* _family_cfg[8]
 cdef const Config* _active = NULL
 
 
@@ -308,33 +313,82 @@ def select_kernel(name=None):
         warnings.warn(f"fastmm: kernel {name!r} unavailable ({why}); "
                       f"using {supported[0]!r}", RuntimeWarning, stacklevel=2)
         name = supported[0]
+    fmm_publish_config(<const void**>&_active, _family_cfg[_family(name)])
+    # the unpacked small-product path and the activations share the ISA
+    # names: one decision switches all three
+    import sys
+    for module, select in (("fastmm._small", "select_small_kernel"),
+                           ("fastmm._linalg", "_select_activation_isa"),
+                           ("fastmm._nn", "_select_activation_isa")):
+        # a module still importing sets its copy from kernel_info() itself
+        fn = getattr(sys.modules.get(module), select, None)
+        if fn is not None:
+            fn(name)
+    cdef bytes key = name.encode()
+    fmm_act_select(key)
+    return name
+
+
+cdef int _family(str name) except -1:
     cdef int i
     for i in range(fmm_kernel_count()):
         if fmm_kernels[i].name.decode() == name:
-            fmm_publish_config(<const void**>&_active, &_configs[i])
-    # the unpacked small-product path shares the ISA names: switch it too
-    import sys
-    small = sys.modules.get("fastmm._small")
-    if small is not None:
-        small.select_small_kernel(name)
-    return name
+            return i
+    raise ValueError(f"unknown kernel family {name!r}; this build has "
+                     f"{compiled_kernels()}")
+
+
+def set_blocking(name, float32, float64):
+    """Use cache block sizes (MC, KC, NC) per dtype for kernel family
+    ``name`` from now on (fastmm.config applies its row's; the tuner tries
+    candidates).  MC and NC are rounded down to multiples of the kernel's
+    MR and NR.  Safe while other threads multiply."""
+    cdef int i = _family(name)
+    cdef Config* cfg = <Config*>malloc(sizeof(Config))
+    if cfg == NULL:
+        raise MemoryError()
+    cfg.kernel = &fmm_kernels[i]
+    try:
+        _fill_blocking(&cfg.s, cfg.kernel.s_mr, cfg.kernel.s_nr,
+                       <void*>cfg.kernel.sgemm, float32)
+        _fill_blocking(&cfg.d, cfg.kernel.d_mr, cfg.kernel.d_nr,
+                       <void*>cfg.kernel.dgemm, float64)
+    except BaseException:
+        free(cfg)
+        raise
+    _family_cfg[i] = cfg
+    if _active != NULL and _active.kernel == cfg.kernel:
+        fmm_publish_config(<const void**>&_active, cfg)
+
+
+cdef int _fill_blocking(Blocking* blk, int mr, int nr, void* ukr,
+                        sizes) except -1:
+    mc, kc, nc = (int(x) for x in sizes)
+    if min(mc, kc, nc) < 1 or max(mc, kc, nc) > 1 << 20:
+        raise ValueError(f"block sizes must lie in [1, 2**20], got {sizes}")
+    blk.MR, blk.NR, blk.ukr = mr, nr, ukr
+    blk.MC = max(mr, mc // mr * mr)
+    blk.KC = kc
+    blk.NC = max(nr, nc // nr * nr)
+    return 0
 
 
 cdef void _fill_configs():
     from fastmm._cpu import block_sizes
     cdef int i
-    cdef Config* cfg
+    cdef const fmm_kernel_t* k
     if fmm_kernel_count() > 8:
-        raise ImportError("fastmm: more kernel families than _configs holds")
+        raise ImportError("fastmm: more kernel families than _family_cfg holds")
     for i in range(fmm_kernel_count()):
-        cfg = &_configs[i]
-        cfg.kernel = &fmm_kernels[i]
-        cfg.s.MR, cfg.s.NR = cfg.kernel.s_mr, cfg.kernel.s_nr
-        cfg.s.MC, cfg.s.KC, cfg.s.NC = block_sizes(cfg.s.MR, cfg.s.NR, 4)
-        cfg.s.ukr = <void*>cfg.kernel.sgemm
-        cfg.d.MR, cfg.d.NR = cfg.kernel.d_mr, cfg.kernel.d_nr
-        cfg.d.MC, cfg.d.KC, cfg.d.NC = block_sizes(cfg.d.MR, cfg.d.NR, 8)
-        cfg.d.ukr = <void*>cfg.kernel.dgemm
+        k = &fmm_kernels[i]
+        set_blocking(k.name.decode(), block_sizes(k.s_mr, k.s_nr, 4),
+                     block_sizes(k.d_mr, k.d_nr, 8))
+
+
+def kernel_shapes(name):
+    """{"float32": (MR, NR), "float64": (MR, NR)} of kernel family ``name``."""
+    cdef const fmm_kernel_t* k = &fmm_kernels[_family(name)]
+    return {"float32": (k.s_mr, k.s_nr), "float64": (k.d_mr, k.d_nr)}
 
 
 def kernel_info():

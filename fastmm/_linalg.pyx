@@ -12,7 +12,7 @@ cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 
 from fastmm._gemm cimport sgemm, dgemm
-from fastmm._epilogue cimport Epilogue, apply_epilogue
+from fastmm._epilogue cimport Epilogue, apply_epilogue, fmm_act_select
 from fastmm._threads cimport threads_for, note_region, PATH_STACK
 from fastmm._pack cimport real
 from fastmm._arrays cimport native_float, writes_twice, may_overlap
@@ -20,6 +20,17 @@ from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
                             small_dgemm_batch)
 
 cnp.import_array()
+
+
+def _select_activation_isa(name):
+    """This module's copy of the activation routines' ISA choice (see
+    fastmm._gemm.select_kernel, which calls it)."""
+    cdef bytes key = name.encode()
+    return fmm_act_select(key).decode()
+
+
+from fastmm._gemm import kernel_info as _kernel_info
+_select_activation_isa(_kernel_info()["name"])
 
 cdef extern from "_parallel.h" nogil:
     int fmm_thread_num()
@@ -36,9 +47,12 @@ cdef object _f64 = np.dtype(np.float64)
 # The unpacked path (kernels/small.h) takes a product when packing cannot pay:
 # matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M:
 # each element of B is used by few rows, and the path copies large B panels
-# itself); or a shallow k (C is written once).  Any strides.
+# itself); few columns (n <= NARROW_N: a packed NR-wide tile would be mostly
+# padding); or a shallow k (C is written once).  Any strides.  The values are
+# the configuration row's (fastmm.config, set_routing).
 cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
 cdef Py_ssize_t SKINNY_M = 64
+cdef Py_ssize_t NARROW_N = 0
 cdef Py_ssize_t SHALLOW_K = 16
 cdef double GEMV_COST = 8
 # A stack of small products splits into independent pieces with one fork and
@@ -47,10 +61,24 @@ cdef double GEMV_COST = 8
 cdef double STACK_COST = 8
 
 
+def set_routing(small_mnk, skinny_m, narrow_n, shallow_k):
+    """Thresholds of the unpacked path (see above).  Either path is correct
+    for any shape, so a product racing with this call is still right."""
+    global SMALL_MNK, SKINNY_M, NARROW_N, SHALLOW_K
+    SMALL_MNK, SKINNY_M = int(small_mnk), int(skinny_m)
+    NARROW_N, SHALLOW_K = int(narrow_n), int(shallow_k)
+
+
+def routing():
+    """The thresholds in force, as set_routing takes them."""
+    return {"small_mnk": SMALL_MNK, "skinny_m": SKINNY_M,
+            "narrow_n": NARROW_N, "shallow_k": SHALLOW_K}
+
+
 cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
                            Py_ssize_t k) noexcept nogil:
     return (m == 1 or n == 1 or m * n * k <= SMALL_MNK or m <= SKINNY_M
-            or k <= SHALLOW_K)
+            or n <= NARROW_N or k <= SHALLOW_K)
 
 
 cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,

@@ -22,6 +22,7 @@ from libc.math cimport exp
 
 from fastmm._pack cimport real
 from fastmm._epilogue cimport (Epilogue, activate, activation_grad,
+                               fmm_act_select,
                                fmm_act_tile_f32, fmm_act_tile_f64,
                                fmm_expf_neg, fmm_softmax_row_f32,
                                fmm_softmax_row_f64,
@@ -31,6 +32,17 @@ from fastmm._linalg cimport run_product
 from fastmm._threads cimport threads_for
 
 cnp.import_array()
+
+
+def _select_activation_isa(name):
+    """This module's copy of the activation routines' ISA choice (see
+    fastmm._gemm.select_kernel, which calls it)."""
+    cdef bytes key = name.encode()
+    return fmm_act_select(key).decode()
+
+
+from fastmm._gemm import kernel_info as _kernel_info
+_select_activation_isa(_kernel_info()["name"])
 
 cdef enum:
     # not an epilogue code: the driver never sees it (see the module docstring)

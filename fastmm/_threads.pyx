@@ -30,12 +30,24 @@ cdef extern from "_threads.h":
     void fastmm_set_num_threads(int n)
 
 # Below this many flops per thread, waking a thread costs more than it saves.
-# A team start plus the driver's two barriers cost ~20-30 us on a 2-core
-# Zen 5 VM, while the AVX-512 kernels do ~200 GFLOP/s float32 (~110 float64)
-# per core: measured, two threads beat one from about 200^3 squares.
+# The configuration row's value (fastmm.config) replaces this default.
 cdef double FLOPS_PER_THREAD = 2.0 * 160 * 160 * 160
 
 HAVE_OPENMP = bool(fmm_have_openmp())
+
+
+def set_flops_per_thread(flops):
+    """One thread per this many flops of a product (the configuration row's
+    threshold; fastmm.config sets it)."""
+    global FLOPS_PER_THREAD
+    flops = float(flops)
+    if not flops > 0:
+        raise ValueError(f"flops per thread must be > 0, got {flops}")
+    FLOPS_PER_THREAD = flops
+
+
+def flops_per_thread():
+    return FLOPS_PER_THREAD
 
 # Names of the parallel paths note_region records (_threads.pxd's PATH_*).
 PATHS = ("packed", "small", "small_batch", "stack")

@@ -1,0 +1,152 @@
+"""Configuration rows, one per micro-architecture family, BLIS-style.
+
+A row names the kernel family (ISA) used by the packed driver, the unpacked
+small-product path and the vectorised activations, the rule for the cache
+block sizes, and the thresholds that route a product (unpacked path or
+packed driver) and decide its thread count.  Rows are data: a CPU-specific
+number lives here, never in a driver.
+
+Rows are chosen from the vendor, family and feature flags, not from model
+numbers alone: on virtual machines the model is whatever the hypervisor
+reports (an Intel Xeon seen here calls itself family 6, model 167 and names
+no product).  What no row knows, ``python -m fastmm tune`` measures.
+"""
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+# The analytical block-size model's tunables (see fastmm._cpu.block_sizes);
+# measured on a Zen 5 core with the 12 x 32 / 12 x 16 AVX-512 kernels.
+ZEN5_FLOPS_PER_THREAD = 2.0 * 160 ** 3
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the registry matches on: from /proc/cpuinfo (or a recording)."""
+    vendor: str                      # "GenuineIntel", "AuthenticAMD", ...
+    family: int
+    model: int
+    flags: frozenset = field(default_factory=frozenset)
+
+    def has(self, *names):
+        return all(n in self.flags for n in names)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    summary: str          # what this family is and why its numbers differ
+    isa: str              # kernel family: "avx512", "avx2" or "generic"
+    # block sizes: the cache model's rule, capped here; or explicit
+    # (MC, KC, NC) per dtype, as the tuner writes them
+    kc_max: int = 512
+    b_panel_l2_fraction: float = 1 / 16
+    blocks: Optional[dict] = None
+    # threads: one per this many flops of a product (team start + barriers
+    # against the kernel's speed)
+    flops_per_thread: float = ZEN5_FLOPS_PER_THREAD
+    # the unpacked path takes m*n*k up to small_mnk, m up to skinny_m rows,
+    # k up to shallow_k, and n up to narrow_n columns (classifier heads:
+    # a 32-wide packed tile would be mostly padding)
+    small_mnk: int = 128 ** 3
+    skinny_m: int = 64
+    shallow_k: int = 16
+    narrow_n: int = 16
+    measured: str = ""    # where the numbers come from
+
+    def with_(self, **changes):
+        return replace(self, **changes)
+
+
+def _avx512(sig):
+    return sig.has("avx512f", "avx512dq", "avx512bw", "avx512vl")
+
+
+def _avx2(sig):
+    return sig.has("avx2", "fma")
+
+
+# Best match first; each entry: (row, predicate, why it matched).
+ROWS = [
+    (Row("zen5", "AMD Zen 5: two full 512-bit FMA pipes", "avx512",
+         measured="block sizes and thresholds measured on 2 Zen 5 cores"),
+     lambda s: s.vendor == "AuthenticAMD" and s.family >= 0x1A and _avx512(s),
+     "AMD family >= 26 with AVX-512"),
+    (Row("zen4", "AMD Zen 4: 512-bit ops as two 256-bit halves (half the "
+         "FMA rate of Zen 5)", "avx512",
+         # half the flop rate: a thread's team-start cost is paid back by
+         # half as many flops
+         flops_per_thread=ZEN5_FLOPS_PER_THREAD / 2,
+         measured="thresholds measured on 2 Zen 4 cores"),
+     lambda s: s.vendor == "AuthenticAMD" and s.family == 0x19 and _avx512(s),
+     "AMD family 25 with AVX-512"),
+    (Row("zen-avx2", "AMD Zen 1-3: AVX2 + FMA", "avx2",
+         measured="not measured: generic AVX2 values"),
+     lambda s: s.vendor in ("AuthenticAMD", "HygonGenuine") and _avx2(s),
+     "AMD without AVX-512"),
+    (Row("sapphirerapids", "Intel Sapphire Rapids and later: two 512-bit "
+         "FMA ports, AMX, 2 MiB L2", "avx512",
+         measured="not measured with these numbers: run `python -m fastmm "
+                  "tune`"),
+     lambda s: s.vendor == "GenuineIntel" and _avx512(s)
+     and (s.has("amx_tile") or s.has("avx512_fp16")),
+     "Intel with AVX-512 and AMX or AVX512-FP16"),
+    (Row("icelake", "Intel Ice Lake / Tiger Lake: AVX-512 with VBMI2",
+         "avx512", measured="not measured: run `python -m fastmm tune`"),
+     lambda s: s.vendor == "GenuineIntel" and _avx512(s)
+     and s.has("avx512_vbmi2"),
+     "Intel with AVX-512 VBMI2, no AMX"),
+    (Row("skylake-x", "Intel Skylake-X / Cascade Lake: AVX-512, two ports "
+         "on most server parts", "avx512",
+         measured="not measured: run `python -m fastmm tune`"),
+     lambda s: s.vendor == "GenuineIntel" and _avx512(s),
+     "Intel with AVX-512 F/DQ/BW/VL only"),
+    (Row("avx512", "an AVX-512 CPU no other row describes", "avx512",
+         measured="Zen 5 values"),
+     _avx512, "AVX-512 F/DQ/BW/VL"),
+    (Row("avx2", "an AVX2 + FMA CPU", "avx2",
+         measured="Zen 5 values for the thresholds"),
+     _avx2, "AVX2 and FMA"),
+    (Row("generic", "portable C kernels", "generic",
+         # the portable kernels run at ~40 GFLOP/s: threads pay sooner
+         flops_per_thread=ZEN5_FLOPS_PER_THREAD / 4,
+         measured="portable kernels"),
+     lambda s: True, "no AVX2+FMA"),
+]
+
+
+def select(sig, runnable=None):
+    """(row, reason) for signature ``sig``.  ``runnable``: the kernel
+    families this build can run here (a row whose ISA is not among them is
+    skipped, e.g. when the OS does not save AVX-512 state)."""
+    for row, matches, why in ROWS:
+        if runnable is not None and row.isa not in runnable:
+            continue
+        if matches(sig):
+            return row, (f"{sig.vendor} family {sig.family} model {sig.model}: "
+                         f"{why}")
+    raise LookupError("no configuration row matches")  # "generic" always does
+
+
+def signature(cpuinfo="/proc/cpuinfo"):
+    """This machine's signature from /proc/cpuinfo (empty where unreadable)."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break                      # the first processor only
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return parse_signature(fields)
+
+
+def parse_signature(fields):
+    def num(key):
+        try:
+            return int(fields.get(key, "0"))
+        except ValueError:
+            return 0
+    return Signature(fields.get("vendor_id", "unknown"), num("cpu family"),
+                     num("model"), frozenset(fields.get("flags", "").split()))

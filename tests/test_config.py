@@ -1,0 +1,130 @@
+"""The configuration registry: which row a CPU gets, and that every row this
+machine can run gives correct results on every path."""
+import numpy as np
+import pytest
+
+import fastmm
+from fastmm import _gemm, _linalg, _small, _threads, config
+from fastmm.config.registry import ROWS, Signature, parse_signature, select
+from conftest import assert_close, random, reference
+
+AVX512 = "avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512cd"
+
+# Recorded signatures (vendor, family, model, flags) of CPUs fastmm ran on or
+# is meant for; the model numbers of the VMs are what their hypervisors said.
+RECORDED = {
+    # Intel Xeon with AMX, KVM guest seen on 2026-12-02 (shared/cpus)
+    "intel-xeon-amx": ("GenuineIntel", 6, 167,
+                       AVX512 + " avx512ifma avx_vnni avx512_bf16 avx512vbmi"
+                       " avx512_vbmi2 avx512_vnni avx512_fp16 amx_bf16"
+                       " amx_tile amx_int8", "sapphirerapids"),
+    # AMD EPYC, Zen 4 (Genoa), KVM guest: this project's Zen 4 machine
+    "amd-zen4": ("AuthenticAMD", 25, 17,
+                 AVX512 + " avx512ifma avx512_bf16 avx512vbmi avx512_vbmi2"
+                 " avx512_vnni", "zen4"),
+    # AMD Zen 5 (family 0x1A)
+    "amd-zen5": ("AuthenticAMD", 26, 2,
+                 AVX512 + " avx512_bf16 avx512_vnni avx512_vbmi2 avx_vnni",
+                 "zen5"),
+    "amd-zen3": ("AuthenticAMD", 25, 1, "avx avx2 fma", "zen-avx2"),
+    "intel-icelake": ("GenuineIntel", 6, 106,
+                      AVX512 + " avx512ifma avx512vbmi avx512_vbmi2"
+                      " avx512_vnni", "icelake"),
+    "intel-cascadelake": ("GenuineIntel", 6, 85, AVX512 + " avx512_vnni",
+                          "skylake-x"),
+    "intel-skylake-x": ("GenuineIntel", 6, 85, AVX512, "skylake-x"),
+    "intel-haswell": ("GenuineIntel", 6, 63, "avx avx2 fma", "avx2"),
+    "unknown-avx512": ("SomeVendor", 1, 1, AVX512, "avx512"),
+    "no-simd": ("unknown", 0, 0, "", "generic"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_registry_picks_the_row_for_recorded_cpus(name):
+    vendor, family, model, flags, want = RECORDED[name]
+    row, reason = select(Signature(vendor, family, model, frozenset(flags.split())))
+    assert row.name == want, reason
+    assert vendor in reason and str(family) in reason
+
+
+def test_rows_whose_kernels_cannot_run_are_skipped():
+    # an AVX-512 CPU whose OS does not save the ZMM state runs AVX2 kernels
+    vendor, family, model, flags, _ = RECORDED["amd-zen4"]
+    sig = Signature(vendor, family, model, frozenset(flags.split()))
+    row, _ = select(sig, runnable=["avx2", "generic"])
+    assert row.isa == "avx2"
+    row, _ = select(sig, runnable=["generic"])
+    assert row.name == "generic"
+
+
+def test_signature_parsed_from_cpuinfo(tmp_path):
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+            "model\t\t: 17\nflags\t\t: fpu " + AVX512 + "\n\nprocessor\t: 1\n"
+            "vendor_id\t: Other\n")
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    sig = config.signature(str(path))
+    assert (sig.vendor, sig.family, sig.model) == ("AuthenticAMD", 25, 17)
+    assert sig.has("avx512f", "fpu")
+    assert config.signature(str(tmp_path / "missing")).vendor == "unknown"
+    assert parse_signature({"cpu family": "x"}).family == 0
+
+
+def test_every_row_names_a_compiled_kernel_family():
+    names = [row.name for row, _, _ in ROWS]
+    assert len(names) == len(set(names))
+    for row, _, _ in ROWS:
+        assert row.isa in _gemm.compiled_kernels()
+        assert row.flops_per_thread > 0 and row.small_mnk >= 0
+
+
+def test_the_row_in_force_drives_every_path():
+    cur = config.current()
+    row = cur["row"]
+    assert cur["isa"] == _gemm.kernel_info()["name"] == _small.small_kernel()
+    assert _linalg.routing() == {"small_mnk": row.small_mnk,
+                                 "skinny_m": row.skinny_m,
+                                 "narrow_n": row.narrow_n,
+                                 "shallow_k": row.shallow_k}
+    assert _threads.flops_per_thread() == row.flops_per_thread
+    blocks = config.blocks_for(row, cur["isa"])
+    info = _gemm.kernel_info()
+    for dt in ("float32", "float64"):
+        mc, kc, nc = blocks[dt]
+        assert (info[dt]["KC"], info[dt]["NC"] >= 1) == (kc, True)
+
+
+def _products_are_right():
+    from fastmm import nn
+    cases = [((200, 150), (150, 170)),      # packed
+             ((512, 300), (300, 10)),       # narrow: a classifier head
+             ((30, 20), (20, 25)),          # small
+             ((5, 150, 140), (140, 130)),   # stack
+             ((1, 300), (300, 200))]        # vector-matrix
+    for dtype in (np.float32, np.float64):
+        for i, (sa, sb) in enumerate(cases):
+            a = random(sa, dtype, i)
+            b = random(sb, dtype, i + 10)
+            for nt in (1, 2):
+                with fastmm.threads(nt):
+                    assert_close(fastmm.matmul(a, b), reference(a, b), a, b)
+        x = random((130, 200), dtype, 1)
+        w = random((200, 150), dtype, 2)
+        bias = random(150, dtype, 3)
+        y = nn.linear(x, w, bias, "relu")
+        ref = np.maximum(reference(x, w) + bias, 0)
+        assert np.allclose(y, ref, rtol=200 * np.finfo(dtype).eps,
+                           atol=200 * np.finfo(dtype).eps * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("row", [r for r, _, _ in ROWS], ids=lambda r: r.name)
+def test_every_runnable_row_gives_correct_results(row):
+    if row.isa not in _gemm.available_kernels():
+        pytest.skip(f"this CPU cannot run {row.isa}")
+    saved = config.current()
+    try:
+        config.apply(row, "test", "test")
+        assert _gemm.kernel_info()["name"] == row.isa == _small.small_kernel()
+        _products_are_right()
+    finally:
+        config.apply(saved["row"], saved["reason"], saved["source"])
