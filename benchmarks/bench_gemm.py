@@ -2,17 +2,21 @@
 
 numpy's baseline is np.dot for 2-D operands (its cheapest call into BLAS)
 and np.matmul for stacks.  Both write into preallocated outputs.
+SquareMKL and NeuralNetMKL time the same products against MKL's cblas_?gemm
+where the mkl wheel is installed, and skip elsewhere.
 """
 import numpy as np
 
 from .common import (DTYPES, NN_SHAPES, SMALL_SIZES, SQUARE_SIZES,
                      STACK_SHAPES, THREADS, TRANSPOSES, Product, fastmm,
-                     parse_shape, random_array, require)
+                     parse_shape, random_array, require, require_mkl)
 
 
-def _matmul_case(bench, shape_a, shape_b, dtype, threads):
-    """Set ``bench`` up to compare fastmm.matmul with numpy on a @ b."""
+def _matmul_case(bench, shape_a, shape_b, dtype, threads, mkl=False):
+    """Set ``bench`` up to compare fastmm.matmul with numpy on a @ b, and
+    with MKL too when ``mkl``."""
     require("matmul")
+    peer = require_mkl() if mkl else None
     a = random_array(shape_a, dtype, seed=1)
     b = random_array(shape_b, dtype, seed=2)
     numpy_fn = np.matmul if a.ndim > 2 or b.ndim > 2 else np.dot
@@ -24,6 +28,8 @@ def _matmul_case(bench, shape_a, shape_b, dtype, threads):
     bench.prepare(lambda: fastmm.matmul(a, b, out=out_f),
                   lambda: numpy_fn(a, b, out=out_n),
                   flops, threads, check=(a, b, out_f, out_n))
+    if peer is not None:
+        bench.prepare_mkl(peer, a, b, np.empty_like(out_f), out_n, threads)
 
 
 class Square(Product):
@@ -71,6 +77,47 @@ class NeuralNet(Product):
     def track_speedup(self, shape, dtype, threads):
         return self.speedup()
     track_speedup.unit = "x numpy"
+
+
+class SquareMKL(Product):
+    """Square's products, fastmm against MKL (skipped without MKL)."""
+    params = [SQUARE_SIZES, DTYPES, THREADS]
+    param_names = ["n", "dtype", "threads"]
+
+    def setup(self, n, dtype, threads):
+        _matmul_case(self, (n, n), (n, n), dtype, threads, mkl=True)
+
+    def time_mkl(self, n, dtype, threads):
+        self.mkl_op()
+
+    def track_gflops_mkl(self, n, dtype, threads):
+        return self.mkl_gflops()
+    track_gflops_mkl.unit = "GFLOP/s"
+
+    def track_speedup_mkl(self, n, dtype, threads):
+        return self.speedup_mkl()
+    track_speedup_mkl.unit = "x MKL"
+
+
+class NeuralNetMKL(Product):
+    """NeuralNet's products, fastmm against MKL (skipped without MKL)."""
+    params = [NN_SHAPES, DTYPES, THREADS]
+    param_names = ["mxkxn", "dtype", "threads"]
+
+    def setup(self, shape, dtype, threads):
+        m, k, n = parse_shape(shape)
+        _matmul_case(self, (m, k), (k, n), dtype, threads, mkl=True)
+
+    def time_mkl(self, shape, dtype, threads):
+        self.mkl_op()
+
+    def track_gflops_mkl(self, shape, dtype, threads):
+        return self.mkl_gflops()
+    track_gflops_mkl.unit = "GFLOP/s"
+
+    def track_speedup_mkl(self, shape, dtype, threads):
+        return self.speedup_mkl()
+    track_speedup_mkl.unit = "x MKL"
 
 
 class Small(Product):

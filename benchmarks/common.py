@@ -37,6 +37,14 @@ The pattern a new benchmark file follows (bench_gemm.py is the example):
         track_speedup.unit = "x numpy"
 
 ``Product.teardown`` restores the thread counts ``prepare`` pinned.
+
+Against MKL (where the ``mkl`` wheel is installed), a class of its own per
+family, since a setup that skips skips every benchmark of its class:
+``setup`` calls ``require_mkl()`` (NotImplementedError, asv's skip, without
+MKL) and then ``prepare_mkl``; its ``time_mkl``, ``track_gflops_mkl`` and
+``track_speedup_mkl`` (x MKL) call ``mkl_op``, ``mkl_gflops()`` and
+``speedup_mkl()``.  MKL is loaded by fastmm/_peers.py, so commits before that
+module skip these.
 """
 import math
 import os
@@ -104,6 +112,23 @@ def require(*names):
             obj = getattr(obj, part)
 
 
+def require_mkl():
+    """fastmm's MKL peer, or NotImplementedError (asv: skip) where MKL is not
+    installed or this commit's fastmm has no fastmm._peers."""
+    require()
+    try:
+        from fastmm._peers import load_mkl
+    except ImportError:
+        raise NotImplementedError("no fastmm._peers (MKL peer) at this commit")
+    try:
+        mkl = load_mkl()
+    except (OSError, RuntimeError) as e:
+        raise NotImplementedError(f"MKL cannot be used: {e}")
+    if mkl is None:
+        raise NotImplementedError("MKL not installed (pip install mkl)")
+    return mkl
+
+
 def random_array(shape, dtype, seed=0):
     """Uniform [-1, 1) data, the same for a given (shape, dtype, seed).
 
@@ -151,8 +176,8 @@ def best_times(funcs, repeats=6, sample=2e-3, settle=None):
     return best
 
 
-def check_close(got, want, k, a, b):
-    """AssertionError unless fastmm's ``got`` is within the k*eps bound.
+def check_close(got, want, k, a, b, who="fastmm"):
+    """AssertionError unless ``who``'s ``got`` is within the k*eps bound.
 
     A benchmark whose answer is wrong must fail, not report a speed.
     """
@@ -160,7 +185,7 @@ def check_close(got, want, k, a, b):
     bound = 2 * k * eps * np.matmul(np.abs(a), np.abs(b)) + np.finfo(want.dtype).tiny
     err = np.abs(np.asarray(got, np.float64) - want)
     if not (np.all(np.isfinite(got)) and np.all(err <= bound)):
-        raise AssertionError("fastmm's result differs from numpy's beyond "
+        raise AssertionError(f"{who}'s result differs from numpy's beyond "
                              "the k*eps bound")
 
 
@@ -193,6 +218,16 @@ class Product:
             check_close(got, want, a.shape[-1], a, b)
         settle_pools(threads)
 
+    def prepare_mkl(self, mkl, a, b, out, want, threads):
+        """After ``prepare``: MKL pinned to ``threads`` too, its call writing
+        a @ b into ``out`` made and run once, and ``out`` checked against
+        numpy's ``want`` like fastmm's."""
+        self._mkl, self._mkl_saved = mkl, mkl.get_num_threads()
+        mkl.set_num_threads(threads)
+        self.mkl_op = mkl.prepare(a, b, out)
+        self.mkl_op()
+        check_close(out, want, a.shape[-1], a, b, who="MKL")
+        settle_pools(threads)
 
     def pin(self, threads):
         """fastmm and numpy's BLAS both to ``threads`` until teardown."""
@@ -209,6 +244,9 @@ class Product:
             self._blas_limits = threadpool_limits(threads, user_api="blas")
 
     def teardown(self, *params):
+        # the reverse of setup: threadpoolctl's "blas" limit reached MKL too
+        if getattr(self, "_mkl", None) is not None:
+            self._mkl.set_num_threads(self._mkl_saved)
         if getattr(self, "_blas_limits", None) is not None:
             self._blas_limits.restore_original_limits()
         if getattr(self, "_saved_threads", None) is not None:
@@ -221,3 +259,11 @@ class Product:
         """numpy's time / fastmm's time, measured back to back."""
         t_numpy, t_fastmm = best_times([self.numpy_op, self.fastmm_op])
         return t_numpy / t_fastmm
+
+    def mkl_gflops(self):
+        return self.flops / best_times([self.mkl_op])[0] / 1e9
+
+    def speedup_mkl(self):
+        """MKL's time / fastmm's time, measured back to back."""
+        t_mkl, t_fastmm = best_times([self.mkl_op, self.fastmm_op])
+        return t_mkl / t_fastmm

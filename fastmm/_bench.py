@@ -1,19 +1,22 @@
-"""``python -m fastmm bench``: fastmm against numpy, side by side.
+"""``python -m fastmm bench``: fastmm against numpy, side by side, and
+against MKL with ``--peers mkl`` (fastmm/_peers.py).
 
-Every case is timed for fastmm and for numpy in this one process, at the same
-thread count (numpy's BLAS pinned with threadpoolctl, fastmm with
-``fastmm.threads``), best of several repeats, each repeat long enough
-(inner iterations) for the clock to resolve tiny products.  Each case's
-fastmm result is checked against numpy's first: a wrong answer is reported
-as WRONG, never as a speed, and makes the command exit with status 1.
+Every case is timed for fastmm, for numpy and for each peer in this one
+process, at the same thread count (numpy's BLAS pinned with threadpoolctl,
+fastmm with ``fastmm.threads``, a peer with its own call), best of several
+repeats, each repeat long enough (inner iterations) for the clock to resolve
+tiny products.  Each case's fastmm and peer results are checked against
+numpy's first: a wrong answer is reported as WRONG, never as a speed, and
+makes the command exit with status 1.
 A case whose timing rounds disagree (other work took the cores) is timed
 again, and if it still disagrees it is reported as unstable, never as a
 ratio, and left out of the summary (see UNSTABLE_SPREAD).
 
 The numpy baseline is ``np.dot`` for 1-D and 2-D operands (numpy's cheapest
 call into its BLAS) and ``np.matmul`` for stacks (``np.dot`` means something
-else there).  Both libraries write into a preallocated ``out`` so allocation
-is timed for neither.
+else there).  MKL runs ``cblas_?gemm`` (``cblas_?gemm_batch_strided`` for
+stacks; a vector is a one-row or one-column matrix).  Every library writes
+into a preallocated ``out`` so allocation is timed for none.
 
 The "% of peak" column uses the machine's FMA peak, measured at start-up by
 :func:`measure_peak` (see there), or given with ``--peak``.
@@ -29,6 +32,7 @@ import numpy as np
 from fastmm._progress import Progress
 
 FAMILIES = ("square", "nn", "small", "matvec", "stack")
+PEERS = ("mkl",)
 FAMILY_HELP = {
     "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
     "nn": "dense-layer shapes: batch m in {1, 32, 64, 256, 4096}, "
@@ -290,9 +294,16 @@ def numpy_blas():
 
 # ---------------------------------------------------------------- run
 
-def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0):
+def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0,
+             peers=()):
     """Verify then time one case; a dict of results (speeds None if wrong,
-    ``stable`` False when the rounds still disagreed after RETRIES)."""
+    ``stable`` False when the rounds still disagreed after RETRIES).
+
+    For each peer (fastmm/_peers.py) the dict has ``<name>`` (GFLOP/s, None
+    when not timed), ``<name>_error`` (its result was wrong) and
+    ``<name>_skipped`` (it cannot do this case), besides the ``_s`` and
+    ``_spread`` fields every timed library has.
+    """
     a = rng.uniform(-1, 1, shape_a).astype(dtype)
     b = rng.uniform(-1, 1, shape_b).astype(dtype)
     stacked = len(shape_a) > 2 or len(shape_b) > 2
@@ -301,25 +312,38 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0):
     got = fastmm.matmul(a, b)
     error = check_result(np.asarray(got), want, a, b)
     flops = flop_count(shape_a, shape_b)
+    res = {"flops": flops, "error": error, "fastmm": None, "numpy": None,
+           "stable": None}
+    for peer in peers:
+        res.update({peer.name: None, f"{peer.name}_error": None,
+                    f"{peer.name}_skipped": None})
     if error is not None:
-        return {"flops": flops, "error": error, "fastmm": None, "numpy": None,
-                "stable": None}
+        return res
     out_f = np.zeros_like(want)              # zeros: pages touched before timing
     out_n = np.zeros_like(want)
-    funcs = [lambda: fastmm.matmul(a, b, out=out_f),
-             lambda: np_op(a, b, out=out_n)]
+    timed = [("fastmm", lambda: fastmm.matmul(a, b, out=out_f)),
+             ("numpy", lambda: np_op(a, b, out=out_n))]
+    for peer in peers:
+        out_p = np.zeros_like(want)
+        try:
+            call = peer.prepare(a, b, out_p)
+        except NotImplementedError as e:
+            res[f"{peer.name}_skipped"] = str(e)
+            continue
+        call()
+        res[f"{peer.name}_error"] = check_result(out_p, want, a, b)
+        if res[f"{peer.name}_error"] is None:
+            timed.append((peer.name, call))
     for attempt in range(1 + RETRIES):
-        rounds = best_times(funcs, repeats, settle=settle)
+        rounds = best_times([call for _, call in timed], repeats, settle=settle)
         stable = is_stable(rounds)
         if stable:
             break
-    t_f, t_n = (min(r) for r in rounds)
-    return {"flops": flops, "error": None,
-            "fastmm": flops / t_f / 1e9, "numpy": flops / t_n / 1e9,
-            "fastmm_s": t_f, "numpy_s": t_n, "stable": stable,
-            "attempts": attempt + 1,
-            "fastmm_spread": round_spread(rounds[0]),
-            "numpy_spread": round_spread(rounds[1])}
+    res.update(stable=stable, attempts=attempt + 1)
+    for (name, _), r in zip(timed, rounds):
+        res.update({name: flops / min(r) / 1e9, f"{name}_s": min(r),
+                    f"{name}_spread": round_spread(r)})
+    return res
 
 
 def geomean(values):
@@ -333,12 +357,33 @@ def is_result(row):
     return not row["error"] and row["stable"]
 
 
-def speedups(rows):
-    """fastmm/numpy of each row that is a result."""
-    return [r["fastmm"] / r["numpy"] for r in rows if is_result(r)]
+def speedups(rows, over="numpy"):
+    """fastmm / ``over`` (numpy or a peer) of each row that is a result and
+    where ``over`` was timed."""
+    return [r["fastmm"] / r[over] for r in rows if is_result(r) and r.get(over)]
+
+
+def load_peers(names):
+    """The peers named that load; for one that does not, a line saying so,
+    and the bench goes on without it."""
+    from fastmm import _peers
+    loaded = []
+    for name in dict.fromkeys(names):        # PEERS holds only "mkl" so far
+        try:
+            peer = _peers.load_mkl()
+        except (OSError, RuntimeError) as e:
+            print(f"--peers {name}: cannot use MKL ({e}); continuing without it")
+            continue
+        if peer is None:
+            print(_peers.MKL_NOT_FOUND)
+            continue
+        loaded.append(peer)
+    return loaded
 
 
 def run(args):
+    import contextlib
+
     import fastmm
     from threadpoolctl import threadpool_limits
 
@@ -351,18 +396,24 @@ def run(args):
         else:
             peaks[t] = measure_peak(t)
 
+    # numpy's BLAS named before a peer loads: threadpoolctl would list both
     print(f"fastmm {fastmm.__version__} vs numpy {np.__version__}, "
           f"numpy's BLAS: {numpy_blas()}")
+    peers = load_peers(args.peers)
+    for peer in peers:
+        print(f"peer {peer.label}: {peer.describe()}")
     from fastmm import _gemm
     print(f"fastmm kernel: {_gemm.kernel_info()['name']}; threads: "
-          f"{', '.join(map(str, thread_counts))} (both libraries pinned to the "
+          f"{', '.join(map(str, thread_counts))} (every library pinned to the "
           f"same count); best of {args.repeats}"
           + ("" if args.repeats > 1 else " (one round: stability not checked)"))
     for t, (peak, how) in peaks.items():
         shown = f"{peak:.0f} GFLOP/s float32, {peak / 2:.0f} float64" if peak else "n/a"
         print(f"FMA peak, {t} thread(s): {shown} ({how})")
-    print("numpy baseline: np.dot for 1-D/2-D, np.matmul for stacks; "
-          "both write into a preallocated out")
+    print("numpy baseline: np.dot for 1-D/2-D, np.matmul for stacks"
+          + "".join(f"; {p.label}: cblas_?gemm, ?gemm_batch_strided for stacks"
+                    for p in peers)
+          + "; all write into a preallocated out")
     busy = machine_load()
     if busy:
         print(f"WARNING: {busy}: other work shares the CPUs, so timings "
@@ -382,9 +433,14 @@ def run(args):
         # a multi-threaded case, or one right after it, waits for idle pools
         settle = SETTLE if max(t, previous_threads) > 1 else 0.0
         previous_threads = t
-        with fastmm.threads(t), threadpool_limits(t, user_api="blas"):
+        # threadpoolctl's "blas" limit finds a loaded MKL as well; the
+        # peer's own call pins it whether or not threadpoolctl knows it
+        with fastmm.threads(t), threadpool_limits(t, user_api="blas"), \
+                contextlib.ExitStack() as pinned:
+            for peer in peers:
+                pinned.enter_context(peer.threads(t))
             res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats, rng,
-                           settle)
+                           settle, peers)
         peak = peaks[t][0]
         if peak and dt == "float64":
             peak /= 2
@@ -392,28 +448,35 @@ def run(args):
                    peak=peak)
         rows.append(res)
     progress.close()
-    print_table(rows)
-    print_summary(rows, families, args.dtypes, thread_counts)
+    names = [p.name for p in peers]
+    print_table(rows, names)
+    print_summary(rows, families, args.dtypes, thread_counts, names)
     if args.json:
         import json
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
         print(f"results written to {args.json}")
     if args.plot:
-        plot(rows, args.plot, args.dtypes, thread_counts)
+        plot(rows, args.plot, args.dtypes, thread_counts, names)
         print(f"plot written to {args.plot}")
-    wrong = [r for r in rows if r["error"]]
-    if wrong:
-        print(f"\n{len(wrong)} case(s) gave WRONG results: see the table",
-              file=sys.stderr)
+    wrong = {lib: sum(1 for r in rows if r.get(key))
+             for lib, key in [("fastmm", "error")]
+             + [(n, f"{n}_error") for n in names]}
+    if any(wrong.values()):
+        counts = ", ".join(f"{lib}: {c}" for lib, c in wrong.items() if c)
+        print(f"\n{sum(wrong.values())} case(s) gave WRONG results ({counts}): "
+              f"see the table", file=sys.stderr)
         return 1
     return 0
 
 
-def print_table(rows):
+def print_table(rows, peers=()):
+    """One line per case; for each peer (by name) its GFLOP/s and fastmm's
+    speedup over it, after numpy's."""
     header = (f"{'family':<7} {'shape':<26} {'dtype':<8} {'thr':>3} "
-              f"{'fastmm GF/s':>11} {'numpy GF/s':>10} {'speedup':>8} "
-              f"{'fastmm %pk':>10} {'numpy %pk':>9}")
+              f"{'fastmm GF/s':>11} {'numpy GF/s':>10} {'vs numpy':>8} "
+              + "".join(f"{name + ' GF/s':>10} {'vs ' + name:>8} " for name in peers)
+              + f"{'fastmm %pk':>10} {'numpy %pk':>9}")
     print("\n" + header)
     print("-" * len(header))
     for r in rows:
@@ -422,32 +485,50 @@ def print_table(rows):
             print(head + f"WRONG RESULT: {r['error']}")
             continue
         if not r["stable"]:
-            print(head + f"unstable: rounds differ by "
-                  f"{100 * r['fastmm_spread']:.0f} % (fastmm), "
-                  f"{100 * r['numpy_spread']:.0f} % (numpy) after "
+            spreads = ", ".join(f"{100 * r[name + '_spread']:.0f} % ({name})"
+                                for name in ("fastmm", "numpy", *peers)
+                                if name + "_spread" in r)
+            print(head + f"unstable: rounds differ by {spreads} after "
                   f"{r['attempts']} tries; no ratio")
             continue
         pk = r["peak"]
         pf = f"{100 * r['fastmm'] / pk:9.0f}%" if pk else f"{'n/a':>10}"
         pn = f"{100 * r['numpy'] / pk:8.0f}%" if pk else f"{'n/a':>9}"
+        cells, notes = "", []
+        for name in peers:
+            if r.get(name):
+                cells += f"{r[name]:10.2f} {r['fastmm'] / r[name]:7.2f}x "
+            elif r.get(name + "_error"):
+                cells += f"{'WRONG':>10} {'':>8} "
+                notes.append(f"{name} WRONG RESULT: {r[name + '_error']}")
+            else:
+                cells += f"{'n/a':>10} {'':>8} "
+                if r.get(name + "_skipped"):
+                    notes.append(f"{name}: {r[name + '_skipped']}")
         print(head + f"{r['fastmm']:11.2f} {r['numpy']:10.2f} "
-              f"{r['fastmm'] / r['numpy']:7.2f}x {pf} {pn}")
+              f"{r['fastmm'] / r['numpy']:7.2f}x {cells}{pf} {pn}")
+        for note in notes:
+            print(" " * len(head) + note)
 
 
-def print_summary(rows, families, dtypes, thread_counts):
+def print_summary(rows, families, dtypes, thread_counts, peers=()):
+    """Geometric-mean speedups per family, dtype and thread count: one table
+    over numpy, then one over each peer (by name)."""
     cols = [(dt, t) for dt in dtypes for t in thread_counts]
     names = [f"{dt[5:]}-bit {t}t" for dt, t in cols]
-    print("\ngeometric-mean speedup of fastmm over numpy (>1: fastmm faster)")
-    print(f"{'family':<8}" + "".join(f"{n:>13}" for n in names) + f"{'all':>9}")
-    for fam in list(families) + ["all"]:
-        sel = [r for r in rows if fam in ("all", r["family"])]
-        cells = []
-        for dt, t in cols:
-            g = geomean(speedups([r for r in sel
-                                  if r["dtype"] == dt and r["threads"] == t]))
-            cells.append(f"{g:12.2f}x" if g else f"{'-':>13}")
-        g = geomean(speedups(sel))
-        print(f"{fam:<8}" + "".join(cells) + (f"{g:8.2f}x" if g else f"{'-':>9}"))
+    for over in ("numpy", *peers):
+        print(f"\ngeometric-mean speedup of fastmm over {over} "
+              f"(>1: fastmm faster)")
+        print(f"{'family':<8}" + "".join(f"{n:>13}" for n in names) + f"{'all':>9}")
+        for fam in list(families) + ["all"]:
+            sel = [r for r in rows if fam in ("all", r["family"])]
+            cells = []
+            for dt, t in cols:
+                g = geomean(speedups([r for r in sel if r["dtype"] == dt
+                                      and r["threads"] == t], over))
+                cells.append(f"{g:12.2f}x" if g else f"{'-':>13}")
+            g = geomean(speedups(sel, over))
+            print(f"{fam:<8}" + "".join(cells) + (f"{g:8.2f}x" if g else f"{'-':>9}"))
     unstable = sum(1 for r in rows if not r["error"] and not r["stable"])
     if unstable:
         print(f"{unstable} case(s) left out as unstable (timing rounds "
@@ -455,7 +536,7 @@ def print_summary(rows, families, dtypes, thread_counts):
               f"when the machine is idle")
 
 
-def plot(rows, path, dtypes, thread_counts):
+def plot(rows, path, dtypes, thread_counts, peers=()):
     """GFLOP/s against n for the n x n families, one panel per dtype/threads;
     WRONG and unstable cases are left out."""
     import matplotlib
@@ -473,6 +554,10 @@ def plot(rows, path, dtypes, thread_counts):
                 n = [r["size"] for r in sel]
                 ax.plot(n, [r["fastmm"] for r in sel], "o-", label="fastmm")
                 ax.plot(n, [r["numpy"] for r in sel], "s--", label="numpy")
+                for name in peers:
+                    timed = [r for r in sel if r.get(name)]
+                    ax.plot([r["size"] for r in timed], [r[name] for r in timed],
+                            "^:", label=name)
                 if sel[0]["peak"]:
                     ax.axhline(sel[0]["peak"], color="k", lw=0.8, ls=":",
                                label="FMA peak")
@@ -545,6 +630,11 @@ def add_arguments(parser):
                         metavar="GFLOPS",
                         help="float32 FMA peak of one core in GFLOP/s (default: "
                         "measured with a register-only FMA loop)")
+    parser.add_argument("--peers", type=_csv(_one_of(PEERS)), default=[],
+                        metavar="LIST",
+                        help="also time these libraries where installed: mkl "
+                        "(pip install 'fastmm[mkl]'); adds their GFLOP/s, "
+                        "fastmm's speedup over them and their geometric means")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="plot GFLOP/s against n (needs matplotlib)")
     parser.add_argument("--json", metavar="FILE.json",

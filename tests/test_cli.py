@@ -34,7 +34,7 @@ BAD_OPTIONS = [("--threads", "0"), ("--threads", "-1"), ("--threads", "abc"),
                ("--repeats", "0"), ("--repeats", "-3"), ("--repeats", "x"),
                ("--peak", "0"), ("--peak", "-5"), ("--peak", "nan"),
                ("--peak", "inf"), ("--families", "small,"),
-               ("--dtypes", "float16")]
+               ("--dtypes", "float16"), ("--peers", "openblas")]
 
 
 @pytest.mark.parametrize("option,value", BAD_OPTIONS,
