@@ -25,7 +25,8 @@ int main(void) {
 }
 """
 
-MODULES = ["_threads", "_gemm", "_small", "_linalg", "_blas", "_nn", "_nn_api"]
+MODULES = ["_threads", "_gemm", "_small", "_linalg", "_blas", "_nn", "_nn_api",
+           "_lowp"]
 
 
 def openmp_flags(compiler):

@@ -318,6 +318,7 @@ def select_kernel(name=None):
     # names: one decision switches all three
     import sys
     for module, select in (("fastmm._small", "select_small_kernel"),
+                           ("fastmm._lowp", "select_lowp"),
                            ("fastmm._linalg", "_select_activation_isa"),
                            ("fastmm._nn", "_select_activation_isa")):
         # a module still importing sets its copy from kernel_info() itself

@@ -5,6 +5,7 @@ cdef enum:
     PATH_SMALL = 1
     PATH_SMALL_BATCH = 2
     PATH_STACK = 3
+    PATH_LOWP = 4
 
 cdef int threads_for(double flops) noexcept nogil
 cdef void note_region(int path, int team) noexcept nogil

@@ -1,0 +1,91 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Low-precision products on kernels/lowp.h: int8/uint8 -> int32 (exact,
+wrapping like numpy's int32 matmul) and bfloat16 -> float32.
+
+Entry points take 2-D operands of any strides and a preallocated 2-D output;
+fastmm/lowp.py does numpy's dtype, shape and broadcasting rules around them.
+"""
+cimport numpy as cnp
+
+from fastmm._threads cimport threads_for, note_region, PATH_LOWP
+
+cnp.import_array()
+
+cdef extern from "kernels/lowp.h" nogil:
+    enum:
+        FMM_SRC_I8
+        FMM_SRC_U8
+        FMM_SRC_BF16
+        FMM_SRC_F32
+    ctypedef struct fmm_lp_problem_t:
+        int bf16
+        int kind_a, kind_b
+        const char* a
+        const char* b
+        Py_ssize_t rs_a, cs_a, rs_b, cs_b
+        char* c
+        Py_ssize_t rs_c, cs_c
+        Py_ssize_t k
+    ctypedef struct fmm_lp_kernels_t:
+        const char* i8_name
+        const char* bf_name
+    int fmm_lp_gemm(const fmm_lp_problem_t* P, Py_ssize_t m, Py_ssize_t n,
+                    int nt)
+    void fmm_lp_select(const char* isa)
+    const fmm_lp_kernels_t* fmm_lp_kernels()
+
+# An int8 or bfloat16 multiply-add costs about this fraction of a float32
+# FMA on the kernels here (4 and 2 per 32-bit lane): threads pay back later.
+cdef double I8_COST = 0.25
+cdef double BF16_COST = 0.5
+
+KINDS = {"int8": FMM_SRC_I8, "uint8": FMM_SRC_U8, "bfloat16": FMM_SRC_BF16,
+         "float32": FMM_SRC_F32}
+
+
+def select_lowp(name):
+    """Follow kernel family ``name`` ("avx512": VNNI / BF16 where the CPU has
+    them; anything else: portable C).  fastmm._gemm.select_kernel calls it."""
+    cdef bytes key = name.encode()
+    fmm_lp_select(key)
+    return lowp_kernels()
+
+
+def lowp_kernels():
+    """{"int8": kernel name, "bfloat16": kernel name} in use."""
+    cdef const fmm_lp_kernels_t* k = fmm_lp_kernels()
+    return {"int8": k.i8_name.decode(), "bfloat16": k.bf_name.decode()}
+
+
+def gemm_lowp(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, str kind_a,
+              str kind_b):
+    """c := a @ b.  a (m, k), b (k, n): kinds "int8"/"uint8" (c int32) or
+    "bfloat16"/"float32" (c float32; float32 is rounded to bfloat16).  c may
+    not overlap a or b; any strides (c's a multiple of its itemsize)."""
+    cdef fmm_lp_problem_t P
+    cdef Py_ssize_t m = cnp.PyArray_DIM(c, 0), n = cnp.PyArray_DIM(c, 1)
+    cdef int team, nt
+    P.kind_a = KINDS[kind_a]
+    P.kind_b = KINDS[kind_b]
+    P.bf16 = P.kind_a >= FMM_SRC_BF16
+    if P.bf16 != (P.kind_b >= FMM_SRC_BF16):
+        raise TypeError(f"cannot mix {kind_a} and {kind_b} operands")
+    P.a = <const char*>cnp.PyArray_DATA(a)
+    P.b = <const char*>cnp.PyArray_DATA(b)
+    P.c = <char*>cnp.PyArray_DATA(c)
+    P.rs_a, P.cs_a = cnp.PyArray_STRIDE(a, 0), cnp.PyArray_STRIDE(a, 1)
+    P.rs_b, P.cs_b = cnp.PyArray_STRIDE(b, 0), cnp.PyArray_STRIDE(b, 1)
+    P.rs_c = cnp.PyArray_STRIDE(c, 0) // 4
+    P.cs_c = cnp.PyArray_STRIDE(c, 1) // 4
+    P.k = cnp.PyArray_DIM(a, 1)
+    nt = threads_for(2.0 * m * n * P.k * (BF16_COST if P.bf16 else I8_COST))
+    with nogil:
+        team = fmm_lp_gemm(&P, m, n, nt)
+    if team < 0:
+        raise MemoryError("fastmm: no memory for the packed panels")
+    note_region(PATH_LOWP, team)
+    return c
+
+
+from fastmm._gemm import kernel_info as _kernel_info
+select_lowp(_kernel_info()["name"])

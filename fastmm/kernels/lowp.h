@@ -1,0 +1,605 @@
+/*
+ * Low-precision GEMM: int8 x int8 -> int32 and bfloat16 x bfloat16 -> float32.
+ *
+ *     C := A @ B  (+ C when accumulating over k blocks)
+ *
+ * One packed layout serves both: k is split into groups of G elements that
+ * one 32-bit lane holds (G = 4 int8, G = 2 bfloat16), so a micro-kernel step
+ * broadcasts one dword of A per row and multiplies it into NR lanes of B:
+ *
+ *   packed A micro-panel, per group g:  MR dwords, row i = A[i, G*g .. G*g+G)
+ *   packed B micro-panel, per group g:  NR dwords, col j = B[G*g .. G*g+G, j]
+ *
+ * k is zero-padded to a multiple of G, rows past m and columns past n are
+ * zero-padded: padding contributes exact zeros.
+ *
+ * int8: vpdpbusd multiplies unsigned bytes (A) by signed bytes (B).  Signed A
+ * is packed as A' = A + 128 (a XOR of the top bit), unsigned B as B' = B - 128,
+ * and the write-back adds the exact correction
+ *     A @ B = A' @ B' + 128 uB rowsum(A) - 128 sA colsum(B) + 128^2 sA uB k
+ * (sA: A signed, uB: B unsigned), all in wrapping int32 arithmetic, so the
+ * result equals the exact sum modulo 2^32: numpy's int32 matmul, bit for bit.
+ *
+ * bfloat16: vdpbf16ps multiplies pairs and accumulates in float32 (the
+ * instruction flushes denormals and rounds to nearest even).  float32
+ * operands are rounded to bfloat16 (nearest even) while packing.
+ *
+ * Kernels: AVX512-VNNI and AVX512-BF16 (12 x 32), and portable C with the
+ * same layout (any CPU).  AMX and AVX-VNNI kernels are not here yet: the
+ * machines they were built on had no such units to test them.
+ */
+#ifndef FASTMM_LOWP_H
+#define FASTMM_LOWP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "_parallel.h"
+
+#define FMM_LP_MR 12
+#define FMM_LP_NR 32
+/* Block sizes in k elements and rows/columns.  The packed A block (MC x KC
+ * bytes or halfwords) stays in a 1-2 MiB L2, one B micro-panel (KC x 32) in
+ * L1/L2, as for float32 (fastmm/_cpu.py) at the same byte sizes. */
+#define FMM_I8_KC 1024
+#define FMM_BF_KC 512
+#define FMM_LP_MC 384
+#define FMM_LP_NC 4096
+
+/* Source element kinds the packers read. */
+enum { FMM_SRC_I8 = 0, FMM_SRC_U8 = 1, FMM_SRC_BF16 = 2, FMM_SRC_F32 = 3 };
+
+static inline uint16_t fmm_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)          /* NaN: keep it a NaN */
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);               /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+static inline float fmm_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* One element of a source matrix as the packed lane wants it: the byte
+ * (offset applied) or the bfloat16 bits.  Always inlined with a constant
+ * kind, so each packer below is compiled once per kind without a switch in
+ * its loops. */
+__attribute__((always_inline)) static inline uint32_t
+fmm_lp_load(const char *p, int kind, uint32_t flip)
+{
+    switch (kind) {
+    case FMM_SRC_I8:
+    case FMM_SRC_U8:
+        return (uint32_t)(*(const uint8_t *)p ^ flip);
+    case FMM_SRC_BF16:
+        return *(const uint16_t *)p;
+    default:
+        return fmm_f32_to_bf16(*(const float *)p);
+    }
+}
+
+/* A (rows x kc at src, strides in bytes) into one packed A micro-panel of
+ * MR rows; G = 4 (bytes) or 2 (halfwords).  With rows contiguous (the
+ * common C-ordered A) a group is one unaligned dword load. */
+__attribute__((always_inline)) static inline void
+fmm_lp_pack_a_kind(const char *src, ptrdiff_t rs, ptrdiff_t cs,
+                   ptrdiff_t rows, ptrdiff_t kc, const int kind,
+                   uint32_t flip, uint32_t *dst)
+{
+    const int G = kind >= FMM_SRC_BF16 ? 2 : 4, bits = 32 / G;
+    const ptrdiff_t size = kind == FMM_SRC_F32 ? 4 : kind == FMM_SRC_BF16 ? 2 : 1;
+    ptrdiff_t full = kc / G, groups = (kc + G - 1) / G;
+    uint32_t flip4 = flip * 0x01010101u;
+    for (ptrdiff_t i = 0; i < FMM_LP_MR; i++) {
+        const char *row = src + i * rs;
+        ptrdiff_t g = 0;
+        if (i >= rows) {
+            for (; g < groups; g++)
+                dst[g * FMM_LP_MR + i] = 0;
+            continue;
+        }
+        if (cs == size && kind != FMM_SRC_F32)
+            for (; g < full; g++) {
+                uint32_t w;
+                memcpy(&w, row + g * 4, 4);
+                dst[g * FMM_LP_MR + i] = w ^ flip4;
+            }
+        for (; g < groups; g++) {
+            uint32_t word = 0;
+            for (int q = 0; q < G && g * G + q < kc; q++)
+                word |= fmm_lp_load(row + (g * G + q) * cs, kind, flip)
+                        << (bits * q);
+            dst[g * FMM_LP_MR + i] = word;
+        }
+    }
+}
+
+/* B (kc x cols at src) into one packed B micro-panel of NR columns; for int8
+ * also colsum[j] = sum of B[:, j] (the correction for signed A). */
+__attribute__((always_inline)) static inline void
+fmm_lp_pack_b_kind(const char *src, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t kc,
+                   ptrdiff_t cols, const int kind, uint32_t flip,
+                   uint32_t *dst, int32_t *colsum)
+{
+    const int G = kind >= FMM_SRC_BF16 ? 2 : 4, bits = 32 / G;
+    const ptrdiff_t size = kind == FMM_SRC_F32 ? 4 : kind == FMM_SRC_BF16 ? 2 : 1;
+    ptrdiff_t groups = (kc + G - 1) / G;
+    for (ptrdiff_t g = 0; g < groups; g++) {
+        uint32_t *out = dst + g * FMM_LP_NR;
+        ptrdiff_t qn = kc - g * G < G ? kc - g * G : G;
+        const char *r0 = src + g * G * rs;
+        if (qn == G && cols == FMM_LP_NR && cs == size) {
+            /* rows contiguous (C-ordered B): G rows of NR columns at once,
+             * a loop the compiler vectorises */
+            for (ptrdiff_t j = 0; j < FMM_LP_NR; j++) {
+                uint32_t word = 0;
+                for (int q = 0; q < G; q++)
+                    word |= fmm_lp_load(r0 + q * rs + j * size, kind, flip)
+                            << (bits * q);
+                out[j] = word;
+            }
+        } else {
+            for (ptrdiff_t j = 0; j < FMM_LP_NR; j++) {
+                uint32_t word = 0;
+                if (j < cols)
+                    for (int q = 0; q < qn; q++)
+                        word |= fmm_lp_load(r0 + q * rs + j * cs, kind, flip)
+                                << (bits * q);
+                out[j] = word;
+            }
+        }
+        if (colsum != NULL) {
+            /* the original bytes back; k padding stays zero */
+            uint32_t valid = qn == 4 ? 0xffffffffu : (1u << (8 * qn)) - 1u;
+            for (ptrdiff_t j = 0; j < FMM_LP_NR; j++) {
+                uint32_t w = (out[j] ^ (flip * 0x01010101u)) & valid;
+                int32_t s = 0;
+                for (int q = 0; q < 4; q++)   /* padding bytes are zero */
+                    s += kind == FMM_SRC_I8 ? (int32_t)(int8_t)(w >> (8 * q))
+                                            : (int32_t)(uint8_t)(w >> (8 * q));
+                colsum[j] += j < cols ? s : 0;
+            }
+        }
+    }
+}
+
+static void fmm_lp_pack_a(const char *src, ptrdiff_t rs, ptrdiff_t cs,
+                          ptrdiff_t rows, ptrdiff_t kc, int kind,
+                          uint32_t flip, uint32_t *dst)
+{
+    switch (kind) {
+    case FMM_SRC_I8:
+        fmm_lp_pack_a_kind(src, rs, cs, rows, kc, FMM_SRC_I8, flip, dst);
+        break;
+    case FMM_SRC_U8:
+        fmm_lp_pack_a_kind(src, rs, cs, rows, kc, FMM_SRC_U8, flip, dst);
+        break;
+    case FMM_SRC_BF16:
+        fmm_lp_pack_a_kind(src, rs, cs, rows, kc, FMM_SRC_BF16, 0, dst);
+        break;
+    default:
+        fmm_lp_pack_a_kind(src, rs, cs, rows, kc, FMM_SRC_F32, 0, dst);
+    }
+}
+
+static void fmm_lp_pack_b(const char *src, ptrdiff_t rs, ptrdiff_t cs,
+                          ptrdiff_t kc, ptrdiff_t cols, int kind,
+                          uint32_t flip, uint32_t *dst, int32_t *colsum)
+{
+    switch (kind) {
+    case FMM_SRC_I8:
+        fmm_lp_pack_b_kind(src, rs, cs, kc, cols, FMM_SRC_I8, flip, dst,
+                           colsum);
+        break;
+    case FMM_SRC_U8:
+        fmm_lp_pack_b_kind(src, rs, cs, kc, cols, FMM_SRC_U8, flip, dst,
+                           colsum);
+        break;
+    case FMM_SRC_BF16:
+        fmm_lp_pack_b_kind(src, rs, cs, kc, cols, FMM_SRC_BF16, 0, dst, NULL);
+        break;
+    default:
+        fmm_lp_pack_b_kind(src, rs, cs, kc, cols, FMM_SRC_F32, 0, dst, NULL);
+    }
+}
+
+/* ---- micro-kernels: C tile (MR x NR, row stride ldc) from `groups` groups
+ * of packed A and B; acc != 0 adds to C.  int8: + rowc[i] + colc[j]. ---- */
+
+static void fmm_i8_ukr_ref(ptrdiff_t groups, const uint32_t *a,
+                           const uint32_t *b, int32_t *c, ptrdiff_t ldc,
+                           int acc, const int32_t *rowc, const int32_t *colc)
+{
+    for (int i = 0; i < FMM_LP_MR; i++)
+        for (int j = 0; j < FMM_LP_NR; j++) {
+            uint32_t s = (uint32_t)rowc[i] + (uint32_t)colc[j];
+            for (ptrdiff_t g = 0; g < groups; g++) {
+                uint32_t x = a[g * FMM_LP_MR + i], y = b[g * FMM_LP_NR + j];
+                for (int q = 0; q < 4; q++)
+                    s += (uint32_t)((int32_t)(uint8_t)(x >> (8 * q)) *
+                                    (int32_t)(int8_t)(y >> (8 * q)));
+            }
+            int32_t *cij = c + i * ldc + j;
+            *cij = (int32_t)(acc ? s + (uint32_t)*cij : s);
+        }
+}
+
+static void fmm_bf_ukr_ref(ptrdiff_t groups, const uint32_t *a,
+                           const uint32_t *b, float *c, ptrdiff_t ldc,
+                           int acc)
+{
+    for (int i = 0; i < FMM_LP_MR; i++)
+        for (int j = 0; j < FMM_LP_NR; j++) {
+            float s = acc ? c[i * ldc + j] : 0.0f;
+            for (ptrdiff_t g = 0; g < groups; g++) {
+                uint32_t x = a[g * FMM_LP_MR + i], y = b[g * FMM_LP_NR + j];
+                s += fmm_bf16_to_f32((uint16_t)x) * fmm_bf16_to_f32((uint16_t)y)
+                     + fmm_bf16_to_f32((uint16_t)(x >> 16)) *
+                           fmm_bf16_to_f32((uint16_t)(y >> 16));
+            }
+            c[i * ldc + j] = s;
+        }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <cpuid.h>
+#define FMM_LP_X86 1
+
+#define FMM_TARGET_VNNI \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define FMM_TARGET_BF16 \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* The 24 accumulators are named variables, updated by inline asm: GCC 12
+ * copies every accumulator through a fresh register and a stack slot on each
+ * vpdpbusd / vdpbf16ps intrinsic (destructive three-operand instructions),
+ * and the kernels ran at half speed.  "+v" keeps each in its zmm register. */
+#define FMM_DPBUSD(acc, x, y) \
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y))
+#define FMM_DPBF16(acc, x, y) \
+    __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y))
+#define FMM_LP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) \
+    X(10) X(11)
+#define FMM_LP_DECL(T, ZERO)                                                  \
+    T c0_0 = ZERO, c0_1 = ZERO, c1_0 = ZERO, c1_1 = ZERO, c2_0 = ZERO,       \
+      c2_1 = ZERO, c3_0 = ZERO, c3_1 = ZERO, c4_0 = ZERO, c4_1 = ZERO,       \
+      c5_0 = ZERO, c5_1 = ZERO, c6_0 = ZERO, c6_1 = ZERO, c7_0 = ZERO,       \
+      c7_1 = ZERO, c8_0 = ZERO, c8_1 = ZERO, c9_0 = ZERO, c9_1 = ZERO,       \
+      c10_0 = ZERO, c10_1 = ZERO, c11_0 = ZERO, c11_1 = ZERO;
+
+FMM_TARGET_VNNI static void
+fmm_i8_ukr_vnni(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
+                int32_t *c, ptrdiff_t ldc, int acc_c, const int32_t *rowc,
+                const int32_t *colc)
+{
+    FMM_LP_DECL(__m512i, _mm512_setzero_si512())
+    for (ptrdiff_t g = 0; g < groups; g++) {
+        __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
+#define FMM_I8_STEP(i)                                                        \
+        {                                                                     \
+            __m512i ai = _mm512_set1_epi32((int)a[i]);                        \
+            FMM_DPBUSD(c##i##_0, ai, b0);                                     \
+            FMM_DPBUSD(c##i##_1, ai, b1);                                     \
+        }
+        FMM_LP_ROWS(FMM_I8_STEP)
+#undef FMM_I8_STEP
+        a += FMM_LP_MR;
+        b += FMM_LP_NR;
+    }
+    __m512i col0 = _mm512_loadu_si512(colc), col1 = _mm512_loadu_si512(colc + 16);
+#define FMM_I8_STORE(i)                                                       \
+    {                                                                         \
+        int32_t *ci = c + (i) * ldc;                                          \
+        __m512i r = _mm512_set1_epi32(rowc[i]);                               \
+        __m512i r0 = _mm512_add_epi32(c##i##_0, _mm512_add_epi32(r, col0));   \
+        __m512i r1 = _mm512_add_epi32(c##i##_1, _mm512_add_epi32(r, col1));   \
+        if (acc_c) {                                                          \
+            r0 = _mm512_add_epi32(r0, _mm512_loadu_si512(ci));                \
+            r1 = _mm512_add_epi32(r1, _mm512_loadu_si512(ci + 16));           \
+        }                                                                     \
+        _mm512_storeu_si512(ci, r0);                                          \
+        _mm512_storeu_si512(ci + 16, r1);                                     \
+    }
+    FMM_LP_ROWS(FMM_I8_STORE)
+#undef FMM_I8_STORE
+}
+
+FMM_TARGET_BF16 static void
+fmm_bf_ukr_avx512(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
+                  float *c, ptrdiff_t ldc, int acc_c)
+{
+    FMM_LP_DECL(__m512, _mm512_setzero_ps())
+    for (ptrdiff_t g = 0; g < groups; g++) {
+        __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
+#define FMM_BF_STEP(i)                                                        \
+        {                                                                     \
+            __m512i ai = _mm512_set1_epi32((int)a[i]);                        \
+            FMM_DPBF16(c##i##_0, ai, b0);                                     \
+            FMM_DPBF16(c##i##_1, ai, b1);                                     \
+        }
+        FMM_LP_ROWS(FMM_BF_STEP)
+#undef FMM_BF_STEP
+        a += FMM_LP_MR;
+        b += FMM_LP_NR;
+    }
+#define FMM_BF_STORE(i)                                                       \
+    {                                                                         \
+        float *ci = c + (i) * ldc;                                            \
+        __m512 r0 = c##i##_0, r1 = c##i##_1;                                  \
+        if (acc_c) {                                                          \
+            r0 = _mm512_add_ps(r0, _mm512_loadu_ps(ci));                      \
+            r1 = _mm512_add_ps(r1, _mm512_loadu_ps(ci + 16));                 \
+        }                                                                     \
+        _mm512_storeu_ps(ci, r0);                                             \
+        _mm512_storeu_ps(ci + 16, r1);                                        \
+    }
+    FMM_LP_ROWS(FMM_BF_STORE)
+#undef FMM_BF_STORE
+}
+
+static int fmm_lp_os_avx512(void)
+{
+    unsigned int a, b, c, d, lo, hi;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
+        return 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 0xE6) == 0xE6;
+}
+
+static int fmm_cpu_has_vnni512(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL) &&
+           (c & bit_AVX512VNNI) && fmm_lp_os_avx512();
+}
+
+static int fmm_cpu_has_bf16_512(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    if (!(b & bit_AVX512F) || !(b & bit_AVX512BW) || !(b & bit_AVX512VL))
+        return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & bit_AVX512BF16))
+        return 0;
+    return fmm_lp_os_avx512();
+}
+#endif
+
+/* ---- kernel choice: "avx512" (VNNI / BF16 where the CPU has them) or
+ * "generic"; each dtype falls back on its own ---- */
+typedef void (*fmm_i8_ukr_t)(ptrdiff_t, const uint32_t *, const uint32_t *,
+                             int32_t *, ptrdiff_t, int, const int32_t *,
+                             const int32_t *);
+typedef void (*fmm_bf_ukr_t)(ptrdiff_t, const uint32_t *, const uint32_t *,
+                             float *, ptrdiff_t, int);
+
+typedef struct {
+    const char *i8_name, *bf_name;
+    fmm_i8_ukr_t i8;
+    fmm_bf_ukr_t bf;
+} fmm_lp_kernels_t;
+
+static const fmm_lp_kernels_t fmm_lp_generic = {
+    "generic", "generic", fmm_i8_ukr_ref, fmm_bf_ukr_ref};
+#ifdef FMM_LP_X86
+static const fmm_lp_kernels_t fmm_lp_vnni_bf16 = {
+    "avx512-vnni", "avx512-bf16", fmm_i8_ukr_vnni, fmm_bf_ukr_avx512};
+static const fmm_lp_kernels_t fmm_lp_vnni_only = {
+    "avx512-vnni", "generic", fmm_i8_ukr_vnni, fmm_bf_ukr_ref};
+static const fmm_lp_kernels_t fmm_lp_bf16_only = {
+    "generic", "avx512-bf16", fmm_i8_ukr_ref, fmm_bf_ukr_avx512};
+#endif
+static const fmm_lp_kernels_t *fmm_lp_active = &fmm_lp_generic;
+
+/* isa: the kernel family in force ("avx512", "avx2", "generic"); the low-
+ * precision kernels follow it (capped at what the CPU has). */
+static void fmm_lp_select(const char *isa)
+{
+    const fmm_lp_kernels_t *k = &fmm_lp_generic;
+#ifdef FMM_LP_X86
+    if (isa && strcmp(isa, "avx512") == 0) {
+        int v = fmm_cpu_has_vnni512(), h = fmm_cpu_has_bf16_512();
+        k = v && h ? &fmm_lp_vnni_bf16 : v ? &fmm_lp_vnni_only
+            : h ? &fmm_lp_bf16_only : &fmm_lp_generic;
+    }
+#endif
+    fmm_publish_config((const void **)&fmm_lp_active, k);
+}
+
+static const fmm_lp_kernels_t *fmm_lp_kernels(void)
+{
+    return (const fmm_lp_kernels_t *)fmm_load_config(
+        (const void *const *)&fmm_lp_active);
+}
+
+/* ---- the driver ---- */
+
+typedef struct {
+    int bf16;                  /* 0: int8 -> int32, 1: bf16 -> float32 */
+    int kind_a, kind_b;        /* FMM_SRC_* */
+    const char *a, *b;         /* operands; strides in bytes */
+    ptrdiff_t rs_a, cs_a, rs_b, cs_b;
+    char *c;                   /* int32 or float32; strides in elements */
+    ptrdiff_t rs_c, cs_c;
+    ptrdiff_t k;
+} fmm_lp_problem_t;
+
+/* C[0:m, 0:n] of the problem (a, b, c already offset to the part), serial.
+ * Returns 0, or -1 when scratch memory could not be allocated. */
+static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
+                       ptrdiff_t m, ptrdiff_t n, const char *a, const char *b,
+                       char *c)
+{
+    const int G = P->bf16 ? 2 : 4;
+    const ptrdiff_t KC = P->bf16 ? FMM_BF_KC : FMM_I8_KC, k = P->k;
+    const int sA = !P->bf16 && P->kind_a == FMM_SRC_I8;
+    const int uB = !P->bf16 && P->kind_b == FMM_SRC_U8;
+    const uint32_t flip_a = sA ? 0x80u : 0, flip_b = uB ? 0x80u : 0;
+    ptrdiff_t kcg = (KC + G - 1) / G;       /* groups per full k block */
+    ptrdiff_t mc_max = ((m < FMM_LP_MC ? m : FMM_LP_MC) + FMM_LP_MR - 1) /
+                       FMM_LP_MR * FMM_LP_MR;
+    ptrdiff_t nc_max = ((n < FMM_LP_NC ? n : FMM_LP_NC) + FMM_LP_NR - 1) /
+                       FMM_LP_NR * FMM_LP_NR;
+    size_t a_words = (size_t)mc_max * kcg, b_words = (size_t)nc_max * kcg;
+    size_t bytes = 4 * (a_words + b_words) + 4 * (size_t)(mc_max + nc_max) +
+                   4 * FMM_LP_MR * FMM_LP_NR + 64;
+    char *mem = (char *)aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (mem == NULL)
+        return -1;
+    uint32_t *b_packed = (uint32_t *)mem;
+    uint32_t *a_packed = b_packed + b_words;
+    int32_t *rowc = (int32_t *)(a_packed + a_words);
+    int32_t *colc = rowc + mc_max;
+    uint32_t *tile = (uint32_t *)(colc + nc_max);
+    const size_t csz = 4;      /* int32 and float32 */
+
+    for (ptrdiff_t jc = 0; jc < n; jc += FMM_LP_NC) {         /* n in NC */
+        ptrdiff_t nc = n - jc < FMM_LP_NC ? n - jc : FMM_LP_NC;
+        for (ptrdiff_t pc = 0; pc < k; pc += KC) {             /* k in KC */
+            ptrdiff_t kc = k - pc < KC ? k - pc : KC;
+            ptrdiff_t groups = (kc + G - 1) / G;
+            for (ptrdiff_t jr = 0; jr < nc; jr += FMM_LP_NR) {
+                ptrdiff_t nr = nc - jr < FMM_LP_NR ? nc - jr : FMM_LP_NR;
+                const char *bs = b + pc * P->rs_b + (jc + jr) * P->cs_b;
+                int32_t *cs = colc + jr;
+                memset(cs, 0, 4 * FMM_LP_NR);
+                fmm_lp_pack_b(bs, P->rs_b, P->cs_b, kc, nr, P->kind_b, flip_b,
+                              b_packed + jr * groups, sA ? cs : NULL);
+                for (ptrdiff_t j = 0; j < FMM_LP_NR; j++)  /* -128 sA colsum */
+                    cs[j] = (int32_t)((uint32_t)cs[j] * (uint32_t)-128);
+            }
+            for (ptrdiff_t ic = 0; ic < m; ic += FMM_LP_MC) {     /* m in MC */
+                ptrdiff_t mc = m - ic < FMM_LP_MC ? m - ic : FMM_LP_MC;
+                for (ptrdiff_t ir = 0; ir < mc; ir += FMM_LP_MR) {
+                    ptrdiff_t mr = mc - ir < FMM_LP_MR ? mc - ir : FMM_LP_MR;
+                    const char *as = a + (ic + ir) * P->rs_a + pc * P->cs_a;
+                    fmm_lp_pack_a(as, P->rs_a, P->cs_a, mr, kc, P->kind_a,
+                                  flip_a, a_packed + ir * groups);
+                    if (!P->bf16)  /* 128 uB rowsum(A) + 128^2 sA uB kc */
+                        for (ptrdiff_t i = 0; i < FMM_LP_MR; i++) {
+                            uint32_t s = 0;
+                            if (uB && i < mr) {
+                                for (ptrdiff_t p = 0; p < kc; p++)
+                                    s += (uint32_t)(sA
+                                        ? *(const int8_t *)(as + i * P->rs_a +
+                                                            p * P->cs_a)
+                                        : *(const uint8_t *)(as + i * P->rs_a +
+                                                             p * P->cs_a));
+                                s = s * 128u + (sA ? 16384u * (uint32_t)kc : 0);
+                            }
+                            rowc[ir + i] = (int32_t)s;
+                        }
+                }
+                for (ptrdiff_t jr = 0; jr < nc; jr += FMM_LP_NR) {
+                    ptrdiff_t nr = nc - jr < FMM_LP_NR ? nc - jr : FMM_LP_NR;
+                    for (ptrdiff_t ir = 0; ir < mc; ir += FMM_LP_MR) {
+                        ptrdiff_t mr = mc - ir < FMM_LP_MR ? mc - ir : FMM_LP_MR;
+                        char *cij = c + ((ic + ir) * P->rs_c +
+                                         (jc + jr) * P->cs_c) * csz;
+                        const uint32_t *ap = a_packed + ir * groups;
+                        const uint32_t *bp = b_packed + jr * groups;
+                        int whole = mr == FMM_LP_MR && nr == FMM_LP_NR &&
+                                    P->cs_c == 1;
+                        int acc = pc > 0;
+                        if (whole) {
+                            if (P->bf16)
+                                K->bf(groups, ap, bp, (float *)cij, P->rs_c,
+                                      acc);
+                            else
+                                K->i8(groups, ap, bp, (int32_t *)cij, P->rs_c,
+                                      acc, rowc + ir, colc + jr);
+                            continue;
+                        }
+                        /* edge tile or strided C: through a private tile */
+                        if (P->bf16)
+                            K->bf(groups, ap, bp, (float *)tile, FMM_LP_NR, 0);
+                        else
+                            K->i8(groups, ap, bp, (int32_t *)tile, FMM_LP_NR, 0,
+                                  rowc + ir, colc + jr);
+                        for (ptrdiff_t i = 0; i < mr; i++)
+                            for (ptrdiff_t j = 0; j < nr; j++) {
+                                uint32_t *dst = (uint32_t *)(
+                                    cij + (i * P->rs_c + j * P->cs_c) * csz);
+                                uint32_t v = tile[i * FMM_LP_NR + j];
+                                if (!acc)
+                                    *dst = v;
+                                else if (P->bf16) {
+                                    float x, y;
+                                    memcpy(&x, dst, 4);
+                                    memcpy(&y, &v, 4);
+                                    x += y;
+                                    memcpy(dst, &x, 4);
+                                } else
+                                    *dst += v;
+                            }
+                    }
+                }
+            }
+        }
+    }
+    free(mem);
+    return 0;
+}
+
+/* The whole product on nt threads: C is split into nt independent row (or,
+ * for few rows, column) ranges, each run serially with its own packed
+ * buffers, so there is no barrier at all.  Each thread packs all of B for its
+ * rows: an O(k n) copy per thread against O(m n k / nt) arithmetic.
+ * Returns the team size, or -1 when memory ran out. */
+static int fmm_lp_gemm(const fmm_lp_problem_t *P, ptrdiff_t m, ptrdiff_t n,
+                       int nt)
+{
+    const fmm_lp_kernels_t *K = fmm_lp_kernels();
+    int err = 0, team = 1;
+    if (m <= 0 || n <= 0)
+        return 1;
+    if (P->k <= 0) {
+        for (ptrdiff_t i = 0; i < m; i++)
+            for (ptrdiff_t j = 0; j < n; j++)
+                memset(P->c + (i * P->rs_c + j * P->cs_c) * 4, 0, 4);
+        return 1;
+    }
+    int by_rows = m >= (ptrdiff_t)nt * FMM_LP_MR * 2 || n < (ptrdiff_t)nt * FMM_LP_NR;
+    ptrdiff_t units = by_rows ? (m + FMM_LP_MR - 1) / FMM_LP_MR
+                              : (n + FMM_LP_NR - 1) / FMM_LP_NR;
+    if (nt > units)
+        nt = (int)(units > 0 ? units : 1);
+    if (nt <= 1)
+        return fmm_lp_part(P, K, m, n, P->a, P->b, P->c) ? -1 : 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) reduction(| : err)
+#endif
+    {
+        int tid = fmm_thread_num(), size = fmm_team_size();
+        ptrdiff_t q = by_rows ? FMM_LP_MR : FMM_LP_NR;
+        ptrdiff_t lo = units * tid / size * q, hi = units * (tid + 1) / size * q;
+        ptrdiff_t len = by_rows ? m : n;
+        if (hi > len)
+            hi = len;
+        if (tid == 0)
+            team = size;
+        if (hi > lo) {
+            if (by_rows)
+                err |= fmm_lp_part(P, K, hi - lo, n, P->a + lo * P->rs_a, P->b,
+                                   P->c + lo * P->rs_c * 4);
+            else
+                err |= fmm_lp_part(P, K, m, hi - lo, P->a, P->b + lo * P->cs_b,
+                                   P->c + lo * P->cs_c * 4);
+        }
+    }
+    return err ? -1 : team;
+}
+
+#endif
