@@ -364,14 +364,18 @@ cdef object _matmul_2d(cnp.ndarray a, cnp.ndarray b, object out):
     return c
 
 
-def matmul(x1, x2, out=None, *, device=None, **kwargs):
+def matmul(x1, x2, out=None, *, device=None, precision=None, **kwargs):
     """Matrix product with exactly np.matmul's semantics.
 
     float32/float64 operands (and their mixes, promoted as numpy promotes)
-    run on fastmm's blocked, multi-threaded kernels; every other input is
-    passed to np.matmul unchanged.  ``out`` may be given positionally or by
-    keyword, with any strides, and is returned as given.  ``device="cuda"``
-    runs fastmm.cuda.matmul instead (None or "cpu": here).
+    run on fastmm's blocked, multi-threaded kernels; int8/uint8 operands with
+    ``dtype=np.int32`` and ml_dtypes.bfloat16 operands on its low-precision
+    kernels (see fastmm/_lowp_api.py); every other input is passed to
+    np.matmul unchanged.  ``out`` may be given positionally or by keyword,
+    with any strides, and is returned as given.  ``precision="bf16"``
+    rounds float32 operands to bfloat16 and accumulates in float32 (error
+    within k * 2**-8 * |A| @ |B|).  ``device="cuda"`` runs
+    fastmm.cuda.matmul instead (None or "cpu": here).
     """
     cdef object r
     if device is not None and device != "cpu":
@@ -383,17 +387,24 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
                             f"(got {sorted(kwargs)})")
         from fastmm.cuda import matmul as cuda_matmul   # numba only now
         return cuda_matmul(x1, x2, out=out)
-    if not kwargs and type(x1) is _ndarray and type(x2) is _ndarray:
+    if (precision is None and not kwargs and type(x1) is _ndarray
+            and type(x2) is _ndarray):
         r = _matmul_2d(<cnp.ndarray>x1, <cnp.ndarray>x2, out)
         if r is not None:
             return r
+    if precision is not None and _check_precision(precision) == "highest":
+        precision = None
     if type(x1) is list or type(x1) is tuple:
         x1 = np.asarray(x1)
     if type(x2) is list or type(x2) is tuple:
         x2 = np.asarray(x2)
     if type(out) is tuple and len(<tuple>out) == 1:
         out = (<tuple>out)[0]
-    if kwargs or not (native_float(x1) and native_float(x2)):
+    if kwargs or precision is not None or not (native_float(x1)
+                                               and native_float(x2)):
+        r = _lowp_matmul(x1, x2, out, kwargs, precision)
+        if r is not NotImplemented:
+            return r
         return _numpy_matmul(x1, x2, out, kwargs)
     cdef cnp.ndarray a = <cnp.ndarray>x1, b = <cnp.ndarray>x2, c, target
     cdef int nd_a = cnp.PyArray_NDIM(a), nd_b = cnp.PyArray_NDIM(b)
@@ -442,6 +453,10 @@ def matmul(x1, x2, out=None, *, device=None, **kwargs):
     if len(shape) == 0:
         return c[()]
     return c
+
+
+from fastmm._lowp_api import (matmul as _lowp_matmul,
+                              check_precision as _check_precision)
 
 
 cdef _raise_numpy_error(x1, x2):
