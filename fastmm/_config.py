@@ -1,7 +1,7 @@
 """The build and run-time configuration fastmm reports (show_config, info)."""
 import platform
 
-from fastmm import _gemm, _small, _threads
+from fastmm import _gemm, _lowp, _small, _threads
 from fastmm._cpu import read_caches
 
 
@@ -41,6 +41,7 @@ def config():
         "kernel": _gemm.kernel_info(),
         "config": _row_info(),
         "small_kernel": _small.small_kernel(),
+        "lowp_kernels": _lowp.lowp_kernels(),
     }
 
 
@@ -76,6 +77,9 @@ def show_config():
           f"runnable {cfg['kernels_supported']}")
     print(f"  kernel:      {kern['name']} (packed path); "
           f"{cfg['small_kernel']} (unpacked small/skinny path)")
+    lp = cfg["lowp_kernels"]
+    print(f"  low precision: int8 -> int32 {lp['int8']}, bfloat16 -> float32 "
+          f"{lp['bfloat16']} (AMX and AVX-VNNI kernels: not in this build)")
     for dt in ("float32", "float64"):
         b = kern[dt]
         print(f"    {dt}: MR x NR = {b['MR']} x {b['NR']}, "
