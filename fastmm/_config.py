@@ -77,13 +77,13 @@ def show_config():
           f"runnable {cfg['kernels_supported']}")
     print(f"  kernel:      {kern['name']} (packed path); "
           f"{cfg['small_kernel']} (unpacked small/skinny path)")
-    lp = cfg["lowp_kernels"]
-    print(f"  low precision: int8 -> int32 {lp['int8']}, bfloat16 -> float32 "
-          f"{lp['bfloat16']} (AMX and AVX-VNNI kernels: not in this build)")
     for dt in ("float32", "float64"):
         b = kern[dt]
         print(f"    {dt}: MR x NR = {b['MR']} x {b['NR']}, "
               f"MC = {b['MC']}, KC = {b['KC']}, NC = {b['NC']}")
+    lp = cfg["lowp_kernels"]
+    print(f"  low precision: int8 -> int32 {lp['int8']}, bfloat16 -> float32 "
+          f"{lp['bfloat16']} (AMX and AVX-VNNI kernels: not in this build)")
     row = cfg["config"]
     print(f"  config row:  {row['row']} ({row['summary']})")
     print(f"    chosen:    {row['reason']}")
