@@ -73,10 +73,17 @@ ROWS = [
      "AMD family >= 26 with AVX-512"),
     (Row("zen4", "AMD Zen 4: 512-bit ops as two 256-bit halves (half the "
          "FMA rate of Zen 5)", "avx512",
-         # half the flop rate: a thread's team-start cost is paid back by
-         # half as many flops
-         flops_per_thread=ZEN5_FLOPS_PER_THREAD / 2,
-         measured="thresholds measured on 2 Zen 4 cores"),
+         # At half Zen 5's flop rate a team start is paid back by fewer
+         # flops: `fastmm tune` on 2 idle Zen 4 cores found two threads
+         # ahead from 64^3-80^3; 100^3 keeps a margin for busy machines,
+         # where a small threaded product suffers most.
+         flops_per_thread=2.0 * 100 ** 3,
+         # the unpacked path beat the packed driver for n <= 64 columns by
+         # 20-50% at m = k = 512 (1 thread), and by ~1.7x at n = 32 on
+         # 2 threads; 32 keeps to what both measurements agree on
+         narrow_n=32,
+         measured="routing and threading thresholds measured on 2 Zen 4 "
+                  "cores (KVM); block sizes from the cache model"),
      lambda s: s.vendor == "AuthenticAMD" and s.family == 0x19 and _avx512(s),
      "AMD family 25 with AVX-512"),
     (Row("zen-avx2", "AMD Zen 1-3: AVX2 + FMA", "avx2",
