@@ -1,13 +1,19 @@
 """Train a 64-128-10 network on scikit-learn's bundled digits (no download).
 
     python examples/train_digits.py [--epochs 30] [--batch-size 32]
-                                    [--threads N] [--png digits_loss.png]
+                                    [--threads N] [--repeats 5]
+                                    [--png digits_loss.png]
 
 Trains the same network twice from the same initial weights, on the same
 mini-batches with the same optimizer: once with fastmm.nn, once written in
 plain numpy (x @ w + b, np.maximum, a hand-written backward). Prints a progress
 bar, the test accuracy and the time per epoch of each, and saves the loss
 curves as a PNG (if matplotlib is installed).
+
+Then quantizes the trained model for inference (fastmm.nn.quantize: bf16 and
+int8) and prints, for float32, bf16 and int8 side by side, the test accuracy
+and the time of predict on the whole test set in one batch and in batches of
+256 rows (best of --repeats timings).
 
 Needs scikit-learn (pip install scikit-learn); matplotlib for the PNG.
 """
@@ -74,6 +80,55 @@ def train_numpy(net, X, y, epochs, batch_size, orders):
     return losses, times
 
 
+def best_time(f, repeats):
+    """Seconds per call of f(): the best of ``repeats`` timings, each of
+    enough calls to last about 20 ms."""
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            f()
+        if time.perf_counter() - start > 0.02:
+            break
+        calls *= 2
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            f()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def compare_quantized(model, X_test, y_test, repeats):
+    """Accuracy and inference time of float32, bf16 and int8 side by side."""
+    models = {"float32": model, "bf16": nn.quantize(model, "bf16"),
+              "int8": nn.quantize(model, "int8")}
+    n = len(X_test)
+    print(f"\ninference: predict on the {n} test rows, one batch of {n} or "
+          f"batches of 256 (best of {repeats}; speed-up = float32's time / "
+          f"this one's)")
+    print(f"{'':9}{'accuracy':>9}{'change':>10}{'batch ' + str(n):>12}"
+          f"{'speed-up':>10}{'batch 256':>12}{'speed-up':>10}{'weights':>12}")
+    base, worst = None, 0.0
+    for name, m in models.items():
+        acc = (m.predict(X_test).argmax(1) == y_test).mean()
+        t = [best_time(lambda: m.predict(X_test), repeats),
+             best_time(lambda: m.predict(X_test, batch_size=256), repeats)]
+        weights = (m.nbytes if name != "float32" else
+                   sum(p.nbytes for p, _ in m.parameters()))
+        if base is None:
+            base, t_base = acc, t
+        cols = "".join(f"{ti * 1e6:9.0f} us{tb / ti:9.2f}x"
+                       for ti, tb in zip(t, t_base))
+        print(f"{name:9}{acc:9.2%}{(acc - base) * 100:+7.2f} pt{cols}"
+              f"{weights / 1024:8.1f} KiB")
+        worst = max(worst, (base - acc) * 100)
+    if worst > 0.5:
+        print(f"quantization lost {worst:.2f} accuracy points (more than "
+              f"the 0.5 expected)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=30)
@@ -81,6 +136,8 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for fastmm and for numpy's BLAS alike")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timings per inference measurement (best is shown)")
     ap.add_argument("--png", default="digits_loss.png")
     args = ap.parse_args()
 
@@ -126,6 +183,10 @@ def main():
           f"{m_np / m_fm:.2f}x)")
     print(f"total training  fastmm.nn {sum(history['epoch_time']):.2f} s   "
           f"numpy {sum(np_times):.2f} s")
+
+    with fastmm.threads(args.threads), threadpool_limits(args.threads,
+                                                         user_api="blas"):
+        compare_quantized(model, X_test, y_test, args.repeats)
 
     try:
         import matplotlib

@@ -7,6 +7,8 @@
                                   Dense(128, 10, "softmax", seed=1)])
     history = model.fit(X, labels, epochs=20, batch_size=32)
     probabilities = model.predict(X_test)
+    q = fastmm.nn.quantize(model, "int8")     # or "bf16": inference only
+    probabilities = q.predict(X_test)         # (fastmm/quantize.py)
 
 Shapes: x (batch, in), w (in, out), b (out,); any strides, so the ``w.T`` view
 of a PyTorch-style (out, in) weight is read in place.  float32 when every
@@ -31,7 +33,8 @@ from fastmm import _nn, _nn_api
 from fastmm._progress import Progress
 
 __all__ = ["linear", "linear_backward", "activate", "ACTIVATIONS", "Dense",
-           "Sequential", "SGD", "MeanSquaredError", "SoftmaxCrossEntropy"]
+           "Sequential", "SGD", "MeanSquaredError", "SoftmaxCrossEntropy",
+           "quantize", "QuantizedSequential"]
 
 #: Activation names accepted everywhere (None means "identity").
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
@@ -703,3 +706,8 @@ class Sequential:
                     layer.b[...] = f[f"b{i}"]
                 layers.append(layer)
         return cls(layers)
+
+
+# int8 / bfloat16 inference models; fastmm.quantize imports nothing from this
+# module at import time, so the import can sit here, after Sequential
+from fastmm.quantize import QuantizedSequential, quantize  # noqa: E402
