@@ -31,7 +31,7 @@ __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
 
 # Submodules loaded on first access: fastmm.nn, and fastmm.cuda, which must
 # not pull numba into a plain `import fastmm`.
-_LAZY_SUBMODULES = ("nn", "cuda")
+_LAZY_SUBMODULES = ("nn", "cuda", "dask")
 
 
 def __getattr__(name):

@@ -20,6 +20,16 @@ into a preallocated ``out`` so allocation is timed for none.
 
 The "% of peak" column uses the machine's FMA peak, measured at start-up by
 :func:`measure_peak` (see there), or given with ``--peak``.
+
+The ``lowp`` family (``--families lowp``; not in the default run) times,
+per case, fastmm's int8 -> int32 product (``dtype=np.int32``), its bfloat16
+one (ml_dtypes operands, where ml_dtypes is installed) and
+``precision="bf16"`` beside fastmm's float32, numpy's float32 and numpy's
+int32 matmul (no BLAS: timed on the first rows of A only, see
+NUMPY_INT_SECONDS), and MKL's
+``cblas_gemm_bf16bf16f32`` with ``--peers mkl``; every result is checked
+first (int8 bit for bit) and the same blocks, pauses and stability rule
+apply.  It prints a table and geometric means of its own.
 """
 import argparse
 import math
@@ -31,7 +41,9 @@ import numpy as np
 
 from fastmm._progress import Progress
 
-FAMILIES = ("square", "nn", "small", "matvec", "stack")
+FAMILIES = ("square", "nn", "small", "matvec", "stack", "lowp")
+# lowp has a table of its own (no float32/float64 axis): asked for by name
+DEFAULT_FAMILIES = ("square", "nn", "small", "matvec", "stack")
 PEERS = ("mkl",)
 FAMILY_HELP = {
     "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
@@ -40,6 +52,9 @@ FAMILY_HELP = {
     "small": "n x n @ n x n, n = 2 .. 96",
     "matvec": "matrix @ vector and vector @ matrix",
     "stack": "stacks of small matrices, e.g. (10000, 8, 8) @ (10000, 8, 8)",
+    "lowp": "low precision, not in the default run: int8 -> int32 and "
+            "bfloat16 -> float32 beside float32 and numpy, n = 1024, 2048 "
+            "and dense-layer shapes (--dtypes does not apply)",
 }
 # Seconds of sleep before each multi-threaded timing block (see best_times).
 SETTLE = 0.15
@@ -52,6 +67,11 @@ SETTLE = 0.15
 # a loaded run takes at most 3x as long), then reported as unstable.
 UNSTABLE_SPREAD = 0.25
 RETRIES = 2
+# numpy's integer matmul has no BLAS (0.2-2 GOP/s): it is timed on the first
+# rows of A only, as many as one call does in about this many seconds, and
+# at least NUMPY_INT_MIN_ROWS (fewer rows share its int32 copy of B less)
+NUMPY_INT_SECONDS = 0.1
+NUMPY_INT_MIN_ROWS = 16
 
 
 def family_cases(family, quick=False):
@@ -82,6 +102,12 @@ def family_cases(family, quick=False):
                                              (1000, 32), (100, 64)]
         return [(f"{b}x{n}x{n} @ {b}x{n}x{n}", (b, n, n), (b, n, n), n)
                 for b, n in shapes]
+    if family == "lowp":
+        ns = (1024,) if quick else (1024, 2048)
+        mkn = [(256, 1024, 1024)] if quick else [(256, 1024, 1024),
+                                                 (4096, 512, 512)]
+        return ([(f"{n}", (n, n), (n, n), n) for n in ns]
+                + [(f"{m}x{k} @ {k}x{n}", (m, k), (k, n), m) for m, k, n in mkn])
     raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
 
 
@@ -282,10 +308,17 @@ def machine_load():
 def numpy_blas():
     """One line naming numpy's BLAS library, from threadpoolctl."""
     from threadpoolctl import threadpool_info
+    import numpy
     blas = [d for d in threadpool_info() if d.get("user_api") == "blas"]
     if not blas:
         return "unknown (threadpoolctl finds no BLAS)"
-    d = blas[0]
+    # numpy's own (in its package or numpy.libs): a peer loaded into this
+    # process, such as MKL with --peers mkl, is a BLAS too
+    home = os.path.dirname(os.path.dirname(numpy.__file__))
+    ours = [d for d in blas
+            if os.path.realpath(d.get("filepath", "")).startswith(
+                os.path.realpath(home))]
+    d = (ours or blas)[0]
     extra = ", ".join(f"{key} {d[key]}" for key in ("architecture",
                                                     "threading_layer")
                       if d.get(key))
@@ -346,6 +379,261 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0,
     return res
 
 
+# ---------------------------------------------------------------- low precision
+
+# The products a lowp case times, by result key: what the table calls them.
+LOWP_LIBS = {
+    "int8": "fastmm.matmul(a8, b8, dtype=np.int32), int8 operands",
+    "bf16": "fastmm.matmul(a, b, out=float32), ml_dtypes.bfloat16 operands",
+    "bf16p": 'fastmm.matmul(a, b, precision="bf16"), float32 operands',
+    "f32": "fastmm.matmul(a, b), float32",
+    "np_int": "np.matmul(a8, b8, dtype=np.int32)",
+    "np_f32": "np.dot(a, b), float32",
+}
+
+
+def bfloat16_type():
+    """ml_dtypes.bfloat16, or None where ml_dtypes is not installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes.bfloat16
+
+
+def round_to_bf16(x):
+    """float32 ``x`` rounded to bfloat16 (nearest even), as float32 values
+    and as their uint16 bits; numpy alone (ml_dtypes is optional)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    r = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+    r &= np.uint32(0xFFFF0000)
+    return r.view(np.float32), (r >> np.uint32(16)).astype(np.uint16)
+
+
+def check_bf16(got, a, b):
+    """None when ``got`` is within float32 accumulation error, (k + 2) *
+    2**-24 * |A| @ |B|, of the exact product of ``a`` and ``b`` (float32
+    arrays of bfloat16 values)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    bound = ((a.shape[-1] + 2) * 2.0 ** -24 * (np.abs(a64) @ np.abs(b64))
+             + np.finfo(np.float32).tiny)
+    err = np.abs(got - a64 @ b64)
+    if not np.all(err <= bound):
+        return (f"error {float(np.nanmax(err / bound)):.3g} x the "
+                f"bf16 (k + 2) * 2**-24 bound")
+    return None
+
+
+def check_int32(got, a8, b8):
+    """None when ``got`` is a8 @ b8 modulo 2**32 (numpy's int32 matmul), bit
+    for bit; the exact sums come from float64, exact below 2**53."""
+    exact = (a8.astype(np.float64) @ b8.astype(np.float64)).astype(np.int64)
+    want = ((exact + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)
+    if got.dtype != np.int32 or not np.array_equal(got, want):
+        bad = int(np.count_nonzero(got != want))
+        return f"{bad} of {want.size} elements differ from the exact int32 sums"
+    return None
+
+
+def run_lowp_case(fastmm, shape_a, shape_b, repeats, rng, settle=0.0,
+                  peers=()):
+    """Verify then time one low-precision case (2-D ``shape_a`` @ ``shape_b``):
+    the products of LOWP_LIBS and, per peer with ``prepare_lowp``, its int8
+    (``<name>_int8``) and bfloat16 (``<name>_bf16``) GEMMs.
+
+    Returns a dict: per product its GOP/s (None when not timed), ``_s`` and
+    ``_spread``; ``error`` names fastmm's wrong results (none timed then);
+    ``np_int_rows``: the rows of A numpy's int32 matmul was timed on;
+    ``bf16_skipped``: why the ml_dtypes product was not timed;
+    ``<name>_error`` / ``<name>_skipped`` for peers, as in :func:`run_case`.
+    Timed as run_case times: blocks per product, RETRIES when unstable.
+    """
+    m, k = shape_a
+    n = shape_b[1]
+    flops = 2.0 * m * k * n
+    a32 = rng.uniform(-1, 1, shape_a).astype(np.float32)
+    b32 = rng.uniform(-1, 1, shape_b).astype(np.float32)
+    a8 = rng.integers(-128, 128, shape_a, dtype=np.int8)
+    b8 = rng.integers(-128, 128, shape_b, dtype=np.int8)
+    ar, a_bits = round_to_bf16(a32)
+    br, b_bits = round_to_bf16(b32)
+    res = {"flops": flops, "error": None, "stable": None,
+           "np_int_rows": None, "bf16_skipped": None}
+    res.update(dict.fromkeys(LOWP_LIBS))
+    for peer in peers:
+        for what in ("int8", "bf16"):
+            res.update({f"{peer.name}_{what}": None,
+                        f"{peer.name}_{what}_error": None,
+                        f"{peer.name}_{what}_skipped": None})
+    c8 = np.zeros((m, n), np.int32)          # zeros: pages touched before timing
+    c32, cbp, cnp = (np.zeros((m, n), np.float32) for _ in range(3))
+    timed = [("int8", lambda: fastmm.matmul(a8, b8, out=c8, dtype=np.int32))]
+    checks = [("int8", lambda: check_int32(c8, a8, b8))]
+    bf16 = bfloat16_type()
+    if bf16 is None:
+        res["bf16_skipped"] = ("ml_dtypes not installed (pip install "
+                               "'fastmm[bf16]')")
+    else:
+        a_bf, b_bf = a_bits.view(bf16), b_bits.view(bf16)
+        cbf = np.zeros((m, n), np.float32)
+        timed.append(("bf16", lambda: fastmm.matmul(a_bf, b_bf, out=cbf)))
+        checks.append(("bf16", lambda: check_bf16(cbf, ar, br)))
+    timed += [("bf16p", lambda: fastmm.matmul(a32, b32, out=cbp,
+                                              precision="bf16")),
+              ("f32", lambda: fastmm.matmul(a32, b32, out=c32))]
+    checks += [("bf16p", lambda: check_bf16(cbp, ar, br)),
+               ("f32", lambda: check_result(c32, np.dot(a32, b32), a32, b32))]
+    for _, call in timed:
+        call()
+    errors = [f"{name}: {why}" for name, check in checks
+              for why in [check()] if why]
+    if errors:
+        res["error"] = "; ".join(errors)
+        return res
+    # numpy's int32 matmul on the first rows of A (see NUMPY_INT_SECONDS)
+    probe = min(m, NUMPY_INT_MIN_ROWS)
+    t0 = time.perf_counter()
+    np.matmul(a8[:probe], b8, dtype=np.int32)
+    per_row = (time.perf_counter() - t0) / probe
+    rows = min(m, max(NUMPY_INT_MIN_ROWS, int(NUMPY_INT_SECONDS / per_row)))
+    a8_rows = a8[:rows]
+    c_np = np.zeros((rows, n), np.int32)
+    np.matmul(a8_rows, b8, dtype=np.int32, out=c_np)
+    if not np.array_equal(c_np, c8[:rows]):
+        res["error"] = "int8: differs from numpy's int32 matmul"
+        return res
+    res["np_int_rows"] = rows
+    timed += [("np_int", lambda: np.matmul(a8_rows, b8, dtype=np.int32,
+                                           out=c_np)),
+              ("np_f32", lambda: np.dot(a32, b32, out=cnp))]
+    ops = {"np_int": 2.0 * rows * k * n}
+    for peer in peers:
+        prepare = getattr(peer, "prepare_lowp", None)
+        for what, x, y, out, check in (
+                ("int8", a8, b8, np.zeros((m, n), np.int32), check_int32),
+                ("bf16", a_bits, b_bits, np.zeros((m, n), np.float32),
+                 lambda got, *_: check_bf16(got, ar, br))):
+            key = f"{peer.name}_{what}"
+            try:
+                if prepare is None:
+                    raise NotImplementedError(f"{peer.label} peer has no "
+                                              "low-precision products")
+                call = prepare(x, y, out)
+            except NotImplementedError as e:
+                res[f"{key}_skipped"] = str(e)
+                continue
+            call()
+            res[f"{key}_error"] = check(out, x, y)
+            if res[f"{key}_error"] is None:
+                timed.append((key, call))
+    for attempt in range(1 + RETRIES):
+        rounds = best_times([call for _, call in timed], repeats, settle=settle)
+        stable = is_stable(rounds)
+        if stable:
+            break
+    res.update(stable=stable, attempts=attempt + 1)
+    for (name, _), r in zip(timed, rounds):
+        res.update({name: ops.get(name, flops) / min(r) / 1e9,
+                    f"{name}_s": min(r), f"{name}_spread": round_spread(r)})
+    return res
+
+
+def lowp_ratios(peers=()):
+    """(label, numerator key, denominator key) of the ratios lowp reports."""
+    ratios = [("int8 / fastmm f32", "int8", "f32"),
+              ("bf16 / fastmm f32", "bf16", "f32"),
+              ("prec=bf16 / fastmm f32", "bf16p", "f32"),
+              ("int8 / numpy int32", "int8", "np_int")]
+    for name in peers:
+        ratios += [(f"int8 / {name} int8", "int8", f"{name}_int8"),
+                   (f"bf16 / {name} bf16", "bf16", f"{name}_bf16")]
+    return ratios
+
+
+def print_lowp_table(rows, peers=()):
+    """One line per lowp case: GOP/s of each product, then the ratios
+    (>1: the first is faster)."""
+    cols = [("int8", "int8 GOP/s"), ("bf16", "bf16 GF/s"),
+            ("bf16p", "prec=bf16"), ("f32", "f32 GF/s"),
+            ("np_int", "np int32*"), ("np_f32", "np f32")]
+    for name in peers:
+        cols += [(f"{name}_int8", f"{name} int8"), (f"{name}_bf16", f"{name} bf16")]
+    ratios = [("int8/f32", "int8", "f32"), ("bf16/f32", "bf16", "f32"),
+              ("int8/np", "int8", "np_int")]
+    ratios += [(f"int8/{name}", "int8", f"{name}_int8") for name in peers]
+    ratios += [(f"bf16/{name}", "bf16", f"{name}_bf16") for name in peers]
+    width = max(10, *(len(h) for _, h in cols + [(0, r[0]) for r in ratios]))
+    header = (f"{'shape':<22} {'thr':>3} "
+              + "".join(f"{h:>{width}} " for _, h in cols)
+              + "".join(f"{r[0]:>{width}} " for r in ratios))
+    print("\nlow precision (GOP/s for integers, GFLOP/s for floats; ratios "
+          ">1: the first faster)")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        head = f"{r['label']:<22} {r['threads']:>3} "
+        if r["error"]:
+            print(head + f"WRONG RESULT: {r['error']}")
+            continue
+        if not r["stable"]:
+            spreads = ", ".join(f"{100 * r[key + '_spread']:.0f} % ({key})"
+                                for key, _ in cols if key + "_spread" in r)
+            print(head + f"unstable: rounds differ by {spreads} after "
+                  f"{r['attempts']} tries; no ratio")
+            continue
+        cells, notes = "", []
+        for key, _ in cols:
+            if r.get(key):
+                cells += f"{r[key]:{width}.1f} "
+            elif r.get(key + "_error"):
+                cells += f"{'WRONG':>{width}} "
+                notes.append(f"{key} WRONG RESULT: {r[key + '_error']}")
+            else:
+                cells += f"{'n/a':>{width}} "
+        for _, top, bottom in ratios:
+            ratio = r[top] / r[bottom] if r.get(top) and r.get(bottom) else None
+            cells += f"{ratio:{width - 1}.2f}x " if ratio else f"{'-':>{width}} "
+        print(head + cells)
+        for note in notes:
+            print(" " * len(head) + note)
+    timed = [r for r in rows if r.get("np_int_rows")]
+    if timed:
+        counts = sorted({r["np_int_rows"] for r in timed})
+        print(f"* numpy's int32 matmul (no BLAS) timed on the first "
+              f"{'/'.join(map(str, counts))} rows of A only (~"
+              f"{NUMPY_INT_SECONDS:g} s a call): its GOP/s hardly depends "
+              f"on the row count")
+    skipped = {r["bf16_skipped"] for r in rows if r.get("bf16_skipped")}
+    for why in skipped:
+        print(f"bf16 (ml_dtypes.bfloat16 operands) not timed: {why}")
+    for r in rows:
+        for name in peers:
+            for what in ("int8", "bf16"):
+                why = r.get(f"{name}_{what}_skipped")
+                if why and why not in skipped:
+                    skipped.add(why)
+                    print(f"{name} {what} not timed: {why}")
+
+
+def print_lowp_summary(rows, thread_counts, peers=()):
+    """Geometric means of the lowp ratios per thread count, stable rows only."""
+    print("\nlow precision, geometric means (>1: the first faster)")
+    print(f"{'ratio':<24}" + "".join(f"{f'{t}t':>9}" for t in thread_counts)
+          + f"{'all':>9}")
+    ok = [r for r in rows if is_result(r)]
+    for label, top, bottom in lowp_ratios(peers):
+        cells = []
+        for sel in [[r for r in ok if r["threads"] == t] for t in thread_counts] + [ok]:
+            g = geomean([r[top] / r[bottom] for r in sel
+                         if r.get(top) and r.get(bottom)])
+            cells.append(f"{g:8.2f}x" if g else f"{'-':>9}")
+        print(f"{label:<24}" + "".join(cells))
+    unstable = sum(1 for r in rows if not r["error"] and not r["stable"])
+    if unstable:
+        print(f"{unstable} case(s) left out as unstable: rerun when the "
+              f"machine is idle")
+
+
 def geomean(values):
     values = [v for v in values if v]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
@@ -403,6 +691,13 @@ def run(args):
     for peer in peers:
         print(f"peer {peer.label}: {peer.describe()}")
     from fastmm import _gemm
+    if "lowp" in families:
+        from fastmm._lowp import lowp_kernels
+        lp = lowp_kernels()
+        print(f"fastmm low-precision kernels: int8 -> int32 {lp['int8']}, "
+              f"bfloat16 -> float32 {lp['bfloat16']}; ml_dtypes: "
+              + ("installed" if bfloat16_type() else "not installed (no "
+                 "bfloat16-operand timings)"))
     print(f"fastmm kernel: {_gemm.kernel_info()['name']}; threads: "
           f"{', '.join(map(str, thread_counts))} (every library pinned to the "
           f"same count); best of {args.repeats}"
@@ -423,7 +718,8 @@ def run(args):
     cases = [(fam, label, sa, sb, size, dt, t)
              for fam in families
              for label, sa, sb, size in family_cases(fam, args.quick)
-             for dt in args.dtypes for t in thread_counts]
+             for dt in (["int8/bf16"] if fam == "lowp" else args.dtypes)
+             for t in thread_counts]
     rng = np.random.default_rng(0)
     progress = Progress(len(cases))
     rows = []
@@ -439,8 +735,12 @@ def run(args):
                 contextlib.ExitStack() as pinned:
             for peer in peers:
                 pinned.enter_context(peer.threads(t))
-            res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats, rng,
-                           settle, peers)
+            if fam == "lowp":
+                res = run_lowp_case(fastmm, sa, sb, args.repeats, rng,
+                                    settle, peers)
+            else:
+                res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats,
+                               rng, settle, peers)
         peak = peaks[t][0]
         if peak and dt == "float64":
             peak /= 2
@@ -449,8 +749,15 @@ def run(args):
         rows.append(res)
     progress.close()
     names = [p.name for p in peers]
-    print_table(rows, names)
-    print_summary(rows, families, args.dtypes, thread_counts, names)
+    float_rows = [r for r in rows if r["family"] != "lowp"]
+    lowp_rows = [r for r in rows if r["family"] == "lowp"]
+    if float_rows:
+        print_table(float_rows, names)
+        print_summary(float_rows, [f for f in families if f != "lowp"],
+                      args.dtypes, thread_counts, names)
+    if lowp_rows:
+        print_lowp_table(lowp_rows, names)
+        print_lowp_summary(lowp_rows, thread_counts, names)
     if args.json:
         import json
         with open(args.json, "w") as f:
@@ -459,9 +766,10 @@ def run(args):
     if args.plot:
         plot(rows, args.plot, args.dtypes, thread_counts, names)
         print(f"plot written to {args.plot}")
-    wrong = {lib: sum(1 for r in rows if r.get(key))
-             for lib, key in [("fastmm", "error")]
-             + [(n, f"{n}_error") for n in names]}
+    wrong = {lib: sum(1 for r in rows if any(r.get(key) for key in keys))
+             for lib, keys in [("fastmm", ["error"])]
+             + [(n, [f"{n}_error", f"{n}_int8_error", f"{n}_bf16_error"])
+                for n in names]}
     if any(wrong.values()):
         counts = ", ".join(f"{lib}: {c}" for lib, c in wrong.items() if c)
         print(f"\n{sum(wrong.values())} case(s) gave WRONG results ({counts}): "
@@ -611,12 +919,14 @@ def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="a few sizes per family (the ~20 s demo)")
     parser.add_argument("--families", type=_csv(_one_of(FAMILIES)),
-                        default=list(FAMILIES), metavar="LIST",
-                        help="comma-separated, from: " + "; ".join(
+                        default=list(DEFAULT_FAMILIES), metavar="LIST",
+                        help="comma-separated (default: all but lowp), "
+                        "from: " + "; ".join(
                             f"{k} ({v})" for k, v in FAMILY_HELP.items()))
     parser.add_argument("--dtypes", type=_csv(_one_of(("float32", "float64"))),
                         default=["float32", "float64"], metavar="LIST",
-                        help="float32,float64 (default both)")
+                        help="float32,float64 (default both; the lowp family "
+                        "has its own dtypes)")
     parser.add_argument("--threads", type=_csv(_positive(int)), default=None,
                         metavar="LIST", help="thread counts, e.g. 1,2 "
                         "(default: 1 and fastmm.get_num_threads())")

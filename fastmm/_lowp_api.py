@@ -4,9 +4,9 @@
                                              sums, wrapping modulo 2**32 as
                                              numpy's int32 matmul does
     fastmm.matmul(a, b)                      ml_dtypes.bfloat16 operands:
-                                             float32 accumulation, bfloat16
-                                             result (numpy's result type), or
-                                             float32 with dtype= / out=
+                                             float32 accumulation and result
+                                             (np.matmul's result type), or
+                                             bfloat16 with dtype= / out=
     fastmm.matmul(a, b, precision="bf16")    float32 operands rounded to
                                              bfloat16 while packing, float32
                                              accumulation and result
@@ -51,7 +51,9 @@ def matmul(x1, x2, out, kwargs, precision):
             return NotImplemented            # numpy: int8 results, or a cast
         return _run(x1, x2, out, _INT32, _INT32, t1.name, t2.name)
     if _is_bf16(t1) and _is_bf16(t2):
-        result = want or (out.dtype if isinstance(out, np.ndarray) else t1)
+        # np.matmul gives float32 here (ml_dtypes has no bfloat16 matmul
+        # loop); a bfloat16 result is asked for with dtype= or out=
+        result = want or (out.dtype if isinstance(out, np.ndarray) else _F32)
         if result != _F32 and not _is_bf16(result):
             return NotImplemented
         return _run(x1, x2, out, result, _F32, "bfloat16", "bfloat16")

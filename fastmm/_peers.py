@@ -140,6 +140,8 @@ class Mkl:
         lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Num_Threads.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Num_Threads_Local.restype = ctypes.c_int
         # both layers are fixed by the first MKL call in the process: when
         # something loaded MKL before us, these return what it chose
         if lib.MKL_Set_Interface_Layer(_LP64) != _LP64:
@@ -194,9 +196,10 @@ class Mkl:
         return self._lib.MKL_Get_Max_Threads()
 
     def set_num_threads(self, n):
-        """MKL's thread count for every thread of the process (MKL keeps
-        one global count; threadpoolctl's ``user_api="blas"`` reaches it too)."""
-        self._lib.MKL_Set_Num_Threads(int(n))
+        """MKL's thread count for calls from this thread.  Set thread-locally,
+        as threadpoolctl's ``user_api="blas"`` does: a thread-local count,
+        which threadpoolctl leaves behind, would hide a global one."""
+        self._lib.MKL_Set_Num_Threads_Local(int(n))
 
     @contextlib.contextmanager
     def threads(self, n):
@@ -206,6 +209,45 @@ class Mkl:
             yield
         finally:
             self.set_num_threads(saved)
+
+    def prepare_lowp(self, a, b, out):
+        """:meth:`prepare` for the low-precision products of ``python -m
+        fastmm bench --families lowp``: 2-D bfloat16 ``a`` and ``b`` (the
+        ml_dtypes type, or its uint16 bits) into a C-contiguous float32
+        ``out`` with ``cblas_gemm_bf16bf16f32``; operands are copied to C
+        order here, once.  int8 operands raise NotImplementedError:
+        ``cblas_gemm_s8u8s32`` gave sums that differ from numpy's in many
+        columns on the machine this was written on (MKL 2026.2, its generic
+        path on an AMD Zen 4), so it is not a peer until that is understood.
+        """
+        if a.dtype in (np.int8, np.uint8):
+            raise NotImplementedError(
+                "MKL peer: cblas_gemm_s8u8s32 is not used (its sums differed "
+                "from numpy's where this was written)")
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError("MKL peer: 2-D operands of matching inner size")
+        if not all(x.dtype.itemsize == 2 and (x.dtype.kind == "u" or
+                                              x.dtype.name == "bfloat16")
+                   for x in (a, b)):
+            raise TypeError(f"MKL peer: bfloat16 operands (or their uint16 "
+                            f"bits), not {a.dtype} and {b.dtype}")
+        m, k, n = a.shape[0], a.shape[1], b.shape[1]
+        if (not isinstance(out, np.ndarray) or out.shape != (m, n)
+                or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise ValueError(f"MKL peer: out must be a C-contiguous float32 "
+                             f"array of shape {(m, n)}")
+        a_h = np.ascontiguousarray(a).view(np.uint16)
+        b_h = np.ascontiguousarray(b).view(np.uint16)
+        i, p, f = ctypes.c_int, ctypes.c_void_p, ctypes.c_float
+        fn = self._lib.cblas_gemm_bf16bf16f32
+        fn.restype = None
+        fn.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
+        args = (_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0,
+                a_h.ctypes.data, k, b_h.ctypes.data, n, 0.0, out.ctypes.data, n)
+
+        def call(fn=fn, args=args, keep=(a_h, b_h)):
+            fn(*args)
+        return call
 
     def matmul(self, a, b, out=None):
         """``a @ b`` computed by MKL, in ``out`` when given; see :meth:`prepare`."""

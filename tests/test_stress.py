@@ -34,14 +34,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SECONDS = 20.0
 MAX_DIM = 300
 
-# fastmm's routing, mirrored for the cases aimed at a path (_linalg.pyx's
-# _unpacked and _batched, _threads.pyx's threads_for).  If these drift, the
-# aimed cases miss their path and the coverage check says which.
+# The routing the stress loop runs under (_linalg.pyx's _unpacked and
+# _batched, _threads.pyx's threads_for), pinned with pin_routing() in the
+# child whatever this CPU's configuration row says: the cases aimed at a
+# path are drawn from these numbers.  If the code's rules drift, the aimed
+# cases miss their path and the coverage check says which.
 SMALL_MNK = 128 ** 3
 SKINNY_M = 64
+NARROW_N = 16
 SHALLOW_K = 16
 SHARE_MNK = 160 ** 3          # m*n*k of one thread's share of flops
 STACK_COST = 8
+
+
+def pin_routing():
+    from fastmm import _linalg
+    _linalg.set_routing(SMALL_MNK, SKINNY_M, NARROW_N, SHALLOW_K)
+    _threads.set_flops_per_thread(2.0 * SHARE_MNK)
 
 # Edges where the code changes behaviour: kernel tiles (MR 4/6/12, NR 8..32)
 # and the unpacked path's limits, the float64 MC and the small path's KC.
@@ -73,7 +82,7 @@ def draw_dim(g):
 
 def unpacked(m, n, k):
     return (m == 1 or n == 1 or m * n * k <= SMALL_MNK or m <= SKINNY_M
-            or k <= SHALLOW_K)
+            or n <= NARROW_N or k <= SHALLOW_K)
 
 
 def factor(count, g):
@@ -119,7 +128,8 @@ def draw_shapes(g, dtype, aim):
             # past every limit of the unpacked path
             m = int(g.integers(SKINNY_M + 1, MAX_DIM + 1))
             k = int(g.integers(SHALLOW_K + 1, MAX_DIM + 1))
-            n = max(2, SMALL_MNK // (m * k) + 1) + int(g.integers(0, 60))
+            n = (max(NARROW_N + 1, SMALL_MNK // (m * k) + 1)
+                 + int(g.integers(0, 60)))
             count = int(g.integers(1, 3))
         elif aim == "small_batch":
             # skinny (unpacked) products under two threads' shares each, a
@@ -135,7 +145,7 @@ def draw_shapes(g, dtype, aim):
             # oracle is slow)
             m = int(g.integers(SKINNY_M + 1, MAX_DIM + 1))
             k = int(g.integers(SHALLOW_K + 1, MAX_DIM + 1))
-            lo = max(2, math.ceil(1.1 * SMALL_MNK / (m * k)))
+            lo = max(NARROW_N + 1, math.ceil(1.1 * SMALL_MNK / (m * k)))
             hi = min(MAX_DIM, math.floor(1.8 * SHARE_MNK / (m * k)))
             if lo > hi:
                 continue
@@ -296,6 +306,7 @@ class Case:
 def main():
     """The stress loop: exit 0 with a summary line, or 1 at the first failing
     case (printed in full) or when a path never ran on several threads."""
+    pin_routing()
     seed = int(os.environ["FASTMM_STRESS_SEED"])
     seconds = float(os.environ.get("FASTMM_STRESS_SECONDS", DEFAULT_SECONDS))
     only = os.environ.get("FASTMM_STRESS_CASE")

@@ -337,7 +337,10 @@ def test_stacks_of_mid_size_products_do_not_hang():
             for dtype in (np.float32, np.float64):
                 a = np.random.default_rng(count).standard_normal((count, n, n))
                 a = a.astype(dtype)
-                with fastmm.threads(nt), _threads.record() as seen:
+                # the threshold these shapes were chosen for, whatever
+                # this CPU's configuration row says
+                with fastmm.threads(nt), _threads.record() as seen, \
+                        _threads.parallel_threshold(2 * 160 ** 3):
                     c = fastmm.matmul(a, a)
                 ref = np.matmul(a.astype(np.float64), a.astype(np.float64))
                 bound = 4 * n * np.finfo(dtype).eps * np.matmul(abs(a), abs(a))
@@ -505,7 +508,8 @@ def test_scratch_fallback_allocation_is_freed():
 @pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="serial build")
 def test_release_buffers_frees_every_idle_threads_scratch():
     a = random((3, 150, 150), np.float64, 1)
-    with fastmm.threads(2), _threads.record() as seen:
+    with fastmm.threads(2), _threads.record() as seen, \
+            _threads.parallel_threshold(2 * 160 ** 3):
         want = fastmm.matmul(a, a)      # one product per pool thread
     assert seen.get("stack") == 2, seen
     assert fastmm.kept_buffer_bytes() > 0

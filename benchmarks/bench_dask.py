@@ -1,0 +1,73 @@
+"""fastmm.dask on a local cluster: fastmm blocks against numpy blocks.
+
+asv suite (``asv run -b DaskMatmul``), or standalone:
+
+    python benchmarks/bench_dask.py [n] [chunk]
+
+Both run fastmm.dask.benchmark: a float32 n x n product through a
+LocalCluster of 2 worker processes x 1 thread (memory_limit 300 MiB each),
+fastmm.dask.matmul against Dask's own ``a @ b`` (numpy blocks) on the same
+cluster and the same lazily made inputs, then one in-process fastmm.matmul
+at the same total thread count.  It checks every result before timing.
+The comparison is measured in one call, so asv's cache holds the whole run
+(setup_cache) and each benchmark here reports one of its figures.  Skipped
+(NotImplementedError) where fastmm.dask or distributed is missing.
+"""
+import sys
+
+SIZES = [4096]
+CHUNKS = [1024]
+
+
+def _fastmm_dask():
+    """fastmm.dask, or None at commits without it or without Dask."""
+    try:
+        import distributed  # noqa: F401  (benchmark's cluster needs it)
+        import fastmm.dask
+    except ImportError:
+        return None
+    return fastmm.dask
+
+
+class DaskMatmul:
+    """float32 n x n @ n x n on 2 Dask workers x 1 thread."""
+    params = [SIZES, CHUNKS]
+    param_names = ["n", "chunk"]
+    timeout = 600
+
+    def setup_cache(self):
+        fdask = _fastmm_dask()
+        if fdask is None:
+            return None
+        return {(n, chunk): fdask.benchmark(n, chunk)
+                for n in SIZES for chunk in CHUNKS}
+
+    def setup(self, results, n, chunk):
+        if results is None:
+            raise NotImplementedError("fastmm.dask or distributed missing")
+
+    def track_gflops(self, results, n, chunk):
+        return results[n, chunk]["fastmm_gflops"]
+    track_gflops.unit = "GFLOP/s"
+
+    def track_speedup(self, results, n, chunk):
+        return results[n, chunk]["speedup"]
+    track_speedup.unit = "x numpy blocks"
+
+    def track_overhead(self, results, n, chunk):
+        return results[n, chunk]["overhead"]
+    track_overhead.unit = "x in-process fastmm.matmul time"
+
+
+def main(argv):
+    fdask = _fastmm_dask()
+    if fdask is None:
+        sys.exit("needs fastmm.dask and distributed: "
+                 "pip install 'fastmm[dask]'")
+    n = int(argv[0]) if argv else SIZES[0]
+    chunk = int(argv[1]) if len(argv) > 1 else None
+    fdask.benchmark(n, chunk, verbose=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,456 @@
+"""Dask arrays whose block products are fastmm calls: larger than one machine.
+
+    import dask.array as da
+    import fastmm.dask
+
+    C = fastmm.dask.matmul(A, B)              # np.matmul's rules; lazy
+    Y = fastmm.dask.linear(X, w, b, "relu")   # X chunked by rows; w, b numpy
+    P = fastmm.dask.predict(model, X)         # a fastmm.nn.Sequential
+    C.compute()                               # local threads, or a Client
+
+Install with ``pip install 'fastmm[dask]'`` (``dask[array]`` and
+``distributed``); ``import fastmm`` never imports Dask.
+
+How a product is laid out.  For every output block (i, j) and every block
+k of the shared dimension, one task computes ``fastmm.matmul(A[i, k],
+B[k, j])`` (a ``da.blockwise`` over the output grid, with batch dimensions
+broadcast as np.matmul broadcasts them).  The partial products of an output
+block are then added by a tree reduction (``da.reduction`` over the k-block
+axis): each addition task takes at most ``split_every`` partials, so no task
+holds more than that many blocks, and no k-sized array is ever assembled.
+B's blocks along k follow A's (B is rechunked when they differ), so every
+partial product pairs whole blocks.  Inputs may be numpy arrays (wrapped
+with Dask's automatic chunks) or Dask arrays with known chunk sizes.
+
+Threads.  A block product is one task, and a Dask worker runs ``nthreads``
+tasks at once.  Each block product runs fastmm on
+``max(1, budget // nthreads)`` threads, where ``budget`` is the worker
+process's CPU budget: ``FASTMM_NUM_THREADS`` in the worker's environment
+when set, else ``nthreads`` itself.  By default, then, one fastmm thread per
+Dask thread, and a worker keeps as many cores busy as it has threads: the
+split of the machine's cores that LocalCluster and ``dask worker`` already
+made.  Never fastmm's usual count (every CPU the process may use): several
+workers share a machine, and each using every core would oversubscribe it
+by that factor.  (Dask's nanny also sets OMP_NUM_THREADS=1 in its workers;
+that says nothing about the budget, so it is not read.)  For fewer, larger
+tasks at once, give workers fewer threads and a budget:
+``FASTMM_NUM_THREADS=8 dask worker tcp://host:8786 --nthreads 2`` runs two
+products at a time on four threads each.  Under Dask's local schedulers: a
+task on a pool thread (the threaded scheduler; the processes scheduler's
+children) runs on one fastmm thread, as the pool already has a thread per
+core; a task on the main thread (the synchronous scheduler) is the only one
+running and uses fastmm's own count.  :func:`block_threads` tells which
+count applies where it is called.
+"""
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as e:
+    raise ImportError(f"fastmm.dask needs Dask ({e}); install it with "
+                      f"pip install 'fastmm[dask]'") from e
+
+import fastmm
+from fastmm import _threads, nn
+
+__all__ = ["matmul", "linear", "predict", "block_threads", "benchmark"]
+
+
+# ---- threads
+
+def _split(budget, nthreads):
+    """fastmm threads for each of ``nthreads`` concurrent block products
+    sharing ``budget`` cores (None: one each)."""
+    return max(1, (budget or nthreads) // nthreads)
+
+
+def _worker_budget():
+    """FASTMM_NUM_THREADS of this process's environment, or None."""
+    return _threads._parse_env("FASTMM_NUM_THREADS")
+
+
+def _current_worker():
+    """The distributed Worker running the calling task, or None.  A task
+    runs in a worker only where distributed is already imported, so a local
+    computation never pays for importing it."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        return distributed.get_worker()
+    except ValueError:           # not inside a worker
+        return None
+
+
+def block_threads():
+    """The fastmm thread count a block product started on the calling thread
+    uses: an integer, or None for fastmm's own count (see the module's
+    docstring).  In a worker: ``client.submit(fastmm.dask.block_threads)``.
+    """
+    worker = _current_worker()
+    if worker is not None:
+        return _split(_worker_budget(), worker.state.nthreads)
+    if (threading.current_thread() is threading.main_thread()
+            and multiprocessing.parent_process() is None):
+        return None
+    return 1
+
+
+def _call(func, *args, **kwargs):
+    n = block_threads()
+    if n is None:
+        return func(*args, **kwargs)
+    with fastmm.threads(n):
+        return func(*args, **kwargs)
+
+
+# ---- tasks
+
+def _partial_product(a, b):
+    """One k block's share of one output block, with a length-1 axis in
+    place of the k-block index, which the reduction sums over."""
+    return _call(fastmm.matmul, a, b)[..., None, :]
+
+
+def _keep(partial, axis, keepdims):
+    """The reduction's first step: a partial product is its own summary."""
+    return partial
+
+
+def _add_partials(parts, axis, keepdims):
+    """The sum of one output block's partial products (a list, as the
+    reduction runs with concatenate=False; Dask's dtype probe passes one
+    array); without the k-block axis unless ``keepdims``."""
+    if isinstance(parts, np.ndarray):
+        parts = [parts]
+    total = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+    for part in parts[2:]:
+        total += part            # a sum this task made: never an input block
+    return total if keepdims else total.squeeze(axis)
+
+
+def _linear_block(x, w, b, activation, slope):
+    return _call(nn.linear, x, w, b, activation, slope=slope)
+
+
+# ---- operands
+
+def _dask_array(x, who, name):
+    """x as a Dask array (numpy arrays get Dask's automatic chunks);
+    ValueError if the sizes of its chunks are unknown."""
+    x = x if isinstance(x, da.Array) else da.asarray(x)
+    if any(math.isnan(size) for sizes in x.chunks for size in sizes):
+        raise ValueError(
+            f"{who}: {name} has unknown chunk sizes (chunks={x.chunks}), as "
+            f"after boolean indexing; the blocks of a product must pair "
+            f"known sizes: call {name}.compute_chunk_sizes() first")
+    return x
+
+
+def _core_dims(a, b):
+    """Check a @ b's shapes as np.matmul does; return a and b with 1-D
+    operands made matrices and equal numbers of batch axes, and the axes to
+    drop from the product (where a 1-D operand's matrix axis went)."""
+    for i, x in enumerate((a, b)):
+        if x.ndim == 0:
+            raise ValueError(f"matmul: input operand {i} is 0-d (shape "
+                             f"{x.shape}); np.matmul needs at least 1-D")
+    shapes = (a.shape, b.shape)
+    drop = []
+    if a.ndim == 1:
+        a = a[None, :]
+        drop.append(-2)
+    if b.ndim == 1:
+        b = b[:, None]
+        drop.append(-1)
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: the shared dimensions differ (size "
+                         f"{a.shape[-1]} and {b.shape[-2]}; operand shapes "
+                         f"{shapes[0]} and {shapes[1]})")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions {a.shape[:-2]} and "
+                         f"{b.shape[:-2]} do not broadcast (operand shapes "
+                         f"{shapes[0]} and {shapes[1]})") from None
+    a = a[(None,) * (len(batch) + 2 - a.ndim)]
+    b = b[(None,) * (len(batch) + 2 - b.ndim)]
+    return a, b, tuple(drop)
+
+
+def matmul(a, b, *, split_every=4):
+    """a @ b for Dask arrays, each block product a fastmm call; lazy.
+
+    np.matmul's rules: stacks of matrices with broadcast batch dimensions,
+    a 1-D operand as a row (left) or column (right) vector whose axis is
+    removed from the result, and np.matmul's result dtype.  Inputs with
+    unknown chunk sizes are a ValueError.  ``split_every``: the most partial
+    products one addition task of the k reduction takes (>= 2).  The result's
+    row and column chunks are A's row and B's column chunks; each element is
+    within the k*eps bound of a dot product (the partial sums are one
+    summation order of the k terms).
+    """
+    a = _dask_array(a, "fastmm.dask.matmul", "a")
+    b = _dask_array(b, "fastmm.dask.matmul", "b")
+    if split_every < 2:
+        raise ValueError(f"split_every must be >= 2, got {split_every}")
+    # fastmm itself decides the result dtype (and rejects unsupported ones)
+    dtype = fastmm.matmul(np.empty((0, 0), a.dtype),
+                          np.empty((0, 0), b.dtype)).dtype
+    a, b, drop = _core_dims(a, b)
+    if b.chunks[-2] != a.chunks[-1]:
+        b = b.rechunk({b.ndim - 2: a.chunks[-1]})
+    nbatch = a.ndim - 2
+    batch = tuple(range(nbatch))
+    i, k, j = nbatch, nbatch + 1, nbatch + 2
+    with warnings.catch_warnings():
+        # Dask warns when an output has many more blocks than its inputs;
+        # one block per (i, k, j) is the point here, and the reduction
+        # consumes them as they are made: the array is never held whole.
+        warnings.filterwarnings("ignore", "Increasing number of chunks",
+                                da.PerformanceWarning)
+        partials = da.blockwise(_partial_product, batch + (i, k, j),
+                                a, batch + (i, k), b, batch + (k, j),
+                                adjust_chunks={k: 1}, token="fastmm-product",
+                                dtype=dtype,
+                                meta=np.empty((0,) * (nbatch + 3), dtype))
+    c = da.reduction(partials, _keep, _add_partials, combine=_add_partials,
+                     axis=k, keepdims=False, dtype=dtype,
+                     split_every={k: split_every}, concatenate=False,
+                     name="fastmm-sum",
+                     meta=np.empty((0,) * (nbatch + 2), dtype))
+    if drop:
+        core = [slice(None), slice(None)]
+        for axis in drop:
+            core[axis] = 0
+        c = c[(Ellipsis, *core)]
+    return c
+
+
+# ---- dense layers
+
+def linear(x, w, b=None, activation=None, *, slope=0.01):
+    """act(x @ w + b) for a 2-D Dask array x, one fastmm.nn.linear call per
+    row-chunk; lazy.
+
+    w (in, out) and b (out,) are numpy arrays (array-likes), copied now, so
+    later changes to them do not reach the result; each becomes one block
+    of the graph, which a worker receives once for all its row-chunks.
+    Activations, ``slope`` and the result dtype are fastmm.nn.linear's.
+    Row-chunk sizes may be unknown (as after boolean indexing): each output
+    chunk has its input chunk's rows.
+    """
+    if not isinstance(x, da.Array):
+        x = da.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"fastmm.dask.linear: x must be 2-D (batch, "
+                         f"features), got shape {x.shape}")
+    w = np.array(w)
+    b = None if b is None else np.array(b)
+    if math.isnan(x.shape[1]):
+        raise ValueError("fastmm.dask.linear: x's number of features is "
+                         "unknown; call x.compute_chunk_sizes() first")
+    # fastmm.nn.linear on no rows checks the shapes, activation and slope
+    # with its own messages and gives the result dtype
+    dtype = nn.linear(np.empty((0, x.shape[1]), x.dtype), w, b, activation,
+                      slope=slope).dtype
+    if x.numblocks[1] > 1:
+        # The bias and activation are applied to finished sums (and softmax
+        # needs whole rows), so a task must see all of a row's features:
+        # one chunk along that axis.  Row-chunks keep their sizes.
+        x = x.rechunk({1: -1})
+    w_block = da.from_array(w, chunks=w.shape)
+    b_args = (None, None) if b is None else (da.from_array(b, chunks=b.shape),
+                                             "j")
+    return da.blockwise(_linear_block, "ij", x, "ik", w_block, "kj",
+                        *b_args, activation, None, slope, None,
+                        concatenate=True, token="fastmm-linear", dtype=dtype,
+                        meta=np.empty((0, 0), dtype))
+
+
+def predict(model, X):
+    """``model.predict(X)`` for a Dask array X of shape (samples,
+    features): every layer of a fastmm.nn.Sequential, as :func:`linear`
+    over X's row-chunks (Dask fuses the layers into one task per
+    row-chunk).  The weights are copied now, as they are when this is
+    called.  Each layer's input is cast to the layer's dtype first, as
+    Sequential.predict does."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"predict needs a fastmm.nn.Sequential, got "
+                        f"{type(model).__name__}")
+    if not isinstance(X, da.Array):
+        X = da.asarray(X)
+    first = model.layers[0]
+    if X.ndim != 2 or X.shape[1] != first.in_features:
+        raise ValueError(f"X must have shape (samples, "
+                         f"{first.in_features}), got {X.shape}")
+    for layer in model.layers:
+        X = linear(X.astype(layer.dtype), layer.W, layer.b, layer.activation,
+                   slope=layer.slope)
+    return X
+
+
+# ---- benchmark
+
+def _peak_rss():
+    """This process's peak resident memory in bytes (Linux's VmHWM), or None
+    where /proc is missing.  Not getrusage's ru_maxrss: that survives
+    exec, so a worker spawned by a process holding gigabytes reports them."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024       # in kB
+    except OSError:
+        pass
+    return None
+
+
+def _run_once(op):
+    t0 = time.perf_counter()
+    op()
+    return time.perf_counter() - t0
+
+
+def _rounds(ops, repeats):
+    """Each op's best time over ``repeats`` rounds that run every op once.
+
+    Not fastmm._bench.best_times: that loops calls to time microsecond
+    products and runs each one untimed first; a cluster run takes seconds,
+    and the checks before timing have already run each one.  Rounds
+    interleave the ops, so load that drifts hits all of them alike.
+    """
+    times = [[] for _ in ops]
+    for _ in range(repeats):
+        for samples, op in zip(times, ops):
+            samples.append(_run_once(op))
+    return [min(samples) for samples in times]
+
+
+def benchmark(n=8192, chunk=None, *, dtype="float32", n_workers=2,
+              threads_per_worker=1, memory_limit="300MiB", repeats=2, seed=0,
+              verbose=False):
+    """Time an n x n @ n x n product through a LocalCluster: fastmm blocks
+    against numpy blocks (Dask's own ``a @ b``), and against one
+    fastmm.matmul in this process at the cluster's total thread count.
+
+    Inputs are made lazily on the workers (``da.random``), so with
+    ``memory_limit`` below their size (2 n^2 elements) the run shows the
+    product streaming through workers that could not hold them.  Each timed
+    computation generates the inputs, multiplies and sums the product in
+    float64 (a whole-result checksum; blocks are dropped as they are
+    summed), so the cluster times include making the inputs:
+    ``generate_s`` is that part alone.  Before timing, two output blocks of
+    each cluster result are checked elementwise against the in-process
+    product (the k*eps bound) and each checksum against the in-process one;
+    a wrong result raises AssertionError instead of reporting a speed.
+
+    ``chunk``: the block edge; by default n // 4, between 256 and 1024.
+    1024 (4 MiB float32 blocks) keeps the dozen or so blocks a worker holds
+    at once well inside the default limit; larger blocks run no faster
+    (a 1024^3 product already runs at the kernel's speed) and brought the
+    workers to the limit here.  Returns a dict of times (seconds, best of
+    ``repeats``), GFLOP/s, ``speedup`` (numpy blocks' time / fastmm
+    blocks'), ``overhead`` (fastmm blocks' time / in-process time), the
+    workers' largest peak resident memory (``worker_peak_bytes``; None
+    without Linux's /proc) against ``memory_limit_bytes``, and the 1-minute
+    load average before the run; prints only with ``verbose``.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as e:
+        raise ImportError(f"fastmm.dask.benchmark needs distributed ({e}); "
+                          f"install it with pip install 'fastmm[dask]'") from e
+    from dask.utils import parse_bytes
+    from fastmm._bench import check_result
+
+    dtype = np.dtype(dtype)
+    chunk = chunk or max(256, min(1024, n // 4))
+    say = print if verbose else (lambda *args: None)
+    load = os.getloadavg()[0]     # before this run adds its own
+    rng = da.random.default_rng(seed)
+    # positive entries: |A| @ |B| is the product itself, for the checksum
+    A = rng.random((n, n), dtype=dtype, chunks=chunk)
+    B = rng.random((n, n), dtype=dtype, chunks=chunk)
+    flops = 2.0 * n ** 3
+    total_threads = n_workers * threads_per_worker
+
+    say(f"fastmm.dask benchmark: {n}x{n} @ {n}x{n} {dtype}, chunk {chunk}, "
+        f"{n_workers} workers x {threads_per_worker} threads, "
+        f"memory_limit {memory_limit}; load average {load:.2f}")
+    a, b = dask.compute(A, B, scheduler="threads")     # the same blocks
+
+    def single():
+        with fastmm.threads(total_threads):
+            return fastmm.matmul(a, b)
+    c = single()
+    checksum = float(c.sum(dtype=np.float64))
+    edge = slice(chunk * ((n - 1) // chunk), n)   # the last, maybe partial
+    corners = [(slice(0, chunk), slice(0, chunk)), (edge, edge)]
+
+    with LocalCluster(n_workers=n_workers,
+                      threads_per_worker=threads_per_worker, processes=True,
+                      host="127.0.0.1", dashboard_address=None,
+                      memory_limit=memory_limit) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        sums = {"fastmm": matmul(A, B).sum(dtype=np.float64),
+                "numpy": (A @ B).sum(dtype=np.float64),
+                "generate": A.sum() + B.sum()}
+        for who, C in (("fastmm", matmul(A, B)), ("numpy", A @ B)):
+            say(f"checking {who} blocks ...")
+            for rows, cols in corners:
+                got = client.compute(C[rows, cols]).result()
+                error = check_result(got, c[rows, cols], a[rows], b[:, cols])
+                if error is not None:
+                    raise AssertionError(f"{who} blocks: {error}")
+            total = client.compute(sums[who]).result()
+            if not abs(total - checksum) <= (2 * n * np.finfo(dtype).eps
+                                             * checksum):
+                raise AssertionError(f"{who} blocks: checksum {total!r}, "
+                                     f"in-process {checksum!r}")
+        client.compute(sums["generate"]).result()
+        say("timing on the cluster ...")
+        t_fastmm, t_numpy, t_generate = _rounds(
+            [lambda C=C: client.compute(C).result() for C in sums.values()],
+            repeats)
+        peaks = [p for p in client.run(_peak_rss).values() if p]
+        worker_peak = max(peaks) if peaks else None
+
+    say("timing in this process ...")
+    del c
+    t_single, = _rounds([single], repeats)
+    result = {
+        "n": n, "dtype": dtype.name, "chunk": chunk, "n_workers": n_workers,
+        "threads_per_worker": threads_per_worker,
+        "memory_limit_bytes": parse_bytes(memory_limit)
+        if isinstance(memory_limit, str) else memory_limit,
+        "input_bytes": A.nbytes + B.nbytes,
+        "worker_peak_bytes": worker_peak,
+        "fastmm_s": t_fastmm, "numpy_s": t_numpy, "single_s": t_single,
+        "generate_s": t_generate,
+        "fastmm_gflops": flops / t_fastmm / 1e9,
+        "numpy_gflops": flops / t_numpy / 1e9,
+        "single_gflops": flops / t_single / 1e9,
+        "speedup": t_numpy / t_fastmm,
+        "overhead": t_fastmm / t_single,
+        "load_average": load,
+    }
+    say(f"fastmm blocks {result['fastmm_gflops']:.0f} GFLOP/s "
+        f"({t_fastmm:.2f} s), numpy blocks {result['numpy_gflops']:.0f} "
+        f"GFLOP/s ({t_numpy:.2f} s): {result['speedup']:.2f}x; in-process "
+        f"fastmm on {total_threads} threads {result['single_gflops']:.0f} "
+        f"GFLOP/s ({t_single:.2f} s): the cluster takes "
+        f"{result['overhead']:.2f}x (making the inputs: {t_generate:.2f} s); "
+        f"inputs {result['input_bytes'] / 2**20:.0f} MiB, worker peak "
+        f"{'?' if worker_peak is None else round(worker_peak / 2**20)} MiB "
+        f"of {memory_limit}")
+    return result
