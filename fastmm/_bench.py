@@ -305,6 +305,14 @@ def machine_load():
     return f"load average {load:.1f} on {ncpu} CPU(s)" if load > 0.5 * ncpu else ""
 
 
+def unstable_note(r, names):
+    """The table entry of a case whose timing rounds disagreed."""
+    spreads = ", ".join(f"{100 * r[name + '_spread']:.0f} % ({name})"
+                        for name in names if name + "_spread" in r)
+    return (f"unstable: rounds differ by {spreads} after {r['attempts']} "
+            f"tries; no ratio")
+
+
 def numpy_blas():
     """One line naming numpy's BLAS library, from threadpoolctl."""
     from threadpoolctl import threadpool_info
@@ -576,10 +584,7 @@ def print_lowp_table(rows, peers=()):
             print(head + f"WRONG RESULT: {r['error']}")
             continue
         if not r["stable"]:
-            spreads = ", ".join(f"{100 * r[key + '_spread']:.0f} % ({key})"
-                                for key, _ in cols if key + "_spread" in r)
-            print(head + f"unstable: rounds differ by {spreads} after "
-                  f"{r['attempts']} tries; no ratio")
+            print(head + unstable_note(r, [key for key, _ in cols]))
             continue
         cells, notes = "", []
         for key, _ in cols:
@@ -793,11 +798,7 @@ def print_table(rows, peers=()):
             print(head + f"WRONG RESULT: {r['error']}")
             continue
         if not r["stable"]:
-            spreads = ", ".join(f"{100 * r[name + '_spread']:.0f} % ({name})"
-                                for name in ("fastmm", "numpy", *peers)
-                                if name + "_spread" in r)
-            print(head + f"unstable: rounds differ by {spreads} after "
-                  f"{r['attempts']} tries; no ratio")
+            print(head + unstable_note(r, ("fastmm", "numpy", *peers)))
             continue
         pk = r["peak"]
         pf = f"{100 * r['fastmm'] / pk:9.0f}%" if pk else f"{'n/a':>10}"

@@ -60,6 +60,16 @@ def assert_ran(seen, path, n):
         f"expected the {path!r} path on {want} threads, recorded {seen}")
 
 
+@pytest.fixture(scope="session")
+def mkl():
+    """The MKL peer of fastmm's benchmarks (fastmm/_peers.py), or a skip."""
+    from fastmm import _peers
+    peer = _peers.load_mkl()
+    if peer is None:
+        pytest.skip("MKL not installed (pip install 'fastmm[mkl]')")
+    return peer
+
+
 def rng(seed=0):
     return np.random.default_rng(seed)
 

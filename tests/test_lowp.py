@@ -727,15 +727,6 @@ def test_bench_lowp_family_is_asked_for_by_name():
         main(["bench", "--families", "lowp,nope"])
 
 
-@pytest.fixture(scope="module")
-def mkl():
-    from fastmm import _peers
-    peer = _peers.load_mkl()
-    if peer is None:
-        pytest.skip("MKL not installed (pip install 'fastmm[mkl]')")
-    return peer
-
-
 def test_mkl_peer_int8_is_not_used(mkl):
     # see Mkl.prepare_lowp: its int8 sums were wrong where this was written
     a, b = ints((37, 300), I8, 64), ints((300, 45), I8, 65)

@@ -19,14 +19,6 @@ from conftest import assert_close, random, reference
 from test_cli import TINY, run_cli
 
 
-@pytest.fixture(scope="module")
-def mkl():
-    peer = _peers.load_mkl()
-    if peer is None:
-        pytest.skip("MKL not installed (pip install 'fastmm[mkl]')")
-    return peer
-
-
 # ---------------------------------------------------------------- without MKL
 
 def test_load_mkl_finds_nothing_where_there_is_nothing(tmp_path):
