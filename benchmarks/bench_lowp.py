@@ -11,8 +11,8 @@ Skipped (NotImplementedError) on commits without fastmm._lowp, and the
 bfloat16 classes where ml_dtypes is not installed (``pip install
 'fastmm[bf16]'``, or add ``"ml_dtypes": [""]`` to asv.conf.json's matrix).
 Bfloat16MKL times MKL's cblas_gemm_bf16bf16f32 where the mkl wheel is
-installed; Int8MKL skips while fastmm/_peers.py does not use MKL's
-cblas_gemm_s8u8s32 (see Mkl.prepare_lowp).
+installed (MKL's cblas_gemm_s8u8s32 is not a peer: see
+fastmm/_peers.py's Mkl.prepare_lowp).
 """
 import numpy as np
 
@@ -216,22 +216,6 @@ class _LowpMKL(Product):
     def track_speedup_mkl(self, shape, threads):
         return self.speedup_mkl()
     track_speedup_mkl.unit = "x MKL"
-
-
-class Int8MKL(_LowpMKL):
-    """Int8's products against MKL's cblas_gemm_s8u8s32."""
-    params = [LOWP_SHAPES, THREADS]
-    param_names = ["mxkxn", "threads"]
-
-    def setup(self, shape, threads):
-        require_lowp()
-        m, k, n = parse_shape(shape)
-        a8, b8 = int8_array((m, k), 1), int8_array((k, n), 2)
-        out_f, out_m = np.zeros((2, m, n), np.int32)
-        self.prepare_lowp_mkl(
-            lambda: fastmm.matmul(a8, b8, out=out_f, dtype=np.int32), a8, b8,
-            out_m, threads, lambda out: check_int32(out, a8, b8, who="MKL"))
-        check_int32(out_f, a8, b8)
 
 
 class Bfloat16MKL(_LowpMKL):

@@ -305,6 +305,23 @@ def machine_load():
     return f"load average {load:.1f} on {ncpu} CPU(s)" if load > 0.5 * ncpu else ""
 
 
+def time_cases(res, timed, repeats, settle, flops, ops=None):
+    """Time the (name, call) pairs in blocks of their own (best_times), again
+    up to RETRIES times while the rounds disagree; record each one's rate
+    (``ops[name]`` operations, default ``flops``), time and spread in res."""
+    ops = ops or {}
+    for attempt in range(1 + RETRIES):
+        rounds = best_times([call for _, call in timed], repeats, settle=settle)
+        stable = is_stable(rounds)
+        if stable:
+            break
+    res.update(stable=stable, attempts=attempt + 1)
+    for (name, _), r in zip(timed, rounds):
+        res.update({name: ops.get(name, flops) / min(r) / 1e9,
+                    f"{name}_s": min(r), f"{name}_spread": round_spread(r)})
+    return res
+
+
 def unstable_note(r, names):
     """The table entry of a case whose timing rounds disagreed."""
     spreads = ", ".join(f"{100 * r[name + '_spread']:.0f} % ({name})"
@@ -375,16 +392,7 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0,
         res[f"{peer.name}_error"] = check_result(out_p, want, a, b)
         if res[f"{peer.name}_error"] is None:
             timed.append((peer.name, call))
-    for attempt in range(1 + RETRIES):
-        rounds = best_times([call for _, call in timed], repeats, settle=settle)
-        stable = is_stable(rounds)
-        if stable:
-            break
-    res.update(stable=stable, attempts=attempt + 1)
-    for (name, _), r in zip(timed, rounds):
-        res.update({name: flops / min(r) / 1e9, f"{name}_s": min(r),
-                    f"{name}_spread": round_spread(r)})
-    return res
+    return time_cases(res, timed, repeats, settle, flops)
 
 
 # ---------------------------------------------------------------- low precision
@@ -534,16 +542,7 @@ def run_lowp_case(fastmm, shape_a, shape_b, repeats, rng, settle=0.0,
             res[f"{key}_error"] = check(out, x, y)
             if res[f"{key}_error"] is None:
                 timed.append((key, call))
-    for attempt in range(1 + RETRIES):
-        rounds = best_times([call for _, call in timed], repeats, settle=settle)
-        stable = is_stable(rounds)
-        if stable:
-            break
-    res.update(stable=stable, attempts=attempt + 1)
-    for (name, _), r in zip(timed, rounds):
-        res.update({name: ops.get(name, flops) / min(r) / 1e9,
-                    f"{name}_s": min(r), f"{name}_spread": round_spread(r)})
-    return res
+    return time_cases(res, timed, repeats, settle, flops, ops)
 
 
 def lowp_ratios(peers=()):
