@@ -58,6 +58,7 @@ def _row_info():
         "forced_kernel": cur.get("forced_isa"),
         "routing": _linalg.routing(),
         "flops_per_thread": _threads.flops_per_thread(),
+        "short_n": _gemm.short_n(),
     }
 
 
@@ -94,5 +95,7 @@ def show_config():
     r = row["routing"]
     print(f"    unpacked path: m*n*k <= {r['small_mnk']}, m <= {r['skinny_m']}, "
           f"n <= {r['narrow_n']}, k <= {r['shallow_k']}, or a vector")
+    print(f"    packed path: per-thread B chunks when m <= MC and "
+          f"n >= {row['short_n']}")
     print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "
           f"of a product")

@@ -16,3 +16,9 @@ cdef int dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
                const Epilogue* ep, int nthreads) noexcept nogil
+
+# The driver's per-thread packing scratch (kept between calls), for the
+# other drivers: 64-byte aligned, NULL when out of memory; give it back with
+# the size it was asked for.
+cdef void* scratch_get(size_t size) noexcept nogil
+cdef void scratch_release(void* ptr, size_t size) noexcept nogil

@@ -108,6 +108,66 @@ cdef void _scale_c(Py_ssize_t m, Py_ssize_t n, real beta, real* c,
                 c[i * rs_c + j * cs_c] = beta * c[i * rs_c + j * cs_c]
 
 
+# With m <= MC, products of at least this many columns take the packed
+# driver's per-thread B chunks (see _gemm_thread); the config row's short_n
+cdef Py_ssize_t _short_n = 2048
+
+
+def short_n():
+    """The short_n in force (set_short_n)."""
+    return _short_n
+
+
+def set_short_n(columns):
+    """Fewest columns n for which, with m <= MC, each thread packs its own
+    chunks of B (fastmm.config sets the row's short_n)."""
+    global _short_n
+    _short_n = int(columns)
+
+
+cdef inline Py_ssize_t _short_chunk(const Blocking* blk) noexcept nogil:
+    # micro-panels of B packed together when m <= MC: about half the L2
+    # budget of an A block (MC x KC), so the chunk and the A block share L2
+    return max(1, blk.MC // (2 * blk.NR))
+
+
+cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
+                         const real* a_packed, const real* b_panel,
+                         real beta_pc, real* c, Py_ssize_t rs_c,
+                         Py_ssize_t cs_c, Py_ssize_t ic, Py_ssize_t mc,
+                         Py_ssize_t j, Py_ssize_t nr, bint last_pc,
+                         const Epilogue* ep, real* tile) noexcept nogil:
+    """LOOP 1: the MR strips of a packed A block against one B micro-panel,
+    into C[ic:ic+mc, j:j+nr]; edge tiles and strided C go through tile."""
+    cdef int MR = blk.MR, NR = blk.NR
+    cdef Py_ssize_t irb, ir, mr, i, jp
+    cdef real* c_ij
+    cdef real* c_tile
+    for irb in range(_ceil_div(mc, MR)):
+        ir = irb * MR
+        mr = min(MR, mc - ir)
+        c_ij = c + (ic + ir) * rs_c + j * cs_c
+        if mr == MR and nr == NR and cs_c == 1:
+            _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel, beta_pc,
+                     c_ij, rs_c)
+            if last_pc and ep != NULL:
+                apply_epilogue(c_ij, rs_c, 1, MR, NR, ic + ir, j, ep)
+        else:
+            _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel, <real>0,
+                     tile, NR)
+            for i in range(mr):
+                c_tile = c_ij + i * rs_c
+                if beta_pc == 0:
+                    for jp in range(nr):
+                        c_tile[jp * cs_c] = tile[i * NR + jp]
+                else:
+                    for jp in range(nr):
+                        c_tile[jp * cs_c] = (tile[i * NR + jp]
+                                             + beta_pc * c_tile[jp * cs_c])
+            if last_pc and ep != NULL:
+                apply_epilogue(c_ij, rs_c, cs_c, mr, nr, ic + ir, j, ep)
+
+
 cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                        Py_ssize_t k, real alpha,
                        const real* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
@@ -118,14 +178,48 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
     """One thread's share of the product; all threads of the team call it."""
     cdef int MR = blk.MR, NR = blk.NR
     cdef Py_ssize_t MC = blk.MC, KC = blk.KC, NC = blk.NC
-    cdef Py_ssize_t jb, pb, ib, irb, jc, pc, ic, jr, ir, nc, kc, mc, mr, nr, i, j, jp
-    cdef Py_ssize_t n_panels, row0, row1, jp0, jp1, mt
+    cdef Py_ssize_t jb, pb, ib, jc, pc, ic, jr, nc, kc, mc, j
+    cdef Py_ssize_t n_panels, row0, row1, jp0, jp1, mt, cp
     cdef int ti_n, tj_n, ti, tj
     cdef real beta_pc
-    cdef real* c_tile
-    cdef real* c_ij
     cdef real tile[1024]   # FMM_MAX_TILE: edge tiles and strided C go through it
     cdef bint last_pc
+
+    if m <= MC and n >= _short_n:
+        # One A block holds all of C's rows, so a packed B micro-panel is
+        # used by one strip loop and never again: packing a whole shared B
+        # panel would only add a trip through L3 and two barriers per k
+        # block.  Each thread takes its own columns, packs the A block for
+        # itself (m x kc, small next to its kc x n/nt of B) and packs B a
+        # chunk of micro-panels at a time, just before the strips that use
+        # them, into a slot of its own that stays in L2.  Chunks, not single
+        # micro-panels: B's rows are then read in runs of cp*NR elements,
+        # which the hardware prefetchers follow (NR-element runs a page
+        # apart are read at latency).  No barriers.
+        cp = _short_chunk(blk)
+        n_panels = _ceil_div(n, NR)
+        jp0 = n_panels * tid // nt
+        jp1 = n_panels * (tid + 1) // nt
+        if jp1 <= jp0:
+            return
+        b_packed += tid * cp * NR * min(KC, k)    # this thread's slot
+        for pb in range(_ceil_div(k, KC)):            # LOOP 4: k in KC (A, B)
+            pc = pb * KC
+            kc = min(KC, k - pc)
+            beta_pc = beta if pc == 0 else 1
+            last_pc = pc + kc >= k
+            pack_a(m, kc, a + pc * cs_a, rs_a, cs_a, a_packed, MR)
+            for ib in range(_ceil_div(jp1 - jp0, cp)):  # chunks of cp panels
+                jb = jp0 + ib * cp
+                jc = jb * NR
+                pack_b(kc, min(cp * NR, min(jp1 * NR, n) - jc),
+                       b + pc * rs_b + jc * cs_b, rs_b, cs_b, b_packed, NR)
+                for jr in range(jb, min(jb + cp, jp1)):  # LOOP 2: NR panels
+                    j = jr * NR
+                    _strips(blk, kc, alpha, a_packed,
+                            b_packed + (jr - jb) * NR * kc, beta_pc, c, rs_c,
+                            cs_c, 0, m, j, min(NR, n - j), last_pc, ep, tile)
+        return
 
     # Thread grid: split the rows of C (threads share the B panel, each packs
     # its own A block); when there are fewer MR-row strips than threads, split
@@ -167,34 +261,9 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                        a_packed, MR)
                 for jr in range(jp0, jp1):            # LOOP 2: NR panels of B
                     j = jc + jr * NR
-                    nr = min(NR, n - j)
-                    for irb in range(_ceil_div(mc, MR)):  # LOOP 1: MR strips of A
-                        ir = irb * MR
-                        mr = min(MR, mc - ir)
-                        c_ij = c + (ic + ir) * rs_c + j * cs_c
-                        if mr == MR and nr == NR and cs_c == 1:
-                            _run_ukr(blk, kc, alpha, a_packed + ir * kc,
-                                     b_packed + jr * NR * kc, beta_pc,
-                                     c_ij, rs_c)
-                            if last_pc and ep != NULL:
-                                apply_epilogue(c_ij, rs_c, 1, MR, NR, ic + ir, j,
-                                               ep)
-                        else:
-                            _run_ukr(blk, kc, alpha, a_packed + ir * kc,
-                                     b_packed + jr * NR * kc, <real>0,
-                                     tile, NR)
-                            for i in range(mr):
-                                c_tile = c_ij + i * rs_c
-                                if beta_pc == 0:
-                                    for jp in range(nr):
-                                        c_tile[jp * cs_c] = tile[i * NR + jp]
-                                else:
-                                    for jp in range(nr):
-                                        c_tile[jp * cs_c] = (tile[i * NR + jp]
-                                            + beta_pc * c_tile[jp * cs_c])
-                            if last_pc and ep != NULL:
-                                apply_epilogue(c_ij, rs_c, cs_c, mr, nr, ic + ir,
-                                               j, ep)
+                    _strips(blk, kc, alpha, a_packed, b_packed + jr * NR * kc,
+                            beta_pc, c, rs_c, cs_c, ic, mc, j,
+                            min(NR, n - j), last_pc, ep, tile)
             # the next pc iteration repacks B: wait until nobody reads it
             if nt > 1:
                 fmm_barrier()
@@ -240,7 +309,9 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     nc_max = min(blk.NC, _ceil_div(n, blk.NR) * blk.NR)
     nt = max(1, nthreads)
     # one scratch block, B panel first; both parts 64-byte aligned
-    b_size = sizeof(real) * kc_max * _ceil_div(nc_max, blk.NR) * blk.NR
+    # (a B panel, or with m <= MC a slot of micro-panels per thread)
+    b_size = sizeof(real) * kc_max * blk.NR * max(
+        _ceil_div(nc_max, blk.NR), max(1, nthreads) * _short_chunk(&blk))
     b_size = (b_size + 63) & ~(<size_t>63)
     a_size = sizeof(real) * nt * kc_max * _ceil_div(mc_max, blk.MR) * blk.MR
     scratch = fmm_scratch_get(b_size + a_size)
@@ -263,6 +334,14 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     fmm_scratch_release(scratch, b_size + a_size)
     note_region(PATH_PACKED, team)
     return 0
+
+
+cdef void* scratch_get(size_t size) noexcept nogil:
+    return fmm_scratch_get(size)
+
+
+cdef void scratch_release(void* ptr, size_t size) noexcept nogil:
+    fmm_scratch_release(ptr, size)
 
 
 cdef int sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -487,13 +566,24 @@ def run_packed(alpha, a, b, beta, c, int nthreads=1):
 def release_buffers():
     """Free the packing buffers fastmm keeps between products, in every
     thread not multiplying at this moment (each keeps its largest, up to
-    64 MiB, to avoid page faults on the next call).  Returns the bytes freed.
+    64 MiB, to avoid page faults on the next call).
+
+    Returns
+    -------
+    int
+        The bytes freed.
     """
     return fmm_scratch_trim()
 
 
 def kept_buffer_bytes():
-    """Bytes of packing buffers kept between products, all threads."""
+    """Bytes of packing buffers kept between products, all threads.
+
+    Returns
+    -------
+    int
+        The total over all threads (see :func:`release_buffers`).
+    """
     return fmm_scratch_kept()
 
 

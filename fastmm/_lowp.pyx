@@ -33,6 +33,14 @@ cdef extern from "kernels/lowp.h" nogil:
                     int nt)
     void fmm_lp_select(const char* isa)
     const fmm_lp_kernels_t* fmm_lp_kernels()
+    void* (*fmm_lp_scratch_get)(size_t) noexcept nogil
+    void (*fmm_lp_scratch_release)(void*, size_t) noexcept nogil
+
+from fastmm._gemm cimport scratch_get, scratch_release
+
+# packing buffers from the float driver's per-thread scratch
+fmm_lp_scratch_get = scratch_get
+fmm_lp_scratch_release = scratch_release
 
 # An int8 or bfloat16 multiply-add costs about this fraction of a float32
 # FMA on the kernels here (4 and 2 per 32-bit lane): threads pay back later.

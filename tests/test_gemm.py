@@ -460,3 +460,47 @@ def test_batched_and_vector_layouts(dtype):
     sq = random((4, 6, 6), dtype, 8)
     fastmm.matmul(x[..., :6], sq, out=x[..., 1:])
     assert_close(x[..., 1:], reference(x0[..., :6], sq), x0[..., :6], sq)
+
+
+@pytest.mark.parametrize("nt", [1, 2, 3, 4])
+def test_packed_short_m_chunks(kernel, nt):
+    # m <= MC with n >= short_n: each thread packs its own chunks of B (no
+    # shared panel, no barrier).  Forced on for every shape here (short_n =
+    # 1) and compared with the shared-panel loops (short_n huge) and the
+    # reference: k over two KC blocks (beta = 1 on the second), m and n off
+    # the tile edges, fewer column panels than threads, a strided and a
+    # column-major B, beta != 0, and the fused bias + activation write-back.
+    shapes = [(5, 1100, 70), (37, 600, 200), (1, 40, 9), (13, 33, 31)]
+    saved = _gemm.short_n()
+    try:
+        for m, k, n in shapes:
+            for dtype in DTYPES:
+                a = random((m, k), dtype, m)
+                b = random((k, 2 * n), dtype, n)[:, ::2]
+                c0 = random((m, n), dtype, k)
+                got = {}
+                for mode in (1, 1 << 30):
+                    _gemm.set_short_n(mode)
+                    for bb in (b, np.asfortranarray(b)):
+                        p = c0.copy()
+                        with fastmm.threads(nt), _threads.record() as seen:
+                            _gemm.run_packed(1.5, a, bb, 0.5, p, nthreads=nt)
+                        assert_ran(seen, "packed", nt)
+                        got[mode, bb.flags.f_contiguous] = p
+                ref = 1.5 * reference(a, b) + 0.5 * c0
+                for p in got.values():
+                    assert_close(p, ref, a, b)
+        # the fused write-back on the packed path
+        x = random((20, 300), np.float32, 1)
+        w = random((300, 70), np.float32, 2)
+        bias = random((70,), np.float32, 3)
+        _gemm.set_short_n(1)
+        _linalg.set_routing(0, 0, 0, 0)
+        with forced_threads(nt) as seen:
+            y = fastmm.nn.linear(x, w, bias, activation="relu")
+        assert_ran(seen, "packed", nt)
+        want = np.maximum(reference(x, w) + bias, 0)
+        assert_close(y, want, x, w)
+    finally:
+        _gemm.set_short_n(saved)
+        fastmm.config.apply()

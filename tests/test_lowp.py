@@ -743,3 +743,25 @@ def test_mkl_peer_bf16(mkl):
     check_bf16_product(out, ar, br)
     with pytest.raises(TypeError):
         mkl.prepare_lowp(a, b, out)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+def test_precision_bf16_rounds_special_values_like_the_reference(nt):
+    # B's rows are rounded 16 columns at a time in integer lanes (the row
+    # packer), its last columns one by one: ties to even, NaN kept a NaN,
+    # overflow to inf, in both.  I @ B with A = I (exact in bfloat16) shows
+    # B as packed; 0 * NaN and 0 * inf make whole columns NaN, on both sides.
+    k, n = 8, 2 * NR + 5
+    b = random((k, n), F32, 31)
+    special = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8 + 2 ** -20),
+               np.finfo(F32).max, -np.inf, np.inf, np.nan, -0.0, 3.0e38]
+    # (no subnormals: vdpbf16ps reads them as zero, see kernels/lowp.h)
+    for i, v in enumerate(special):
+        b[i % k, (7 * i) % n] = v                    # vector part and tail
+        b[(i + 3) % k, n - 1 - i] = v
+    eye = np.eye(k, dtype=F32)
+    with forced_threads(nt):
+        got = fastmm.matmul(eye, b, precision="bf16")
+    want = (eye.astype(np.float64) @ round_bf16(b).astype(np.float64)
+            ).astype(F32)
+    assert np.array_equal(got, want, equal_nan=True)

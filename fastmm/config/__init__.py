@@ -47,6 +47,7 @@ def apply(row=None, reason=None, source="built-in"):
     isa = _gemm.select_kernel(forced or row.isa)
     blocks = blocks_for(row, isa)
     _gemm.set_blocking(isa, blocks["float32"], blocks["float64"])
+    _gemm.set_short_n(row.short_n)
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                         row.shallow_k)
     _threads.set_flops_per_thread(row.flops_per_thread)
@@ -57,6 +58,13 @@ def apply(row=None, reason=None, source="built-in"):
 
 
 def current():
-    """The row in force, why it was chosen, and where its numbers come from:
-    {"row", "reason", "source", "isa", "forced_isa"}."""
+    """The row in force, why it was chosen, and where its numbers come from.
+
+    Returns
+    -------
+    dict
+        ``{"row", "reason", "source", "isa", "forced_isa"}``; ``source`` is
+        ``"built-in"`` or names the tuning file (``python -m fastmm info``
+        prints it).
+    """
     return dict(_in_force)

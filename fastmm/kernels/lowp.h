@@ -35,6 +35,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include "_parallel.h"
 
 #define FMM_LP_MR 12
@@ -424,7 +427,183 @@ static const fmm_lp_kernels_t *fmm_lp_kernels(void)
         (const void *const *)&fmm_lp_active);
 }
 
+/* C-ordered B (rows contiguous): all nc columns of a k block at once, into
+ * the ceil(nc/NR) micro-panels of `groups` groups at dst.  Each group of G
+ * rows is read once as runs of nc elements, which the hardware prefetchers
+ * follow; the per-panel packer above reads a row NR elements at a time, one
+ * row stride apart, at memory latency.  SSE2 (the x86-64 baseline) moves 16
+ * columns per step: byte or halfword interleaves for int8 and bfloat16, the
+ * rounding of fmm_f32_to_bf16 in integer lanes for float32.  colsum (int8
+ * with signed A; nc entries, zeroed by the caller) gets the column sums of
+ * the original bytes. */
+#if defined(__SSE2__)
+static inline __m128i fmm_lp_bf16x4(const char *p)
+{
+    /* four float32 -> bfloat16 bits in the low halves, as fmm_f32_to_bf16 */
+    const __m128i u = _mm_loadu_si128((const __m128i *)p);
+    const __m128i nan = _mm_cmpgt_epi32(
+        _mm_and_si128(u, _mm_set1_epi32(0x7fffffff)), _mm_set1_epi32(0x7f800000));
+    __m128i r = _mm_add_epi32(u, _mm_add_epi32(_mm_set1_epi32(0x7fff),
+        _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1))));
+    r = _mm_srli_epi32(r, 16);
+    const __m128i q = _mm_or_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(0x40));
+    return _mm_or_si128(_mm_and_si128(nan, q), _mm_andnot_si128(nan, r));
+}
+
+static inline __m128i fmm_lp_widen8(__m128i v, int sign, int hi)
+{
+    /* 8 of the 16 bytes of v (low or high half) as int16 */
+    if (sign)
+        return _mm_srai_epi16(hi ? _mm_unpackhi_epi8(v, v)
+                                 : _mm_unpacklo_epi8(v, v), 8);
+    return hi ? _mm_unpackhi_epi8(v, _mm_setzero_si128())
+              : _mm_unpacklo_epi8(v, _mm_setzero_si128());
+}
+
+static inline void fmm_lp_colsum16(int32_t *cs, __m128i s16lo, __m128i s16hi)
+{
+    /* cs[0..16) += the int16 sums (|sum| <= 4 * 255) as int32 */
+    __m128i *d = (__m128i *)cs;
+    _mm_storeu_si128(d + 0, _mm_add_epi32(_mm_loadu_si128(d + 0),
+        _mm_srai_epi32(_mm_unpacklo_epi16(s16lo, s16lo), 16)));
+    _mm_storeu_si128(d + 1, _mm_add_epi32(_mm_loadu_si128(d + 1),
+        _mm_srai_epi32(_mm_unpackhi_epi16(s16lo, s16lo), 16)));
+    _mm_storeu_si128(d + 2, _mm_add_epi32(_mm_loadu_si128(d + 2),
+        _mm_srai_epi32(_mm_unpacklo_epi16(s16hi, s16hi), 16)));
+    _mm_storeu_si128(d + 3, _mm_add_epi32(_mm_loadu_si128(d + 3),
+        _mm_srai_epi32(_mm_unpackhi_epi16(s16hi, s16hi), 16)));
+}
+#endif
+
+__attribute__((always_inline)) static inline void
+fmm_lp_pack_b_rows_kind(const char *src, ptrdiff_t rs, ptrdiff_t kc,
+                        ptrdiff_t nc, const int kind, uint32_t flip,
+                        uint32_t *dst, ptrdiff_t groups, int32_t *colsum)
+{
+    const int G = kind >= FMM_SRC_BF16 ? 2 : 4, bits = 32 / G;
+    const ptrdiff_t size = kind == FMM_SRC_F32 ? 4 : kind == FMM_SRC_BF16 ? 2 : 1;
+    const ptrdiff_t ncp = (nc + FMM_LP_NR - 1) / FMM_LP_NR * FMM_LP_NR;
+    for (ptrdiff_t g = 0; g < groups; g++) {
+        const ptrdiff_t qn = kc - g * G < G ? kc - g * G : G;
+        const char *r0 = src + g * G * rs;
+        ptrdiff_t j = 0;
+#if defined(__SSE2__)
+        if (qn == G)
+            for (; j + 16 <= nc; j += 16) {
+                uint32_t *out = dst + (j / FMM_LP_NR) * groups * FMM_LP_NR +
+                                g * FMM_LP_NR + j % FMM_LP_NR;
+                __m128i w0, w1, w2, w3;
+                if (kind == FMM_SRC_I8 || kind == FMM_SRC_U8) {
+                    const __m128i f = _mm_set1_epi8((char)flip);
+                    __m128i x0 = _mm_loadu_si128((const __m128i *)(r0 + j));
+                    __m128i x1 = _mm_loadu_si128((const __m128i *)(r0 + rs + j));
+                    __m128i x2 = _mm_loadu_si128((const __m128i *)(r0 + 2 * rs + j));
+                    __m128i x3 = _mm_loadu_si128((const __m128i *)(r0 + 3 * rs + j));
+                    if (colsum != NULL) {
+                        const int sg = kind == FMM_SRC_I8;
+                        __m128i lo = _mm_add_epi16(
+                            _mm_add_epi16(fmm_lp_widen8(x0, sg, 0), fmm_lp_widen8(x1, sg, 0)),
+                            _mm_add_epi16(fmm_lp_widen8(x2, sg, 0), fmm_lp_widen8(x3, sg, 0)));
+                        __m128i hi = _mm_add_epi16(
+                            _mm_add_epi16(fmm_lp_widen8(x0, sg, 1), fmm_lp_widen8(x1, sg, 1)),
+                            _mm_add_epi16(fmm_lp_widen8(x2, sg, 1), fmm_lp_widen8(x3, sg, 1)));
+                        fmm_lp_colsum16(colsum + j, lo, hi);
+                    }
+                    x0 = _mm_xor_si128(x0, f);
+                    x1 = _mm_xor_si128(x1, f);
+                    x2 = _mm_xor_si128(x2, f);
+                    x3 = _mm_xor_si128(x3, f);
+                    const __m128i t0 = _mm_unpacklo_epi8(x0, x1);
+                    const __m128i t1 = _mm_unpackhi_epi8(x0, x1);
+                    const __m128i t2 = _mm_unpacklo_epi8(x2, x3);
+                    const __m128i t3 = _mm_unpackhi_epi8(x2, x3);
+                    w0 = _mm_unpacklo_epi16(t0, t2);
+                    w1 = _mm_unpackhi_epi16(t0, t2);
+                    w2 = _mm_unpacklo_epi16(t1, t3);
+                    w3 = _mm_unpackhi_epi16(t1, t3);
+                } else if (kind == FMM_SRC_BF16) {
+                    const __m128i a0 = _mm_loadu_si128((const __m128i *)(r0 + 2 * j));
+                    const __m128i a1 = _mm_loadu_si128((const __m128i *)(r0 + 2 * j + 16));
+                    const __m128i b0 = _mm_loadu_si128((const __m128i *)(r0 + rs + 2 * j));
+                    const __m128i b1 = _mm_loadu_si128((const __m128i *)(r0 + rs + 2 * j + 16));
+                    w0 = _mm_unpacklo_epi16(a0, b0);
+                    w1 = _mm_unpackhi_epi16(a0, b0);
+                    w2 = _mm_unpacklo_epi16(a1, b1);
+                    w3 = _mm_unpackhi_epi16(a1, b1);
+                } else {
+                    const char *p0 = r0 + 4 * j, *p1 = r0 + rs + 4 * j;
+                    w0 = _mm_or_si128(fmm_lp_bf16x4(p0),
+                                      _mm_slli_epi32(fmm_lp_bf16x4(p1), 16));
+                    w1 = _mm_or_si128(fmm_lp_bf16x4(p0 + 16),
+                                      _mm_slli_epi32(fmm_lp_bf16x4(p1 + 16), 16));
+                    w2 = _mm_or_si128(fmm_lp_bf16x4(p0 + 32),
+                                      _mm_slli_epi32(fmm_lp_bf16x4(p1 + 32), 16));
+                    w3 = _mm_or_si128(fmm_lp_bf16x4(p0 + 48),
+                                      _mm_slli_epi32(fmm_lp_bf16x4(p1 + 48), 16));
+                }
+                _mm_storeu_si128((__m128i *)out + 0, w0);
+                _mm_storeu_si128((__m128i *)out + 1, w1);
+                _mm_storeu_si128((__m128i *)out + 2, w2);
+                _mm_storeu_si128((__m128i *)out + 3, w3);
+            }
+#endif
+        for (; j < ncp; j++) {     /* the rest, the last group, padding */
+            uint32_t word = 0;
+            int32_t sum = 0;
+            if (j < nc)
+                for (int q = 0; q < qn; q++) {
+                    const char *e = r0 + q * rs + j * size;
+                    word |= fmm_lp_load(e, kind, flip) << (bits * q);
+                    if (kind == FMM_SRC_I8)
+                        sum += *(const int8_t *)e;
+                    else if (kind == FMM_SRC_U8)
+                        sum += *(const uint8_t *)e;
+                }
+            dst[(j / FMM_LP_NR) * groups * FMM_LP_NR + g * FMM_LP_NR +
+                j % FMM_LP_NR] = word;
+            if (colsum != NULL && j < nc)
+                colsum[j] += sum;
+        }
+    }
+}
+
+static void fmm_lp_pack_b_rows(const char *src, ptrdiff_t rs, ptrdiff_t kc,
+                               ptrdiff_t nc, int kind, uint32_t flip,
+                               uint32_t *dst, ptrdiff_t groups,
+                               int32_t *colsum)
+{
+    switch (kind) {
+    case FMM_SRC_I8:
+        fmm_lp_pack_b_rows_kind(src, rs, kc, nc, FMM_SRC_I8, flip, dst,
+                                groups, colsum);
+        break;
+    case FMM_SRC_U8:
+        fmm_lp_pack_b_rows_kind(src, rs, kc, nc, FMM_SRC_U8, flip, dst,
+                                groups, colsum);
+        break;
+    case FMM_SRC_BF16:
+        fmm_lp_pack_b_rows_kind(src, rs, kc, nc, FMM_SRC_BF16, 0, dst,
+                                groups, NULL);
+        break;
+    default:
+        fmm_lp_pack_b_rows_kind(src, rs, kc, nc, FMM_SRC_F32, 0, dst,
+                                groups, NULL);
+    }
+}
+
 /* ---- the driver ---- */
+
+/* Packing buffers come from the float driver's per-thread scratch (kept
+ * between calls: a fresh multi-MiB buffer per call is served by mmap, and
+ * faulting its pages in cost as much as packing into them).  _lowp.pyx
+ * points these at it on import; until then, plain allocations. */
+static void *fmm_lp_fresh(size_t size)
+{
+    return aligned_alloc(64, (size + 63) & ~(size_t)63);
+}
+static void fmm_lp_free(void *p, size_t size) { (void)size; free(p); }
+static void *(*fmm_lp_scratch_get)(size_t) = fmm_lp_fresh;
+static void (*fmm_lp_scratch_release)(void *, size_t) = fmm_lp_free;
 
 typedef struct {
     int bf16;                  /* 0: int8 -> int32, 1: bf16 -> float32 */
@@ -455,7 +634,8 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
     size_t a_words = (size_t)mc_max * kcg, b_words = (size_t)nc_max * kcg;
     size_t bytes = 4 * (a_words + b_words) + 4 * (size_t)(mc_max + nc_max) +
                    4 * FMM_LP_MR * FMM_LP_NR + 64;
-    char *mem = (char *)aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    bytes = (bytes + 63) & ~(size_t)63;
+    char *mem = (char *)fmm_lp_scratch_get(bytes);
     if (mem == NULL)
         return -1;
     uint32_t *b_packed = (uint32_t *)mem;
@@ -470,16 +650,23 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {             /* k in KC */
             ptrdiff_t kc = k - pc < KC ? k - pc : KC;
             ptrdiff_t groups = (kc + G - 1) / G;
-            for (ptrdiff_t jr = 0; jr < nc; jr += FMM_LP_NR) {
-                ptrdiff_t nr = nc - jr < FMM_LP_NR ? nc - jr : FMM_LP_NR;
-                const char *bs = b + pc * P->rs_b + (jc + jr) * P->cs_b;
-                int32_t *cs = colc + jr;
-                memset(cs, 0, 4 * FMM_LP_NR);
-                fmm_lp_pack_b(bs, P->rs_b, P->cs_b, kc, nr, P->kind_b, flip_b,
-                              b_packed + jr * groups, sA ? cs : NULL);
-                for (ptrdiff_t j = 0; j < FMM_LP_NR; j++)  /* -128 sA colsum */
-                    cs[j] = (int32_t)((uint32_t)cs[j] * (uint32_t)-128);
-            }
+            const ptrdiff_t b_size = P->kind_b == FMM_SRC_F32 ? 4
+                                   : P->kind_b == FMM_SRC_BF16 ? 2 : 1;
+            const ptrdiff_t ncp = (nc + FMM_LP_NR - 1) / FMM_LP_NR * FMM_LP_NR;
+            memset(colc, 0, 4 * ncp);
+            if (P->cs_b == b_size)
+                fmm_lp_pack_b_rows(b + pc * P->rs_b + jc * P->cs_b, P->rs_b,
+                                   kc, nc, P->kind_b, flip_b, b_packed, groups,
+                                   sA ? colc : NULL);
+            else
+                for (ptrdiff_t jr = 0; jr < nc; jr += FMM_LP_NR) {
+                    ptrdiff_t nr = nc - jr < FMM_LP_NR ? nc - jr : FMM_LP_NR;
+                    fmm_lp_pack_b(b + pc * P->rs_b + (jc + jr) * P->cs_b,
+                                  P->rs_b, P->cs_b, kc, nr, P->kind_b, flip_b,
+                                  b_packed + jr * groups, sA ? colc + jr : NULL);
+                }
+            for (ptrdiff_t j = 0; j < ncp; j++)       /* -128 sA colsum */
+                colc[j] = (int32_t)((uint32_t)colc[j] * (uint32_t)-128);
             for (ptrdiff_t ic = 0; ic < m; ic += FMM_LP_MC) {     /* m in MC */
                 ptrdiff_t mc = m - ic < FMM_LP_MC ? m - ic : FMM_LP_MC;
                 for (ptrdiff_t ir = 0; ir < mc; ir += FMM_LP_MR) {
@@ -549,14 +736,15 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
             }
         }
     }
-    free(mem);
+    fmm_lp_scratch_release(mem, bytes);
     return 0;
 }
 
-/* The whole product on nt threads: C is split into nt independent row (or,
- * for few rows, column) ranges, each run serially with its own packed
- * buffers, so there is no barrier at all.  Each thread packs all of B for its
- * rows: an O(k n) copy per thread against O(m n k / nt) arithmetic.
+/* The whole product on nt threads: C is split into nt independent row or
+ * column ranges, each run serially with its own packed buffers, so there is
+ * no barrier at all.  A thread packs all of the operand that is not split:
+ * splitting the longer of m and n makes that copy the smaller one (k x
+ * min(m, n) per thread, against m n k / nt multiply-adds).
  * Returns the team size, or -1 when memory ran out. */
 static int fmm_lp_gemm(const fmm_lp_problem_t *P, ptrdiff_t m, ptrdiff_t n,
                        int nt)
@@ -571,7 +759,8 @@ static int fmm_lp_gemm(const fmm_lp_problem_t *P, ptrdiff_t m, ptrdiff_t n,
                 memset(P->c + (i * P->rs_c + j * P->cs_c) * 4, 0, 4);
         return 1;
     }
-    int by_rows = m >= (ptrdiff_t)nt * FMM_LP_MR * 2 || n < (ptrdiff_t)nt * FMM_LP_NR;
+    int by_rows = (m >= n && m >= (ptrdiff_t)nt * FMM_LP_MR * 2) ||
+                  n < (ptrdiff_t)nt * FMM_LP_NR;
     ptrdiff_t units = by_rows ? (m + FMM_LP_MR - 1) / FMM_LP_MR
                               : (n + FMM_LP_NR - 1) / FMM_LP_NR;
     if (nt > units)
