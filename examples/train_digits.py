@@ -150,7 +150,7 @@ def main():
     model = nn.Sequential([nn.Dense(64, 128, "relu", seed=0),
                            nn.Dense(128, 10, "softmax", seed=1)])
     start_weights = [a.copy() for layer in model.layers
-                     for a in (layer.W, layer.b)]
+                     for a in (layer.W, layer.b) if a is not None]
     # both trainers see the same mini-batches in the same order
     rng = np.random.default_rng(0)
     orders = [rng.permutation(len(X_train)) for _ in range(args.epochs)]
@@ -158,7 +158,7 @@ def main():
     with fastmm.threads(args.threads), threadpool_limits(args.threads,
                                                          user_api="blas"):
         print(f"fastmm.nn: {model}  ({args.threads} thread(s), "
-              f"kernel {fastmm._gemm.kernel_info()['name']})")
+              f"kernel {fastmm.config.current()['isa']})")
         # fit shuffles with default_rng(seed).permutation, once per epoch:
         # seed=0 reproduces `orders`
         history = model.fit(X_train, y_train, epochs=args.epochs,

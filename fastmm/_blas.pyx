@@ -47,12 +47,36 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
          overwrite_c=False):
     """C := alpha * op(A) @ op(B) + beta * C, as scipy.linalg.blas.?gemm.
 
-    op(X) is X, or X.T when trans_x is true (1 or 2, as in BLAS; for real
-    data both mean the transpose).  float32 when every operand is float32,
-    float64 otherwise.  When beta == 0, C is not read (NaN in C does not
-    leak); when alpha == 0, A and B are not read.  With ``overwrite_c=True``
-    and a writeable ``c`` of the result's dtype the update is in place and
-    ``c`` is returned; otherwise a new array is returned.
+    float32 when every operand is float32, float64 otherwise.  When
+    beta == 0, C is not read (NaN in C does not leak); when alpha == 0, A
+    and B are not read.
+
+    Parameters
+    ----------
+    alpha, beta : float
+        Real scalars.
+    a, b : array_like
+        2-D real floating-point arrays.
+    c : array_like, optional
+        2-D, the shape of op(A) @ op(B); not read when beta == 0.
+    trans_a, trans_b : bool or int, optional
+        op(X) is X, or X.T when trans_x is true (1 or 2, as in BLAS; for
+        real data both mean the transpose).
+    overwrite_c : bool, optional
+        With True and a writeable ``c`` of the result's dtype the update is
+        in place and ``c`` is returned.
+
+    Returns
+    -------
+    ndarray
+        ``c`` when updated in place, otherwise a new array.
+
+    Raises
+    ------
+    ValueError
+        Operands that are not 2-D or whose shapes do not fit.
+    TypeError
+        Complex or non-numeric operands, or an array given as a scalar.
     """
     alpha = _real_scalar(alpha, "alpha")
     beta = _real_scalar(beta, "beta")

@@ -371,11 +371,38 @@ def matmul(x1, x2, out=None, *, device=None, precision=None, **kwargs):
     run on fastmm's blocked, multi-threaded kernels; int8/uint8 operands with
     ``dtype=np.int32`` and ml_dtypes.bfloat16 operands on its low-precision
     kernels (see fastmm/_lowp_api.py); every other input is passed to
-    np.matmul unchanged.  ``out`` may be given positionally or by keyword,
-    with any strides, and is returned as given.  ``precision="bf16"``
-    rounds float32 operands to bfloat16 and accumulates in float32 (error
-    within k * 2**-8 * |A| @ |B|).  ``device="cuda"`` runs
-    fastmm.cuda.matmul instead (None or "cpu": here).
+    np.matmul unchanged.
+
+    Parameters
+    ----------
+    x1, x2 : array_like
+        The operands, as for np.matmul: stacks of matrices broadcast over
+        their batch dimensions; a 1-D operand is a vector.
+    out : ndarray, optional
+        Receives the result; positional or keyword, any strides, and
+        returned as given.
+    device : {None, "cpu", "cuda"}, optional
+        ``"cuda"`` runs :func:`fastmm.cuda.matmul` instead (and takes no
+        other keywords); None or ``"cpu"``: here.
+    precision : {None, "highest", "bf16"}, optional
+        ``"bf16"`` rounds float32 operands to bfloat16 while packing and
+        accumulates in float32 (error within ``k * 2**-8 * (|A| @ |B|)``);
+        None or ``"highest"``: the ordinary float32/float64 product.
+    **kwargs
+        np.matmul's keywords; ``dtype=np.int32`` with int8/uint8 operands
+        selects the exact int32 product, ``dtype`` bfloat16 a bfloat16
+        result.  Other keywords are handed to np.matmul with the operands.
+
+    Returns
+    -------
+    ndarray or scalar
+        ``out`` if given, else a new array (a scalar for two vectors).
+
+    Raises
+    ------
+    ValueError, TypeError
+        As np.matmul raises them, with numpy's wording; ValueError for an
+        unknown ``device`` or ``precision``.
     """
     cdef object r
     if device is not None and device != "cpu":

@@ -157,18 +157,37 @@ def _checked(n, what="number of threads"):
 
 
 def set_num_threads(n):
-    """Set the number of threads fastmm's products may use (an integer >= 1).
+    """Set the number of threads fastmm's products may use.
 
     Outside any :func:`threads` block this is the process-wide count; inside
     one, it changes that block's count on the calling thread, which the block
-    restores at its end.  Counts above the limit (4 x the CPUs, at least 16)
-    are capped with a RuntimeWarning.
+    restores at its end.
+
+    Parameters
+    ----------
+    n : int
+        The count, >= 1.  Counts above the limit (4 x the CPUs, at least 16)
+        are capped with a RuntimeWarning.  A build without OpenMP uses 1.
+
+    Raises
+    ------
+    TypeError
+        ``n`` is not an integer.
+    ValueError
+        ``n`` is below 1.
     """
     fastmm_set_num_threads(_checked(n))
 
 
 def get_num_threads():
-    """The number of threads fastmm's products may use on the calling thread."""
+    """The number of threads fastmm's products may use on the calling thread.
+
+    Returns
+    -------
+    int
+        The count in force: the :func:`threads` block's, else the
+        process-wide one (1 in a child forked from a multi-threaded process).
+    """
     return fmm_effective_threads()
 
 
@@ -180,6 +199,16 @@ def threads(n):
     The setting is per Python thread: other threads, and threads started
     inside the block, keep their own counts, as concurrent blocks must not
     see each other's settings.
+
+    Parameters
+    ----------
+    n : int
+        The count, >= 1, checked as :func:`set_num_threads` checks it.
+
+    Examples
+    --------
+    >>> with fastmm.threads(1):
+    ...     c = fastmm.matmul(a, b)
     """
     global fmm_tls_nthreads
     n = _checked(n)

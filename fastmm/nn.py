@@ -1,4 +1,4 @@
-"""Dense neural-network layers on fastmm's GEMM.
+"""Dense neural-network layers on fastmm's GEMM::
 
     y = fastmm.nn.linear(x, w, b, activation="relu")         # act(x @ w + b)
     dx, dw, db = fastmm.nn.linear_backward(x, w, dy, y=y, activation="relu")
@@ -127,10 +127,25 @@ def _check_out(out, shape, dtype):
 def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
     """act(x @ w + b), with the bias and activation fused into the GEMM.
 
-    x: (batch, in); w: (in, out); b: (out,) or None.  ``activation`` is one of
-    :data:`ACTIVATIONS` (``slope``: leaky_relu's negative slope).  ``out``, if
-    given, must have shape (batch, out) and the result's dtype; any strides.
-    Returns y of shape (batch, out).
+    Parameters
+    ----------
+    x : array_like, shape (batch, in)
+    w : array_like, shape (in, out)
+        Any strides: the ``w.T`` view of an (out, in) weight is read in place.
+    b : array_like, shape (out,), optional
+        None: no bias.
+    activation : str, optional
+        One of :data:`ACTIVATIONS`; None means identity.
+    out : ndarray, optional
+        Shape (batch, out) and the result's dtype; any strides.
+    slope : float, optional
+        leaky_relu's negative slope.
+
+    Returns
+    -------
+    ndarray, shape (batch, out)
+        float32 when every operand is float32, float64 otherwise; ``out``
+        if given.
     """
     if out is None:
         y = _nn_api.try_forward(x, w, b, activation, slope)
@@ -164,7 +179,22 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
 
 
 def activate(z, activation, *, slope=0.01):
-    """act(z) for a 1-D or 2-D z (softmax over the last axis); a new array."""
+    """act(z) for a 1-D or 2-D z (softmax over the last axis).
+
+    Parameters
+    ----------
+    z : array_like
+        1-D or 2-D.
+    activation : str or None
+        One of :data:`ACTIVATIONS`.
+    slope : float, optional
+        leaky_relu's negative slope.
+
+    Returns
+    -------
+    ndarray
+        A new array.
+    """
     _, code = _activation(activation)
     slope = _slope(slope)
     z = np.asarray(z)
@@ -216,12 +246,39 @@ def linear_backward(x, w, dy, y=None, activation=None, *, z=None, slope=0.01,
                     need_dx=True):
     """Gradients of y = act(x @ w + b) with respect to x, w and b.
 
-    dy: dL/dy, shape (batch, out).  Give y (forward's output) or z (the
-    pre-activation x @ w + b), as the activation requires: y suffices for
-    relu, leaky_relu (slope >= 0), sigmoid, tanh and softmax; gelu and
-    gelu_tanh need z.  Identity needs neither.  ``slope`` must match forward's.
-    Returns (dx, dw, db); dx is None when ``need_dx`` is false (a first
-    layer's input gradient is rarely wanted and costs a third of the work).
+    Give y (forward's output) or z (the pre-activation x @ w + b), as the
+    activation requires: y suffices for relu, leaky_relu (slope >= 0),
+    sigmoid, tanh and softmax; gelu and gelu_tanh need z.  Identity needs
+    neither.
+
+    Parameters
+    ----------
+    x : array_like, shape (batch, in)
+        Forward's input.
+    w : array_like, shape (in, out)
+        Forward's weight.
+    dy : array_like, shape (batch, out)
+        dL/dy.
+    y : array_like, shape (batch, out), optional
+        Forward's output.
+    activation : str, optional
+        Forward's activation, one of :data:`ACTIVATIONS`.
+    z : array_like, shape (batch, out), optional
+        The pre-activation x @ w + b.
+    slope : float, optional
+        Must match forward's.
+    need_dx : bool, optional
+        False skips dx (a first layer's input gradient is rarely wanted and
+        costs a third of the work).
+
+    Returns
+    -------
+    dx : ndarray or None
+        dL/dx, shape (batch, in); None when ``need_dx`` is false.
+    dw : ndarray
+        dL/dw, shape (in, out).
+    db : ndarray
+        dL/db, shape (out,), summed in a fixed order for any thread count.
     """
     grads = _nn_api.try_backward(x, w, dy, y, z, activation, slope, need_dx)
     if grads is not None:
@@ -263,9 +320,24 @@ def linear_backward(x, w, dy, y=None, activation=None, *, z=None, slope=0.01,
 class Dense:
     """A fully connected layer: y = act(x @ W + b), W of shape (in, out).
 
-    init: "he" (normal, std sqrt(2/in); the default for relu-family
-    activations) or "xavier" (Glorot uniform, bound sqrt(6/(in+out)); the
-    default otherwise).  ``seed`` makes the initial weights reproducible.
+    Parameters
+    ----------
+    in_features, out_features : int
+        The sizes of x's and y's last axis.
+    activation : str, optional
+        One of :data:`ACTIVATIONS`; None means identity.
+    init : {"he", "xavier"}, optional
+        "he" (normal, std sqrt(2/in); the default for relu-family
+        activations) or "xavier" (Glorot uniform, bound sqrt(6/(in+out));
+        the default otherwise).
+    seed : int, optional
+        Makes the initial weights reproducible.
+    slope : float, optional
+        leaky_relu's negative slope.
+    bias : bool, optional
+        False: no bias.
+    dtype : {numpy.float32, numpy.float64}, optional
+        The parameters' dtype.
     """
 
     def __init__(self, in_features, out_features, activation=None, init=None,
@@ -494,7 +566,14 @@ class SoftmaxCrossEntropy:
 
 
 class Sequential:
-    """Layers applied in order; trained with :meth:`fit`."""
+    """Layers applied in order; trained with :meth:`fit`.
+
+    Parameters
+    ----------
+    layers : sequence of Dense
+        Each layer's ``in_features`` must equal the previous one's
+        ``out_features`` (ValueError otherwise).
+    """
 
     def __init__(self, layers):
         self.layers = list(layers)
@@ -514,6 +593,8 @@ class Sequential:
         return self.layers[-1].activation
 
     def forward(self, x, training=True):
+        """Every layer's forward in turn; with ``training`` each keeps what
+        backward needs."""
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -551,6 +632,8 @@ class Sequential:
                 else MeanSquaredError())
 
     def evaluate(self, X, y, loss=None):
+        """The loss on (X, y): SoftmaxCrossEntropy after a softmax layer,
+        else MeanSquaredError, unless ``loss`` says."""
         loss = loss or self._default_loss()
         return loss.value(self.predict(X), y, self.output_activation)
 
@@ -576,20 +659,50 @@ class Sequential:
     def fit(self, X, y, epochs=10, batch_size=32, *, loss=None, optimizer=None,
             shuffle=True, seed=None, verbose=True, validation_data=None,
             stream=None):
-        """Train with mini-batches; returns (and keeps as ``self.history``)
-        {"loss": mean training loss per epoch, "epoch_time": seconds per
-        epoch, and "val_loss" with ``validation_data=(X_val, y_val)``}.
+        """Train with mini-batches.
 
-        loss: default SoftmaxCrossEntropy after a softmax layer, else
-        MeanSquaredError.  optimizer: default SGD(lr=0.01, momentum=0.9).
-        verbose: a progress bar per epoch on stderr (or ``stream``).
+        Parameters
+        ----------
+        X : array_like, shape (samples, features)
+        y : array_like
+            One target per row of X: class indices or probability rows for
+            SoftmaxCrossEntropy, values shaped as the output for
+            MeanSquaredError.
+        epochs, batch_size : int, optional
+        loss : optional
+            Default SoftmaxCrossEntropy after a softmax layer, else
+            MeanSquaredError.
+        optimizer : optional
+            Default ``SGD(lr=0.01, momentum=0.9)``.
+        shuffle : bool, optional
+            Reshuffle the rows every epoch.
+        seed : int, optional
+            Makes the shuffling reproducible.
+        verbose : bool, optional
+            A progress bar per epoch on stderr (or ``stream``).
+        validation_data : tuple, optional
+            ``(X_val, y_val)``, evaluated after each epoch.
+        stream : file, optional
+            Where the progress bar goes.
 
-        Raises ValueError, before any step, if X, y or the validation data
-        hold a NaN or an infinity.  Raises FloatingPointError if training
-        diverges (a batch's loss or a parameter stops being finite): the
-        parameters, and an SGD optimizer's velocities, are first put back as
-        the last finite epoch left them (as they were before training if that
-        was the first), and ``self.history`` holds the finished epochs.
+        Returns
+        -------
+        dict
+            ``{"loss": mean training loss per epoch, "epoch_time": seconds
+            per epoch}``, plus ``"val_loss"`` with ``validation_data``; also
+            kept as ``self.history``.
+
+        Raises
+        ------
+        ValueError
+            Before any step, if X, y or the validation data hold a NaN or an
+            infinity.
+        FloatingPointError
+            If training diverges (a batch's loss or a parameter stops being
+            finite): the parameters, and an SGD optimizer's velocities, are
+            first put back as the last finite epoch left them (as they were
+            before training if that was the first), and ``self.history``
+            holds the finished epochs.
         """
         X = np.asarray(X)
         y = np.asarray(y)

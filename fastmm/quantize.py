@@ -1,4 +1,4 @@
-"""Post-training quantization of a trained fastmm.nn.Sequential, for inference.
+"""Post-training quantization of a trained fastmm.nn.Sequential, for inference::
 
     q = fastmm.nn.quantize(model, "int8")          # or "bf16"
     probabilities = q.predict(X_test)      # float32, as model.predict gives
@@ -6,17 +6,18 @@
     q = fastmm.nn.QuantizedSequential.load("digits_int8.npz")
 
 int8 (symmetric, no zero points): each weight column j (output channel) gets
-one scale, s_w[j] = max_k |W[k, j]| / 127, and W_q = clip(round(W / s_w),
--127, 127) as int8, once, in :func:`quantize`.  At run time each input row i
-gets its own scale, s_x[i] = max_k |x[i, k]| / 127, and x_q = round(x / s_x)
-as int8 (round half to even; computed as x * (127 / max|x[i]|) in float32).
+one scale, ``s_w[j] = max_k |W[k, j]| / 127``, and ``W_q = clip(round(W /
+s_w), -127, 127)`` as int8, once, in :func:`quantize`.  At run time each
+input row i gets its own scale, ``s_x[i] = max_k |x[i, k]| / 127``, and
+``x_q = round(x / s_x)`` as int8 (round half to even; computed as
+``x * (127 / max|x[i]|)`` in float32).
 The product x_q @ W_q is exact in int32 (the VNNI kernels of fastmm/_lowp.pyx),
-and the layer's output is
+and the layer's output is::
 
     y[i, j] = act(float32(acc[i, j]) * s_x[i] * s_w[j] + b[j])   (in float32)
 
 so the only errors are the two roundings to the int8 grids (at most half a
-step each: |x - s_x x_q| <= s_x / 2, |W - s_w W_q| <= s_w / 2) and float32's
+step each: ``|x - s_x x_q| <= s_x / 2``, ``|W - s_w W_q| <= s_w / 2``) and float32's
 in the write-back.  int32 holds any sum of up to 133,144 products of
 127 * 127: layers with more inputs are refused.  An all-zero weight column or
 input row has scale 0 and quantizes to zeros (no division by zero); so does
@@ -218,13 +219,21 @@ class QuantizedDense:
 
 
 def quantize(model, mode):
-    """An inference copy of ``model`` (a trained fastmm.nn.Sequential of Dense
-    layers) with int8 or bfloat16 weights; see this module's docstring for
-    the scheme.  The model itself is not changed.
+    """An inference copy of ``model`` with int8 or bfloat16 weights; see
+    this module's docstring for the scheme.  The model itself is not changed.
 
-    mode: "int8" (per-output-channel weight scales, per-row activation
-    scales, exact int32 products) or "bf16" (bfloat16 operands, float32
-    accumulation).  Returns a :class:`QuantizedSequential`.
+    Parameters
+    ----------
+    model : fastmm.nn.Sequential
+        A trained network of Dense layers.
+    mode : {"int8", "bf16"}
+        "int8": per-output-channel weight scales, per-row activation
+        scales, exact int32 products.  "bf16": bfloat16 operands, float32
+        accumulation.
+
+    Returns
+    -------
+    QuantizedSequential
     """
     from fastmm.nn import Dense, Sequential
     _check_mode(mode)
@@ -256,7 +265,8 @@ def quantize(model, mode):
 
 class QuantizedSequential:
     """Quantized dense layers applied in order, for inference only
-    (made by :func:`quantize`; trained models stay fastmm.nn.Sequential)."""
+    (made by :func:`quantize` or :meth:`load`; trained models stay
+    fastmm.nn.Sequential)."""
 
     def __init__(self, mode, layers):
         self.mode = _check_mode(mode)

@@ -656,10 +656,32 @@ def cpu_name(cpuinfo="/proc/cpuinfo"):
 
 def run(seconds=120.0, output=None, dry_run=False, stream=None,
         progress=True):
-    """Tune this machine within ``seconds``; print the tables to ``stream``;
-    save the tuned row to ``output`` (default: the tuning file) unless
-    ``dry_run``, and put it in force.  Returns (exit status, tuned row or
-    None, the "measured" record)."""
+    """Tune this machine within ``seconds``: what ``python -m fastmm tune``
+    runs.
+
+    Parameters
+    ----------
+    seconds : float, optional
+        The time budget of the whole search.
+    output : str, optional
+        Where to save the tuned row (default: the tuning file, see
+        :func:`fastmm.config.tuned.path`).
+    dry_run : bool, optional
+        Measure and print, but save nothing.
+    stream : file, optional
+        Where the tables are printed (default: stdout).
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    status : int
+        The exit status.
+    row : Row or None
+        The tuned row, saved (unless ``dry_run``) and put in force.
+    measured : dict
+        The "measured" record written with it.
+    """
     from threadpoolctl import threadpool_limits
 
     import fastmm

@@ -1,4 +1,4 @@
-"""fastmm.cuda: matmul, gemm and dense layers on an NVIDIA GPU (numba.cuda).
+"""fastmm.cuda: matmul, gemm and dense layers on an NVIDIA GPU (numba.cuda)::
 
     fastmm.cuda.is_available()                 # GPU, or numba's CUDA simulator
     c = fastmm.cuda.matmul(a, b)               # == fastmm.matmul(a, b, device="cuda")

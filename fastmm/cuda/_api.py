@@ -277,8 +277,25 @@ def matmul(a, b, out=None):
     """np.matmul(a, b) on the GPU for float32/float64 (mixed: float64).
 
     1-D operands and broadcast batches follow np.matmul's rules (batches
-    launch one kernel per product).  ``out`` (numpy or device array, exact
-    shape and dtype) receives the result and is returned.
+    launch one kernel per product).
+
+    Parameters
+    ----------
+    a, b : array_like or device array
+        numpy inputs are copied to the GPU; device arrays
+        (``__cuda_array_interface__``) are read in place.
+    out : ndarray or device array, optional
+        Exact shape and dtype; receives the result and is returned.
+
+    Returns
+    -------
+    ndarray or device array
+        On the device if an operand is, else a numpy array.
+
+    Raises
+    ------
+    CudaUnavailableError
+        numba-cuda is missing or no GPU is usable.
     """
     cuda, k = _cuda()
     on_device = any(_on_device(x, cuda) for x in (a, b, out) if x is not None)
@@ -348,9 +365,23 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
 
     op(X) is X.T when trans_x is true, read through the kernel's index map
     (no copy).  When beta == 0, C is not read; when alpha == 0, A and B are
-    not read.  With ``overwrite_c=True`` and ``c`` of the result's dtype the
-    update is in place (host or device ``c``) and ``c`` is returned;
-    otherwise a new array is returned (on the device if any operand is).
+    not read.
+
+    Parameters
+    ----------
+    alpha, beta : float
+    a, b : array_like or device array
+        2-D.
+    c : array_like or device array, optional
+    trans_a, trans_b : bool, optional
+    overwrite_c : bool, optional
+        With True and ``c`` of the result's dtype the update is in place
+        (host or device ``c``) and ``c`` is returned.
+
+    Returns
+    -------
+    ndarray or device array
+        ``c``, or a new array (on the device if any operand is).
     """
     cuda, k = _cuda()
     if not hasattr(a, "shape"):
@@ -398,11 +429,24 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
     """y = activation(x @ w + b) on the GPU, bias and activation fused into
     the GEMM's store (softmax, row-wise over the last axis, runs after it).
 
-    x: (..., in_features), w: (in_features, out_features), b:
-    (out_features,) or None.  activation: None/'identity', 'relu',
-    'leaky_relu' (negative slope ``slope``), 'sigmoid', 'tanh', 'gelu'
-    (exact, erf form; alias 'gelu_erf'), 'gelu_tanh' (tanh approximation),
-    'softmax': the names and meanings of fastmm.nn.
+    Parameters
+    ----------
+    x : array_like or device array, shape (..., in_features)
+    w : array_like or device array, shape (in_features, out_features)
+    b : array_like or device array, shape (out_features,), optional
+    activation : str, optional
+        None/'identity', 'relu', 'leaky_relu' (negative slope ``slope``),
+        'sigmoid', 'tanh', 'gelu' (exact, erf form; alias 'gelu_erf'),
+        'gelu_tanh' (tanh approximation), 'softmax': the names and meanings
+        of fastmm.nn.
+    out : ndarray or device array, optional
+        Receives the result.
+    slope : float, optional
+
+    Returns
+    -------
+    ndarray or device array
+        y, shape (..., out_features).
     """
     cuda, k = _cuda()
     act = _activation(activation)
@@ -462,6 +506,11 @@ def linear_backward(x, w, dy, y=None, activation=None, *, b=None, z=None,
     relu, leaky_relu, sigmoid, tanh and softmax take the derivative from the
     forward output ``y``; the gelu forms from the pre-activation ``z``.  A
     missing ``y`` or ``z`` is recomputed from x, w and ``b``.
+
+    Returns
+    -------
+    dx, dw, db : ndarray or device array
+        The gradients with respect to x, w and b.
     """
     cuda, k = _cuda()
     act = _activation(activation)
