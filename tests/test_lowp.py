@@ -747,21 +747,26 @@ def test_mkl_peer_bf16(mkl):
 
 @pytest.mark.parametrize("nt", [1, 2])
 def test_precision_bf16_rounds_special_values_like_the_reference(nt):
-    # B's rows are rounded 16 columns at a time in integer lanes (the row
-    # packer), its last columns one by one: ties to even, NaN kept a NaN,
-    # overflow to inf, in both.  I @ B with A = I (exact in bfloat16) shows
-    # B as packed; 0 * NaN and 0 * inf make whole columns NaN, on both sides.
-    k, n = 8, 2 * NR + 5
-    b = random((k, n), F32, 31)
+    # float32 is rounded while packing, in integer lanes where rows are
+    # contiguous (B: 16 columns at a time, A: 8 elements of k at a time) and
+    # one by one at the ends: ties to even, NaN kept a NaN, overflow to inf,
+    # everywhere.  I @ B and A @ I with I exact in bfloat16 show the packed
+    # operand; 0 * NaN and 0 * inf spread NaN the same way on both sides.
+    k, n = 19, 2 * NR + 5
+    x = random((k, n), F32, 31)
     special = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8 + 2 ** -20),
                np.finfo(F32).max, -np.inf, np.inf, np.nan, -0.0, 3.0e38]
     # (no subnormals: vdpbf16ps reads them as zero, see kernels/lowp.h)
     for i, v in enumerate(special):
-        b[i % k, (7 * i) % n] = v                    # vector part and tail
-        b[(i + 3) % k, n - 1 - i] = v
+        x[i % k, (7 * i) % n] = v
+        x[(i + 3) % k, n - 1 - i] = v
+        x[k - 1 - i % 3, (5 * i) % n] = v
     eye = np.eye(k, dtype=F32)
+    xt = np.ascontiguousarray(x.T)
     with forced_threads(nt):
-        got = fastmm.matmul(eye, b, precision="bf16")
-    want = (eye.astype(np.float64) @ round_bf16(b).astype(np.float64)
+        got_b = fastmm.matmul(eye, x, precision="bf16")
+        got_a = fastmm.matmul(xt, eye, precision="bf16")
+    want = (eye.astype(np.float64) @ round_bf16(x).astype(np.float64)
             ).astype(F32)
-    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(got_b, want, equal_nan=True)
+    assert np.array_equal(got_a, want.T, equal_nan=True)

@@ -89,6 +89,45 @@ fmm_lp_load(const char *p, int kind, uint32_t flip)
     }
 }
 
+#if defined(__SSE2__)
+static inline __m128i fmm_lp_bf16x4(const char *p)
+{
+    /* four float32 -> bfloat16 bits in the low halves, as fmm_f32_to_bf16 */
+    const __m128i u = _mm_loadu_si128((const __m128i *)p);
+    const __m128i nan = _mm_cmpgt_epi32(
+        _mm_and_si128(u, _mm_set1_epi32(0x7fffffff)), _mm_set1_epi32(0x7f800000));
+    __m128i r = _mm_add_epi32(u, _mm_add_epi32(_mm_set1_epi32(0x7fff),
+        _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1))));
+    r = _mm_srli_epi32(r, 16);
+    const __m128i q = _mm_or_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(0x40));
+    return _mm_or_si128(_mm_and_si128(nan, q), _mm_andnot_si128(nan, r));
+}
+
+static inline __m128i fmm_lp_widen8(__m128i v, int sign, int hi)
+{
+    /* 8 of the 16 bytes of v (low or high half) as int16 */
+    if (sign)
+        return _mm_srai_epi16(hi ? _mm_unpackhi_epi8(v, v)
+                                 : _mm_unpacklo_epi8(v, v), 8);
+    return hi ? _mm_unpackhi_epi8(v, _mm_setzero_si128())
+              : _mm_unpacklo_epi8(v, _mm_setzero_si128());
+}
+
+static inline void fmm_lp_colsum16(int32_t *cs, __m128i s16lo, __m128i s16hi)
+{
+    /* cs[0..16) += the int16 sums (|sum| <= 4 * 255) as int32 */
+    __m128i *d = (__m128i *)cs;
+    _mm_storeu_si128(d + 0, _mm_add_epi32(_mm_loadu_si128(d + 0),
+        _mm_srai_epi32(_mm_unpacklo_epi16(s16lo, s16lo), 16)));
+    _mm_storeu_si128(d + 1, _mm_add_epi32(_mm_loadu_si128(d + 1),
+        _mm_srai_epi32(_mm_unpackhi_epi16(s16lo, s16lo), 16)));
+    _mm_storeu_si128(d + 2, _mm_add_epi32(_mm_loadu_si128(d + 2),
+        _mm_srai_epi32(_mm_unpacklo_epi16(s16hi, s16hi), 16)));
+    _mm_storeu_si128(d + 3, _mm_add_epi32(_mm_loadu_si128(d + 3),
+        _mm_srai_epi32(_mm_unpackhi_epi16(s16hi, s16hi), 16)));
+}
+#endif
+
 /* A (rows x kc at src, strides in bytes) into one packed A micro-panel of
  * MR rows; G = 4 (bytes) or 2 (halfwords).  With rows contiguous (the
  * common C-ordered A) a group is one unaligned dword load. */
@@ -115,6 +154,29 @@ fmm_lp_pack_a_kind(const char *src, ptrdiff_t rs, ptrdiff_t cs,
                 memcpy(&w, row + g * 4, 4);
                 dst[g * FMM_LP_MR + i] = w ^ flip4;
             }
+#if defined(__SSE2__)
+        if (cs == size && kind == FMM_SRC_F32)
+            for (; g + 4 <= full; g += 4) {
+                /* 8 floats -> 4 pairs: the rounded bfloat16 bits of the
+                 * even element in the low half of each 64-bit lane's low
+                 * dword, the odd one's moved up from the high dword */
+                __m128i lo = fmm_lp_bf16x4(row + g * 8);
+                __m128i hi = fmm_lp_bf16x4(row + g * 8 + 16);
+                lo = _mm_or_si128(lo, _mm_srli_epi64(lo, 16));
+                hi = _mm_or_si128(hi, _mm_srli_epi64(hi, 16));
+                const __m128i w = _mm_unpacklo_epi64(
+                    _mm_shuffle_epi32(lo, _MM_SHUFFLE(3, 3, 2, 0)),
+                    _mm_shuffle_epi32(hi, _MM_SHUFFLE(3, 3, 2, 0)));
+                uint32_t *d = dst + g * FMM_LP_MR + i;
+                d[0] = (uint32_t)_mm_cvtsi128_si32(w);
+                d[FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+                    _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 1, 1)));
+                d[2 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+                    _mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)));
+                d[3 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+                    _mm_shuffle_epi32(w, _MM_SHUFFLE(3, 3, 3, 3)));
+            }
+#endif
         for (; g < groups; g++) {
             uint32_t word = 0;
             for (int q = 0; q < G && g * G + q < kc; q++)
@@ -279,13 +341,29 @@ static void fmm_bf_ukr_ref(ptrdiff_t groups, const uint32_t *a,
       c7_1 = ZERO, c8_0 = ZERO, c8_1 = ZERO, c9_0 = ZERO, c9_1 = ZERO,       \
       c10_0 = ZERO, c10_1 = ZERO, c11_0 = ZERO, c11_1 = ZERO;
 
+/* C tile prefetch, as the float kernels do (kernels/avx512.h): on entry,
+ * and again this many groups before the end, since the streamed panels
+ * evict the lines meanwhile (both ends of each 128-byte row). */
+#define FMM_LP_C_AHEAD 64
+static inline void fmm_lp_prefetch_c(const void *c, ptrdiff_t ldc)
+{
+    const char *ci = (const char *)c;
+    for (int i = 0; i < FMM_LP_MR; i++, ci += 4 * ldc) {
+        _mm_prefetch(ci, _MM_HINT_T0);
+        _mm_prefetch(ci + 4 * FMM_LP_NR - 1, _MM_HINT_T0);
+    }
+}
+
 FMM_TARGET_VNNI static void
 fmm_i8_ukr_vnni(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
                 int32_t *c, ptrdiff_t ldc, int acc_c, const int32_t *rowc,
                 const int32_t *colc)
 {
     FMM_LP_DECL(__m512i, _mm512_setzero_si512())
+    fmm_lp_prefetch_c(c, ldc);
     for (ptrdiff_t g = 0; g < groups; g++) {
+        if (g == groups - FMM_LP_C_AHEAD)
+            fmm_lp_prefetch_c(c, ldc);
         __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
 #define FMM_I8_STEP(i)                                                        \
         {                                                                     \
@@ -321,7 +399,10 @@ fmm_bf_ukr_avx512(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
                   float *c, ptrdiff_t ldc, int acc_c)
 {
     FMM_LP_DECL(__m512, _mm512_setzero_ps())
+    fmm_lp_prefetch_c(c, ldc);
     for (ptrdiff_t g = 0; g < groups; g++) {
+        if (g == groups - FMM_LP_C_AHEAD)
+            fmm_lp_prefetch_c(c, ldc);
         __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
 #define FMM_BF_STEP(i)                                                        \
         {                                                                     \
@@ -436,44 +517,6 @@ static const fmm_lp_kernels_t *fmm_lp_kernels(void)
  * rounding of fmm_f32_to_bf16 in integer lanes for float32.  colsum (int8
  * with signed A; nc entries, zeroed by the caller) gets the column sums of
  * the original bytes. */
-#if defined(__SSE2__)
-static inline __m128i fmm_lp_bf16x4(const char *p)
-{
-    /* four float32 -> bfloat16 bits in the low halves, as fmm_f32_to_bf16 */
-    const __m128i u = _mm_loadu_si128((const __m128i *)p);
-    const __m128i nan = _mm_cmpgt_epi32(
-        _mm_and_si128(u, _mm_set1_epi32(0x7fffffff)), _mm_set1_epi32(0x7f800000));
-    __m128i r = _mm_add_epi32(u, _mm_add_epi32(_mm_set1_epi32(0x7fff),
-        _mm_and_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(1))));
-    r = _mm_srli_epi32(r, 16);
-    const __m128i q = _mm_or_si128(_mm_srli_epi32(u, 16), _mm_set1_epi32(0x40));
-    return _mm_or_si128(_mm_and_si128(nan, q), _mm_andnot_si128(nan, r));
-}
-
-static inline __m128i fmm_lp_widen8(__m128i v, int sign, int hi)
-{
-    /* 8 of the 16 bytes of v (low or high half) as int16 */
-    if (sign)
-        return _mm_srai_epi16(hi ? _mm_unpackhi_epi8(v, v)
-                                 : _mm_unpacklo_epi8(v, v), 8);
-    return hi ? _mm_unpackhi_epi8(v, _mm_setzero_si128())
-              : _mm_unpacklo_epi8(v, _mm_setzero_si128());
-}
-
-static inline void fmm_lp_colsum16(int32_t *cs, __m128i s16lo, __m128i s16hi)
-{
-    /* cs[0..16) += the int16 sums (|sum| <= 4 * 255) as int32 */
-    __m128i *d = (__m128i *)cs;
-    _mm_storeu_si128(d + 0, _mm_add_epi32(_mm_loadu_si128(d + 0),
-        _mm_srai_epi32(_mm_unpacklo_epi16(s16lo, s16lo), 16)));
-    _mm_storeu_si128(d + 1, _mm_add_epi32(_mm_loadu_si128(d + 1),
-        _mm_srai_epi32(_mm_unpackhi_epi16(s16lo, s16lo), 16)));
-    _mm_storeu_si128(d + 2, _mm_add_epi32(_mm_loadu_si128(d + 2),
-        _mm_srai_epi32(_mm_unpacklo_epi16(s16hi, s16hi), 16)));
-    _mm_storeu_si128(d + 3, _mm_add_epi32(_mm_loadu_si128(d + 3),
-        _mm_srai_epi32(_mm_unpackhi_epi16(s16hi, s16hi), 16)));
-}
-#endif
 
 __attribute__((always_inline)) static inline void
 fmm_lp_pack_b_rows_kind(const char *src, ptrdiff_t rs, ptrdiff_t kc,
