@@ -601,13 +601,16 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad, *, preactivation=False):
+    def backward(self, grad, *, preactivation=False, need_dx=True):
         """Backpropagate dL/doutput (dL/dlogits with ``preactivation``)
-        through every layer, leaving dW and db in each; returns dL/dinput."""
+        through every layer, leaving dW and db in each; returns dL/dinput,
+        or None with ``need_dx=False`` (which skips the first layer's
+        input-gradient product, as training does)."""
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             grad = self.layers[i].backward(grad, preactivation=preactivation
-                                           and i == last, need_dx=i > 0)
+                                           and i == last,
+                                           need_dx=need_dx or i > 0)
         return grad
 
     def parameters(self):
@@ -771,7 +774,7 @@ class Sequential:
                 if not math.isfinite(total):
                     raise diverged(f"batch {i // batch_size + 1}: loss "
                                    f"{batch_loss}")
-                self.backward(grad, preactivation=pre)
+                self.backward(grad, preactivation=pre, need_dx=False)
                 optimizer.step(self.parameters())
                 if bar:
                     done = i + len(idx)

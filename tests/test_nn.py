@@ -675,3 +675,26 @@ def test_float_labels_not_whole_rejected(bad, match):
         match = r"fit: y contains NaN or infinity \(first at row 3"
     with pytest.raises(ValueError, match=match):
         _tiny_net().fit(np.zeros((5, 3)), y, epochs=1, verbose=False)
+
+
+def test_network_backward_returns_the_input_gradient():
+    # Sequential.backward returned None (its first layer skipped dL/dx)
+    # while documenting dL/dinput; need_dx=False is the training shortcut
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((5, 6))
+    t = rng.integers(0, 4, 5)
+    net, loss = _net(out="softmax"), nn.SoftmaxCrossEntropy()
+    grad, pre = loss.gradient(net.forward(X), t, net.output_activation)
+    dx = net.backward(grad, preactivation=pre)
+    assert dx is not None and dx.shape == X.shape
+    h, num = 1e-6, np.empty_like(X)
+    for idx in np.ndindex(X.shape):
+        up, down = X.copy(), X.copy()
+        up[idx] += h
+        down[idx] -= h
+        num[idx] = (loss.value(net.forward(up, training=False), t, "softmax")
+                    - loss.value(net.forward(down, training=False), t,
+                                 "softmax")) / (2 * h)
+    np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-8)
+    net.forward(X)
+    assert net.backward(grad, preactivation=pre, need_dx=False) is None
