@@ -158,7 +158,7 @@ def main():
     with fastmm.threads(args.threads), threadpool_limits(args.threads,
                                                          user_api="blas"):
         print(f"fastmm.nn: {model}  ({args.threads} thread(s), "
-              f"kernel {fastmm._gemm.kernel_info()['name']})")
+              f"kernel {fastmm.driver._packed.kernel_info()['name']})")
         # fit shuffles with default_rng(seed).permutation, once per epoch:
         # seed=0 reproduces `orders`
         history = model.fit(X_train, y_train, epochs=args.epochs,

@@ -7,7 +7,7 @@ fastmm/lowp.py does numpy's dtype, shape and broadcasting rules around them.
 """
 cimport numpy as cnp
 
-from fastmm._threads cimport threads_for, note_region, PATH_LOWP
+from fastmm.driver._threads cimport threads_for, note_region, PATH_LOWP
 
 cnp.import_array()
 
@@ -45,7 +45,8 @@ KINDS = {"int8": FMM_SRC_I8, "uint8": FMM_SRC_U8, "bfloat16": FMM_SRC_BF16,
 
 def select_lowp(name):
     """Follow kernel family ``name`` ("avx512": VNNI / BF16 where the CPU has
-    them; anything else: portable C).  fastmm._gemm.select_kernel calls it."""
+    them; anything else: portable C).  fastmm.driver._packed.select_kernel
+    calls it."""
     cdef bytes key = name.encode()
     fmm_lp_select(key)
     return lowp_kernels()
@@ -87,5 +88,5 @@ def gemm_lowp(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, str kind_a,
     return c
 
 
-from fastmm._gemm import kernel_info as _kernel_info
+from fastmm.driver._packed import kernel_info as _kernel_info
 select_lowp(_kernel_info()["name"])

@@ -35,7 +35,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "_parallel.h"
+#include "driver/_parallel.h"
 
 #define FMM_LP_MR 12
 #define FMM_LP_NR 32
