@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The unpacked path's compiled home: kernels/small.h's entry points and the
-run-time choice of their instruction set (the kernel state lives here once).
+"""The unpacked driver's compiled home: driver/_unpacked.h's entry points
+(over the kernels of kernels/small.h) and the run-time choice of their
+instruction set (the kernel state lives here once).
 
 Shape-based selection between this path and the packed driver is made in
 fastmm/_linalg.pyx (``_unpacked``).
