@@ -25,8 +25,11 @@ int main(void) {
 }
 """
 
-MODULES = ["_threads", "_gemm", "_small", "_linalg", "_blas", "_nn", "_nn_api",
-           "_lowp"]
+# The compiled modules, by folder: the drivers (the loops, no ISA code), the
+# numpy-facing front ends, the dense-layer ops.  Kernels are C headers
+# (fastmm/kernels/) compiled into the modules that include them.
+MODULES = ["driver/_threads", "driver/_packed", "driver/_unpacked",
+           "_linalg", "_blas", "_lowp", "nn/_ops", "nn/_fastpath"]
 
 
 def openmp_flags(compiler):
@@ -65,7 +68,9 @@ def extensions():
     cflags = [] if sys.platform == "win32" else ["-O3", "-std=gnu11",
                                                  "-Wno-unused-function"]
     return [
-        Extension(f"fastmm.{name}", [f"fastmm/{name}.pyx"],
+        # headers are included by their path under fastmm/ ("driver/_scratch.h",
+        # "kernels/dispatch.h"), whichever folder the including file is in
+        Extension("fastmm." + name.replace("/", "."), [f"fastmm/{name}.pyx"],
                   include_dirs=["fastmm", numpy.get_include()],
                   define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                   extra_compile_args=list(cflags), extra_link_args=[])

@@ -12,7 +12,7 @@ bfloat16 classes where ml_dtypes is not installed (``pip install
 'fastmm[bf16]'``, or add ``"ml_dtypes": [""]`` to asv.conf.json's matrix).
 Bfloat16MKL times MKL's cblas_gemm_bf16bf16f32 where the mkl wheel is
 installed (MKL's cblas_gemm_s8u8s32 is not a peer: see
-fastmm/_peers.py's Mkl.prepare_lowp).
+fastmm/bench/_peers.py's Mkl.prepare_lowp).
 """
 import numpy as np
 

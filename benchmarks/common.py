@@ -43,9 +43,10 @@ family, since a setup that skips skips every benchmark of its class:
 ``setup`` calls ``require_mkl()`` (NotImplementedError, asv's skip, without
 MKL) and then ``prepare_mkl``; its ``time_mkl``, ``track_gflops_mkl`` and
 ``track_speedup_mkl`` (x MKL) call ``mkl_op``, ``mkl_gflops()`` and
-``speedup_mkl()``.  MKL is loaded by fastmm/_peers.py, so commits before that
-module skip these.
+``speedup_mkl()``.  MKL is loaded by fastmm's bench peers (fastmm/bench/_peers.py,
+fastmm/_peers.py before), so commits before those modules skip these.
 """
+import importlib
 import math
 import os
 import time
@@ -69,11 +70,11 @@ DTYPES = ["float32", "float64"]
 
 def _cpu_count():
     """CPUs this process may use (fastmm's own count where it has one)."""
-    try:
-        from fastmm._threads import cpu_count
-        return cpu_count()
-    except (ImportError, AttributeError):
-        pass
+    for module in ("fastmm.driver._threads", "fastmm._threads"):  # new, old
+        try:
+            return importlib.import_module(module).cpu_count()
+        except (ImportError, AttributeError):
+            pass
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -114,12 +115,17 @@ def require(*names):
 
 def require_mkl():
     """fastmm's MKL peer, or NotImplementedError (asv: skip) where MKL is not
-    installed or this commit's fastmm has no fastmm._peers."""
+    installed or this commit's fastmm has no MKL peer (fastmm.bench._peers,
+    fastmm._peers before the bench moved into fastmm/bench/)."""
     require()
-    try:
-        from fastmm._peers import load_mkl
-    except ImportError:
-        raise NotImplementedError("no fastmm._peers (MKL peer) at this commit")
+    for module in ("fastmm.bench._peers", "fastmm._peers"):
+        try:
+            load_mkl = importlib.import_module(module).load_mkl
+            break
+        except ImportError:
+            pass
+    else:
+        raise NotImplementedError("no MKL peer in fastmm at this commit")
     try:
         mkl = load_mkl()
     except (OSError, RuntimeError) as e:
@@ -141,7 +147,7 @@ def random_array(shape, dtype, seed=0):
 def best_times(funcs, repeats=6, sample=2e-3, settle=None):
     """Best seconds per call of each ``func()``, each timed in blocks of its own.
 
-    The same method as fastmm/_bench.py's, kept here rather than imported:
+    The same method as fastmm/bench/_harness.py's, kept here, not imported:
     asv measures old commits too, whose fastmm may lack it or time otherwise.
 
     Each sample loops one function for ~``sample`` seconds; two rounds of

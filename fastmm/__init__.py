@@ -10,20 +10,21 @@
 __version__ = "0.1.0"
 
 try:
-    from fastmm._threads import get_num_threads, set_num_threads, threads
+    from fastmm.driver._threads import get_num_threads, set_num_threads, threads
 except ImportError as e:  # pragma: no cover - depends on how it was installed
     import os as _os
+    _driver = _os.path.join(_os.path.dirname(__file__), "driver")
     if not any(f.startswith("_threads.") and not f.endswith((".pyx", ".pxd", ".h"))
-               for f in _os.listdir(_os.path.dirname(__file__))):
+               for f in _os.listdir(_driver)):
         raise ImportError(
             "fastmm's compiled modules are missing from "
-            f"{_os.path.dirname(__file__)}: this looks like the source tree. "
+            f"{_driver}: this looks like the source tree. "
             "Build it in place with `pip install -e .`, or run from outside "
             "the source directory after `pip install .`") from e
     raise
 from fastmm._linalg import matmul
 from fastmm._blas import gemm
-from fastmm._gemm import kept_buffer_bytes, release_buffers
+from fastmm.driver._packed import kept_buffer_bytes, release_buffers
 from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
@@ -46,7 +47,7 @@ from fastmm.config import apply as _apply_config
 _apply_config()
 del _apply_config
 
-from fastmm._threads import _register_threadpoolctl
+from fastmm.driver._threads import _register_threadpoolctl
 
 _register_threadpoolctl()
 del _register_threadpoolctl

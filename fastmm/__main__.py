@@ -8,14 +8,14 @@ def info(args):
     import numpy as np
 
     import fastmm
-    from fastmm._bench import numpy_blas
+    from fastmm.bench._harness import numpy_blas
     fastmm.show_config()
     print(f"numpy {np.__version__}, BLAS: {numpy_blas()}")
     return 0
 
 
 def bench(args):
-    from fastmm._bench import run
+    from fastmm.bench._harness import run
     return run(args)
 
 
@@ -57,7 +57,7 @@ def main(argv=None):
                        "thread counts (numpy's BLAS pinned with threadpoolctl), "
                        "each library in blocks of its own, best of repeats, "
                        "after checking each result against numpy's.")
-    from fastmm._bench import add_arguments
+    from fastmm.bench._harness import add_arguments
     add_arguments(p)
     p.set_defaults(func=bench)
     p = sub.add_parser("tune", help="measure kernels, block sizes and "

@@ -1,7 +1,8 @@
 """The build and run-time configuration fastmm reports (show_config, info)."""
 import platform
 
-from fastmm import _gemm, _lowp, _small, _threads
+from fastmm.driver import _packed, _unpacked, _threads
+from fastmm import _lowp
 from fastmm._cpu import read_caches
 
 
@@ -32,21 +33,22 @@ def config():
         "num_threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "forked_child_single_thread": _threads.in_forked_child(),
-        "kept_buffer_bytes": _gemm.kept_buffer_bytes(),
+        "kept_buffer_bytes": _packed.kept_buffer_bytes(),
         "cpu_features": cpu_features(),
         "caches": {f"L{lvl}": f"{c.size // 1024} KiB, {c.ways}-way"
                    for lvl, c in sorted(caches.items())},
-        "kernels_compiled": _gemm.compiled_kernels(),
-        "kernels_supported": _gemm.available_kernels(),
-        "kernel": _gemm.kernel_info(),
+        "kernels_compiled": _packed.compiled_kernels(),
+        "kernels_supported": _packed.available_kernels(),
+        "kernel": _packed.kernel_info(),
         "config": _row_info(),
-        "small_kernel": _small.small_kernel(),
+        "small_kernel": _unpacked.small_kernel(),
         "lowp_kernels": _lowp.lowp_kernels(),
     }
 
 
 def _row_info():
-    from fastmm import _linalg, _threads, config
+    from fastmm import _linalg, config
+    from fastmm.driver import _threads
     cur = config.current()
     row = cur.get("row")
     return {
@@ -58,7 +60,7 @@ def _row_info():
         "forced_kernel": cur.get("forced_isa"),
         "routing": _linalg.routing(),
         "flops_per_thread": _threads.flops_per_thread(),
-        "short_n": _gemm.short_n(),
+        "short_n": _packed.short_n(),
     }
 
 

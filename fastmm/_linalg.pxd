@@ -1,6 +1,6 @@
 # cython: language_level=3
 cimport numpy as cnp
-from fastmm._epilogue cimport Epilogue
+from fastmm.nn._epilogue cimport Epilogue
 
 # c[batch] = alpha * a[batch] @ b[batch] + beta * c (+ epilogue), with numpy's
 # 1-D rules (core_x == 1: a vector operand) and broadcast batch dimensions.

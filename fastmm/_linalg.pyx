@@ -11,28 +11,28 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 
-from fastmm._gemm cimport sgemm, dgemm
-from fastmm._epilogue cimport Epilogue, apply_epilogue, fmm_act_select
-from fastmm._threads cimport threads_for, note_region, PATH_STACK
-from fastmm._pack cimport real
+from fastmm.driver._packed cimport sgemm, dgemm
+from fastmm.nn._epilogue cimport Epilogue, apply_epilogue, fmm_act_select
+from fastmm.driver._threads cimport threads_for, note_region, PATH_STACK
+from fastmm.driver._pack cimport real
 from fastmm._arrays cimport native_float, writes_twice, may_overlap
-from fastmm._small cimport (small_sgemm, small_dgemm, small_sgemm_batch,
-                            small_dgemm_batch)
+from fastmm.driver._unpacked cimport (small_sgemm, small_dgemm,
+                                      small_sgemm_batch, small_dgemm_batch)
 
 cnp.import_array()
 
 
 def _select_activation_isa(name):
     """This module's copy of the activation routines' ISA choice (see
-    fastmm._gemm.select_kernel, which calls it)."""
+    fastmm.driver._packed.select_kernel, which calls it)."""
     cdef bytes key = name.encode()
     return fmm_act_select(key).decode()
 
 
-from fastmm._gemm import kernel_info as _kernel_info
+from fastmm.driver._packed import kernel_info as _kernel_info
 _select_activation_isa(_kernel_info()["name"])
 
-cdef extern from "_parallel.h" nogil:
+cdef extern from "driver/_parallel.h" nogil:
     int fmm_thread_num()
     int fmm_team_size()
 

@@ -7,7 +7,7 @@ fastmm/lowp.py does numpy's dtype, shape and broadcasting rules around them.
 """
 cimport numpy as cnp
 
-from fastmm._threads cimport threads_for, note_region, PATH_LOWP
+from fastmm.driver._threads cimport threads_for, note_region, PATH_LOWP
 
 cnp.import_array()
 
@@ -36,7 +36,7 @@ cdef extern from "kernels/lowp.h" nogil:
     void* (*fmm_lp_scratch_get)(size_t) noexcept nogil
     void (*fmm_lp_scratch_release)(void*, size_t) noexcept nogil
 
-from fastmm._gemm cimport scratch_get, scratch_release
+from fastmm.driver._packed cimport scratch_get, scratch_release
 
 # packing buffers from the float driver's per-thread scratch
 fmm_lp_scratch_get = scratch_get
@@ -53,7 +53,8 @@ KINDS = {"int8": FMM_SRC_I8, "uint8": FMM_SRC_U8, "bfloat16": FMM_SRC_BF16,
 
 def select_lowp(name):
     """Follow kernel family ``name`` ("avx512": VNNI / BF16 where the CPU has
-    them; anything else: portable C).  fastmm._gemm.select_kernel calls it."""
+    them; anything else: portable C).  fastmm.driver._packed.select_kernel
+    calls it."""
     cdef bytes key = name.encode()
     fmm_lp_select(key)
     return lowp_kernels()
@@ -95,5 +96,5 @@ def gemm_lowp(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, str kind_a,
     return c
 
 
-from fastmm._gemm import kernel_info as _kernel_info
+from fastmm.driver._packed import kernel_info as _kernel_info
 select_lowp(_kernel_info()["name"])

@@ -60,7 +60,8 @@ except ImportError as e:
                       f"pip install 'fastmm[dask]'") from e
 
 import fastmm
-from fastmm import _threads, nn
+from fastmm.driver import _threads
+from fastmm import nn
 
 __all__ = ["matmul", "linear", "predict", "block_threads", "benchmark"]
 
@@ -324,7 +325,7 @@ def _run_once(op):
 def _rounds(ops, repeats):
     """Each op's best time over ``repeats`` rounds that run every op once.
 
-    Not fastmm._bench.best_times: that loops calls to time microsecond
+    Not fastmm.bench._harness.best_times: that loops calls to time microsecond
     products and runs each one untimed first; a cluster run takes seconds,
     and the checks before timing have already run each one.  Rounds
     interleave the ops, so load that drifts hits all of them alike.
@@ -371,7 +372,7 @@ def benchmark(n=8192, chunk=None, *, dtype="float32", n_workers=2,
         raise ImportError(f"fastmm.dask.benchmark needs distributed ({e}); "
                           f"install it with pip install 'fastmm[dask]'") from e
     from dask.utils import parse_bytes
-    from fastmm._bench import check_result
+    from fastmm.bench._harness import check_result
 
     dtype = np.dtype(dtype)
     chunk = chunk or max(256, min(1024, n // 4))

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _gemm, _threads
+from fastmm.driver import _packed, _threads
 
 
 def select_kernel(name):
     """Use kernel family ``name`` (None: the default) on every path; the
     unpacked small-product path must follow the packed one."""
-    chosen = _gemm.select_kernel(name)
-    from fastmm import _small
-    assert _small.small_kernel() == chosen
+    chosen = _packed.select_kernel(name)
+    from fastmm.driver import _unpacked
+    assert _unpacked.small_kernel() == chosen
     return chosen
 
 
-@pytest.fixture(params=_gemm.available_kernels())
+@pytest.fixture(params=_packed.available_kernels())
 def kernel(request):
     """Run the test once per kernel family this CPU supports."""
     name = select_kernel(request.param)
@@ -62,8 +62,8 @@ def assert_ran(seen, path, n):
 
 @pytest.fixture(scope="session")
 def mkl():
-    """The MKL peer of fastmm's benchmarks (fastmm/_peers.py), or a skip."""
-    from fastmm import _peers
+    """The MKL peer of fastmm's benchmarks (fastmm/bench/_peers.py), or a skip."""
+    from fastmm.bench import _peers
     peer = _peers.load_mkl()
     if peer is None:
         pytest.skip("MKL not installed (pip install 'fastmm[mkl]')")

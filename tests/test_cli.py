@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _bench
+from fastmm.bench import _harness
 from fastmm.__main__ import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def test_threads_zero_from_the_shell_exits_2_without_traceback():
 
 def test_good_options_are_parsed():
     parser = argparse.ArgumentParser()
-    _bench.add_arguments(parser)
+    _harness.add_arguments(parser)
     args = parser.parse_args(["--threads", "1, 2", "--repeats", "3",
                               "--peak", "12.5", "--families", "small,nn"])
     assert args.threads == [1, 2]
@@ -87,26 +87,26 @@ def test_version_in_process(capsys):
 # ---------------------------------------------------------------- stability
 
 def test_round_spread():
-    assert _bench.round_spread([1.0, 1.5]) == pytest.approx(0.5)
-    assert _bench.round_spread([1.5, 1.0]) == pytest.approx(0.5)
-    assert _bench.round_spread([2.0, 2.0]) == 0.0
-    assert _bench.round_spread([3.0]) == 0.0
+    assert _harness.round_spread([1.0, 1.5]) == pytest.approx(0.5)
+    assert _harness.round_spread([1.5, 1.0]) == pytest.approx(0.5)
+    assert _harness.round_spread([2.0, 2.0]) == 0.0
+    assert _harness.round_spread([3.0]) == 0.0
 
 
 def test_is_stable_flags_a_spread_above_the_threshold_only():
-    limit = _bench.UNSTABLE_SPREAD
+    limit = _harness.UNSTABLE_SPREAD
     calm = [2e-3, 2e-3 * 1.01]
     below = [1e-3, 1e-3 * (1 + 0.8 * limit)]
     above = [1e-3, 1e-3 * (1 + 1.2 * limit)]
-    assert _bench.is_stable([below, calm])
-    assert _bench.is_stable([calm, below])
-    assert not _bench.is_stable([above, calm])
-    assert not _bench.is_stable([calm, above])
+    assert _harness.is_stable([below, calm])
+    assert _harness.is_stable([calm, below])
+    assert not _harness.is_stable([above, calm])
+    assert not _harness.is_stable([calm, above])
     # the reported 0.02x: one round of a 2-thread block 50x slower
-    assert not _bench.is_stable([[0.1e-3, 5e-3], calm])
+    assert not _harness.is_stable([[0.1e-3, 5e-3], calm])
     # one round (--repeats 1) has nothing to disagree with
-    assert _bench.is_stable([[1e-3], [5e-3]])
-    assert not _bench.is_stable([below, calm], threshold=0.5 * limit)
+    assert _harness.is_stable([[1e-3], [5e-3]])
+    assert not _harness.is_stable([below, calm], threshold=0.5 * limit)
 
 
 def fake_best_times(monkeypatch, attempts):
@@ -117,12 +117,12 @@ def fake_best_times(monkeypatch, attempts):
     def best_times(funcs, repeats, settle=0.0):
         calls.append(repeats)
         return next(it)
-    monkeypatch.setattr(_bench, "best_times", best_times)
+    monkeypatch.setattr(_harness, "best_times", best_times)
     return calls
 
 
 def run_small_case():
-    return _bench.run_case(fastmm, (4, 4), (4, 4), np.dtype(np.float64), 4,
+    return _harness.run_case(fastmm, (4, 4), (4, 4), np.dtype(np.float64), 4,
                            np.random.default_rng(0))
 
 
@@ -140,11 +140,11 @@ def test_run_case_times_again_until_stable(monkeypatch):
 
 def test_run_case_gives_up_after_retries(monkeypatch):
     unstable = [[1e-6, 1e-6], [2e-6, 9e-6]]
-    calls = fake_best_times(monkeypatch, [unstable] * (1 + _bench.RETRIES + 1))
+    calls = fake_best_times(monkeypatch, [unstable] * (1 + _harness.RETRIES + 1))
     res = run_small_case()
-    assert len(calls) == 1 + _bench.RETRIES
+    assert len(calls) == 1 + _harness.RETRIES
     assert res["stable"] is False
-    assert res["attempts"] == 1 + _bench.RETRIES
+    assert res["attempts"] == 1 + _harness.RETRIES
     assert res["numpy_spread"] == pytest.approx(3.5)
 
 
@@ -157,24 +157,24 @@ def row(ratio, stable=True, error=None, threads=2):
 
 def test_unstable_case_is_left_out_of_the_summary(capsys):
     rows = [row(2.0), row(8.0), row(0.02, stable=False)]
-    assert _bench.speedups(rows) == [2.0, 8.0]
-    _bench.print_summary(rows, ["square"], ["float32"], [2])
+    assert _harness.speedups(rows) == [2.0, 8.0]
+    _harness.print_summary(rows, ["square"], ["float32"], [2])
     out = capsys.readouterr().out
     all_line = [line for line in out.splitlines() if line.startswith("all ")]
     assert all_line and all_line[0].split()[1:] == ["4.00x", "4.00x"]
-    with_it = _bench.geomean([2.0, 8.0, 0.02])
+    with_it = _harness.geomean([2.0, 8.0, 0.02])
     assert "0.02" not in out and f"{with_it:.2f}x" not in out
     assert "1 case(s) left out as unstable" in out
 
 
 def test_summary_says_nothing_when_all_stable(capsys):
-    _bench.print_summary([row(2.0), row(8.0)], ["square"], ["float32"], [2])
+    _harness.print_summary([row(2.0), row(8.0)], ["square"], ["float32"], [2])
     out = capsys.readouterr().out
     assert "unstable" not in out
 
 
 def test_unstable_row_prints_no_ratio(capsys):
-    _bench.print_table([row(0.02, stable=False), row(1.5)])
+    _harness.print_table([row(0.02, stable=False), row(1.5)])
     lines = capsys.readouterr().out.splitlines()
     assert "unstable" in lines[-2] and "x " not in lines[-2]
     assert "0.02" not in lines[-2]
@@ -188,11 +188,11 @@ def test_tiny_bench_writes_stable_to_json(tmp_path):
                    "100", "--json", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(path.read_text())
-    assert len(rows) == len(_bench.family_cases("small", quick=True))
+    assert len(rows) == len(_harness.family_cases("small", quick=True))
     for r in rows:
         assert r["error"] is None
         assert isinstance(r["stable"], bool)
-        assert 1 <= r["attempts"] <= 1 + _bench.RETRIES
+        assert 1 <= r["attempts"] <= 1 + _harness.RETRIES
         assert r["stable"] == (max(r["fastmm_spread"], r["numpy_spread"])
-                               <= _bench.UNSTABLE_SPREAD)
+                               <= _harness.UNSTABLE_SPREAD)
         assert math.isfinite(r["fastmm"]) and math.isfinite(r["numpy"])

@@ -20,7 +20,7 @@ distributed = pytest.importorskip("distributed")
 
 import fastmm
 import fastmm.dask as fdask
-from fastmm import _threads
+from fastmm.driver import _threads
 from conftest import assert_close, random, reference
 
 TIMEOUT = 60                 # seconds for any one result from the cluster

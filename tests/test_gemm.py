@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import fastmm
-from fastmm import _gemm, _linalg, _threads
+from fastmm.driver import _packed, _threads
+from fastmm import _linalg
 from conftest import (assert_close, assert_ran, forced_threads, layouts,
                       out_layouts, random, reference, select_kernel)
 
@@ -22,7 +23,7 @@ DTYPES = [np.float32, np.float64]
 
 
 def blocks(dtype):
-    return _gemm.kernel_info()["float32" if dtype == np.float32 else "float64"]
+    return _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -113,7 +114,7 @@ def test_thread_grids(kernel, shape, nt):
         # the packed driver itself, whatever matmul would route these to
         p = np.full((m, n), np.nan, dtype)
         with fastmm.threads(nt), _threads.record() as seen:
-            _gemm.run_packed(1.0, a, b, 0.0, p, nthreads=nt)
+            _packed.run_packed(1.0, a, b, 0.0, p, nthreads=nt)
         assert_ran(seen, "packed", nt)
         ref = reference(a, b)
         assert_close(p, ref, a, b)
@@ -353,7 +354,7 @@ def products(draw):
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(products(), st.sampled_from(_gemm.available_kernels()))
+@given(products(), st.sampled_from(_packed.available_kernels()))
 def test_hypothesis_matmul(case, kname):
     a, b, out = case
     select_kernel(kname)
@@ -397,17 +398,17 @@ def test_subnormals_are_kept(kernel, dtype):
 
 
 def test_kernel_selection():
-    names = _gemm.available_kernels()
+    names = _packed.available_kernels()
     assert names and names[-1] == "generic"
-    assert set(names) <= set(_gemm.compiled_kernels())
-    assert _gemm.kernel_info()["name"] == names[0]        # best by default
+    assert set(names) <= set(_packed.compiled_kernels())
+    assert _packed.kernel_info()["name"] == names[0]        # best by default
     with pytest.warns(RuntimeWarning, match="unknown kernel"):
-        assert _gemm.select_kernel("no-such-kernel") == names[0]
-    _gemm.select_kernel(None)
+        assert _packed.select_kernel("no-such-kernel") == names[0]
+    _packed.select_kernel(None)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, FASTMM_KERNEL="generic", PYTHONPATH=root)
     out = subprocess.run([sys.executable, "-c",
-                          "from fastmm import _gemm; print(_gemm.kernel_info()['name'])"],
+                          "from fastmm.driver import _packed; print(_packed.kernel_info()['name'])"],
                          env=env, cwd=root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "generic"
@@ -471,7 +472,7 @@ def test_packed_short_m_chunks(kernel, nt):
     # the tile edges, fewer column panels than threads, a strided and a
     # column-major B, beta != 0, and the fused bias + activation write-back.
     shapes = [(5, 1100, 70), (37, 600, 200), (1, 40, 9), (13, 33, 31)]
-    saved = _gemm.short_n()
+    saved = _packed.short_n()
     try:
         for m, k, n in shapes:
             for dtype in DTYPES:
@@ -480,11 +481,11 @@ def test_packed_short_m_chunks(kernel, nt):
                 c0 = random((m, n), dtype, k)
                 got = {}
                 for mode in (1, 1 << 30):
-                    _gemm.set_short_n(mode)
+                    _packed.set_short_n(mode)
                     for bb in (b, np.asfortranarray(b)):
                         p = c0.copy()
                         with fastmm.threads(nt), _threads.record() as seen:
-                            _gemm.run_packed(1.5, a, bb, 0.5, p, nthreads=nt)
+                            _packed.run_packed(1.5, a, bb, 0.5, p, nthreads=nt)
                         assert_ran(seen, "packed", nt)
                         got[mode, bb.flags.f_contiguous] = p
                 ref = 1.5 * reference(a, b) + 0.5 * c0
@@ -494,7 +495,7 @@ def test_packed_short_m_chunks(kernel, nt):
         x = random((20, 300), np.float32, 1)
         w = random((300, 70), np.float32, 2)
         bias = random((70,), np.float32, 3)
-        _gemm.set_short_n(1)
+        _packed.set_short_n(1)
         _linalg.set_routing(0, 0, 0, 0)
         with forced_threads(nt) as seen:
             y = fastmm.nn.linear(x, w, bias, activation="relu")
@@ -502,5 +503,5 @@ def test_packed_short_m_chunks(kernel, nt):
         want = np.maximum(reference(x, w) + bias, 0)
         assert_close(y, want, x, w)
     finally:
-        _gemm.set_short_n(saved)
+        _packed.set_short_n(saved)
         fastmm.config.apply()

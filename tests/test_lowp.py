@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _gemm, _lowp
+from fastmm.driver import _packed
+from fastmm import _lowp
 from conftest import (assert_ran, forced_threads, layouts, random,
                       select_kernel)
 
@@ -260,7 +261,7 @@ def strided(draw, x):
 @given(st.data(), st.integers(0, 40), st.integers(0, 40),
        st.sampled_from([0, 1, 3, 4, 5, 63, I8_KC - 1, I8_KC + 5]),
        st.sampled_from(range(len(INT_KINDS))),
-       st.sampled_from(_gemm.available_kernels()), st.sampled_from([1, 2]))
+       st.sampled_from(_packed.available_kernels()), st.sampled_from([1, 2]))
 def test_hypothesis_int8(data, m, n, k, kinds, kname, nt):
     ta, tb = INT_KINDS[kinds]
     a = data.draw(strided(ints((m, k), ta, m + 7 * n)))
@@ -675,14 +676,14 @@ def test_bf16_mixed_with_other_dtypes_is_numpys():
 # ---- python -m fastmm bench --families lowp, and the MKL peer -----------------
 
 def test_bench_lowp_case_and_tables(monkeypatch, capsys):
-    from fastmm import _bench
-    monkeypatch.setattr(_bench, "NUMPY_INT_SECONDS", 1e-4)
+    from fastmm.bench import _harness
+    monkeypatch.setattr(_harness, "NUMPY_INT_SECONDS", 1e-4)
     rng = np.random.default_rng(0)
     with fastmm.threads(1):
-        res = _bench.run_lowp_case(fastmm, (40, 70), (70, 50), 2, rng)
+        res = _harness.run_lowp_case(fastmm, (40, 70), (70, 50), 2, rng)
     assert res["error"] is None and isinstance(res["stable"], bool)
     timed = ["int8", "bf16p", "f32", "np_int", "np_f32"]
-    if _bench.bfloat16_type() is not None:
+    if _harness.bfloat16_type() is not None:
         timed.append("bf16")
     for key in timed:
         assert res[key] > 0 and res[key + "_s"] > 0, key
@@ -690,8 +691,8 @@ def test_bench_lowp_case_and_tables(monkeypatch, capsys):
     res.update(family="lowp", label="40x70 @ 70x50", size=40,
                dtype="int8/bf16", threads=1, peak=None, stable=True)
     wrong = dict(res, error="int8: 1 of 2000 elements differ")
-    _bench.print_lowp_table([res, wrong])
-    _bench.print_lowp_summary([res, wrong], [1])
+    _harness.print_lowp_table([res, wrong])
+    _harness.print_lowp_summary([res, wrong], [1])
     out = capsys.readouterr().out
     assert "int8/f32" in out and "int8 / numpy int32" in out
     assert "WRONG RESULT: int8: 1 of 2000" in out
@@ -699,30 +700,30 @@ def test_bench_lowp_case_and_tables(monkeypatch, capsys):
 
 
 def test_bench_lowp_checks_catch_wrong_results():
-    from fastmm import _bench
+    from fastmm.bench import _harness
     a8, b8 = ints((9, 30), I8, 60), ints((30, 7), I8, 61)
     good = np.matmul(a8, b8, dtype=I32)
-    assert _bench.check_int32(good, a8, b8) is None
+    assert _harness.check_int32(good, a8, b8) is None
     bad = good.copy()
     bad[3, 4] += 1
-    assert "1 of 63" in _bench.check_int32(bad, a8, b8)
+    assert "1 of 63" in _harness.check_int32(bad, a8, b8)
     a, b = random((9, 30), F32, 62), random((30, 7), F32, 63)
-    ar, a_bits = _bench.round_to_bf16(a)
-    br, _ = _bench.round_to_bf16(b)
+    ar, a_bits = _harness.round_to_bf16(a)
+    br, _ = _harness.round_to_bf16(b)
     assert np.array_equal(ar, round_bf16(a))
     assert np.array_equal(a_bits.astype(np.uint32) << 16, ar.view(np.uint32))
     c = fastmm.matmul(a, b, precision="bf16")
-    assert _bench.check_bf16(c, ar, br) is None
-    assert _bench.check_bf16(np.matmul(a, b), ar, br) is not None
+    assert _harness.check_bf16(c, ar, br) is None
+    assert _harness.check_bf16(np.matmul(a, b), ar, br) is not None
 
 
 def test_bench_lowp_family_is_asked_for_by_name():
-    from fastmm import _bench
+    from fastmm.bench import _harness
     from fastmm.__main__ import main
-    assert "lowp" in _bench.FAMILIES and "lowp" not in _bench.DEFAULT_FAMILIES
-    cases = _bench.family_cases("lowp", quick=True)
+    assert "lowp" in _harness.FAMILIES and "lowp" not in _harness.DEFAULT_FAMILIES
+    cases = _harness.family_cases("lowp", quick=True)
     assert [c[0] for c in cases] == ["1024", "256x1024 @ 1024x1024"]
-    assert len(_bench.family_cases("lowp")) == 4
+    assert len(_harness.family_cases("lowp")) == 4
     with pytest.raises(SystemExit):
         main(["bench", "--families", "lowp,nope"])
 

@@ -1,4 +1,4 @@
-"""The bench's peers (fastmm/_peers.py, ``python -m fastmm bench --peers``).
+"""The bench's peers (fastmm/bench/_peers.py, ``python -m fastmm bench --peers``).
 
 Without MKL: the loader says None and the bench prints one line and goes on;
 a peer's wrong result is reported, not timed (a stand-in peer, so CI checks
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _bench, _peers
+from fastmm.bench import _harness, _peers
 from fastmm.__main__ import main
 from conftest import assert_close, random, reference
 from test_cli import TINY, run_cli
@@ -55,7 +55,7 @@ class FakePeer:
 
 
 def run_case(peer):
-    return _bench.run_case(fastmm, (8, 8), (8, 8), np.dtype(np.float64), 2,
+    return _harness.run_case(fastmm, (8, 8), (8, 8), np.dtype(np.float64), 2,
                            np.random.default_rng(0), peers=[peer])
 
 
@@ -82,8 +82,8 @@ def test_peer_columns_in_table_and_summary(capsys):
     for r in rows:
         r.update(family="square", label="8", size=8, dtype="float64",
                  threads=1, peak=None, stable=True)
-    _bench.print_table(rows, ["fake"])
-    _bench.print_summary(rows, ["square"], ["float64"], [1], ["fake"])
+    _harness.print_table(rows, ["fake"])
+    _harness.print_summary(rows, ["square"], ["float64"], [1], ["fake"])
     out = capsys.readouterr().out
     assert "fake GF/s" in out and "vs fake" in out
     assert "fake WRONG RESULT" in out and "fake: no such product" in out
@@ -127,7 +127,7 @@ def test_mkl_vectors_stacks_and_strided_views(mkl, dtype):
 
 def test_mkl_shares_fastmms_openmp_runtime(mkl):
     # the GNU layer: MKL's threads come from libgomp, like fastmm's (see
-    # fastmm/_peers.py); the environment may ask for another layer
+    # fastmm/bench/_peers.py); the environment may ask for another layer
     if not os.environ.get("MKL_THREADING_LAYER"):
         assert mkl.threading_layer == "gnu"
 
@@ -159,6 +159,6 @@ def test_bench_prints_mkl_columns(mkl, tmp_path):
     assert "mkl GF/s" in proc.stdout and "vs mkl" in proc.stdout
     assert "speedup of fastmm over mkl" in proc.stdout
     rows = json.loads(path.read_text())
-    assert len(rows) == len(_bench.family_cases("square", quick=True))
+    assert len(rows) == len(_harness.family_cases("square", quick=True))
     for r in rows:
         assert r["mkl_error"] is None and r["mkl"] > 0 and r["mkl_s"] > 0

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import fastmm.nn as nn
-from fastmm import quantize as qz
+from fastmm.nn import quantized as qz
 from conftest import assert_ran, forced_threads
 
 U = 2.0 ** -24

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm._small import select_small_kernel
+from fastmm.driver._unpacked import select_small_kernel
 from conftest import assert_ran, forced_threads
 
 ISAS = ["avx512", "avx2", "generic"]

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _threads
+from fastmm.driver import _threads
 from conftest import assert_close, forced_threads, random, reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

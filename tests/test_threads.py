@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _gemm, _threads
+from fastmm.driver import _packed, _threads
 from conftest import assert_close, assert_ran, forced_threads, random, reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,7 @@ def test_environment_huge_count_is_capped(value):
     # used to raise OverflowError from `import fastmm`
     out, err = run_python("""
         import numpy as np, fastmm
-        from fastmm import _threads
+        from fastmm.driver import _threads
         a = np.ones((40, 40))
         with fastmm.threads(_threads._max_threads()), \
                 _threads.parallel_threshold(0), _threads.record() as seen:
@@ -97,7 +97,7 @@ def test_environment_huge_count_is_capped(value):
 def test_default_is_cpus_this_process_may_use():
     out = run_python("""
         import os, fastmm
-        from fastmm import _threads
+        from fastmm.driver import _threads
         print(fastmm.get_num_threads(), len(os.sched_getaffinity(0)),
               _threads._cgroup_cpu_limit() or 0)
     """)
@@ -139,7 +139,7 @@ def test_set_num_threads_huge_is_capped_and_survives():
         import warnings
         warnings.simplefilter("always")
         import numpy as np, fastmm
-        from fastmm import _threads
+        from fastmm.driver import _threads
         fastmm.set_num_threads(40000)
         a = np.ones((300, 300), np.float32)
         with _threads.parallel_threshold(0), _threads.record() as seen:
@@ -296,7 +296,7 @@ def test_fork_after_another_librarys_openmp_pool():
     out = run_python("""
         import ctypes, os, signal, sys, time
         import numpy as np, fastmm
-        from fastmm import _threads
+        from fastmm.driver import _threads
         gomp = ctypes.CDLL("libgomp.so.1")
         body = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda data: None)
         gomp.GOMP_parallel(body, None, 2, 0)
@@ -331,7 +331,7 @@ def test_stacks_of_mid_size_products_do_not_hang():
     # to the stack's team (a deadlock SIGINT could not stop).
     out = run_python("""
         import numpy as np, fastmm
-        from fastmm import _threads
+        from fastmm.driver import _threads
         for count, n, nt in [(3, 150, 2), (5, 150, 2), (7, 140, 2), (4, 150, 3),
                              (5, 150, 3), (9, 150, 4)]:
             for dtype in (np.float32, np.float64):
@@ -357,8 +357,8 @@ def test_kernel_switch_while_other_threads_multiply():
     out = run_python("""
         import threading, time
         import numpy as np, fastmm
-        from fastmm import _gemm
-        names = _gemm.available_kernels()
+        from fastmm.driver import _packed
+        names = _packed.available_kernels()
         rng = np.random.default_rng(0)
         shapes = [(150, 170, 130), (40, 30, 20), (300, 64, 200), (97, 301, 129)]
         jobs = []
@@ -387,12 +387,12 @@ def test_kernel_switch_while_other_threads_multiply():
         switches = 0
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
-            _gemm.select_kernel(names[switches % len(names)])
+            _packed.select_kernel(names[switches % len(names)])
             switches += 1
         stop.set()
         for t in workers:
             t.join()
-        _gemm.select_kernel(None)
+        _packed.select_kernel(None)
         print(len(bad), switches > 10)
     """, timeout=60)
     assert out == "0 True", out
@@ -487,14 +487,14 @@ def test_scratch_fallback_allocation_is_freed():
     result = []
 
     def fresh_thread():
-        _gemm._scratch_fail_record(True)
+        _packed._scratch_fail_record(True)
         try:
             with forced_threads(1) as seen:
                 for _ in range(5):
                     c = fastmm.matmul(a, a)
-            result.append((seen, _gemm._scratch_outstanding(), c))
+            result.append((seen, _packed._scratch_outstanding(), c))
         finally:
-            _gemm._scratch_fail_record(False)
+            _packed._scratch_fail_record(False)
 
     t = threading.Thread(target=fresh_thread)
     t.start()
@@ -626,7 +626,7 @@ def test_fork_before_any_threaded_product_keeps_threads():
     # the guard is for children of a process whose OpenMP team exists
     out = run_python("""
         import os, fastmm
-        from fastmm import _threads
+        from fastmm.driver import _threads
         fastmm.set_num_threads(2)
         r, w = os.pipe()
         pid = os.fork()

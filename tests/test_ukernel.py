@@ -1,7 +1,7 @@
 """Every micro-kernel against the contract in fastmm/kernels/ukernel.h.
 
 Each test runs once per kernel family this CPU supports and per dtype, calling
-the kernel directly (fastmm._gemm.run_ukernel) on packed panels, or through
+the kernel directly (fastmm.driver._packed.run_ukernel) on packed panels, or through
 fastmm.matmul with that family selected for the edge tiles the driver builds.
 """
 import os
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm import _gemm
+from fastmm.driver import _packed
 
-KERNELS = _gemm.available_kernels()
+KERNELS = _packed.available_kernels()
 DTYPES = [np.float32, np.float64]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(params=KERNELS)
 def kernel_name(request):
     """Select one kernel family for the test; restore the default afterwards."""
-    assert _gemm.select_kernel(request.param) == request.param
+    assert _packed.select_kernel(request.param) == request.param
     try:
         yield request.param
     finally:
-        _gemm.select_kernel(None)
+        _packed.select_kernel(None)
 
 
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
@@ -37,7 +37,7 @@ def dtype(request):
 
 def tile_shape(dtype):
     """(MR, NR) of the selected kernel family for dtype."""
-    info = _gemm.kernel_info()["float32" if dtype == np.float32 else "float64"]
+    info = _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]
     return info["MR"], info["NR"]
 
 
@@ -45,7 +45,7 @@ def run(name, alpha, a, b, beta, c):
     """C := alpha * A @ B + beta * C through the kernel; A is MR x k, B k x NR."""
     a_packed = np.ascontiguousarray(a.T)    # a_packed[p, i] = A[i, p]
     b_packed = np.ascontiguousarray(b)      # b_packed[p, j] = B[p, j]
-    return _gemm.run_ukernel(name, a.shape[1], alpha, a_packed, b_packed,
+    return _packed.run_ukernel(name, a.shape[1], alpha, a_packed, b_packed,
                              beta, c)
 
 
@@ -174,7 +174,7 @@ def test_nan_inf_propagate(kernel_name, dtype, case):
 def test_run_ukernel_rejects_bad_shapes(dtype):
     name = KERNELS[0]
     with pytest.raises(ValueError):
-        _gemm.run_ukernel(name, 4, 1, np.zeros((4, 3), dtype),
+        _packed.run_ukernel(name, 4, 1, np.zeros((4, 3), dtype),
                           np.zeros((4, 3), dtype), 0, np.zeros((3, 3), dtype))
 
 
@@ -198,7 +198,7 @@ def test_edge_tiles_through_matmul(kernel_name, dtype):
 def test_edge_tiles_across_k_blocks(kernel_name, dtype):
     """Edge tiles accumulate correctly over several KC blocks (beta = 1 path)."""
     mr, nr = tile_shape(dtype)
-    kc = _gemm.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
+    kc = _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
     k = 2 * kc + 3
     for m, n in ((3 * mr + 1, 5 * nr + nr - 1), (4 * mr, 4 * nr), (mr - 1, 1)):
         a = random((m, k), dtype, m)
@@ -228,7 +228,7 @@ def test_edge_tiles_through_the_packed_driver(kernel_name, dtype, nthreads):
     column-major A and B, strided), C in either order, straight into the
     packed driver whatever matmul's routing would pick."""
     mr, nr = tile_shape(dtype)
-    kc = _gemm.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
+    kc = _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
     shapes = [(1, 1, 1), (mr - 1, 3, nr + 1), (mr + 1, kc + 1, 2 * nr - 1),
               (3 * mr + 5, 5, nr), (2 * mr, 2 * kc + 7, 3 * nr + 3)]
     for m, k, n in shapes:
@@ -239,7 +239,7 @@ def test_edge_tiles_through_the_packed_driver(kernel_name, dtype, nthreads):
             for a, b, c in zip(_layouts(a0), _layouts(b0), _layouts(c0)):
                 if beta == 0:
                     c[...] = np.nan     # must not be read
-                _gemm.run_packed(alpha, a, b, beta, c, nthreads)
+                _packed.run_packed(alpha, a, b, beta, c, nthreads)
                 assert_within_bound(c, a0, b0, alpha, beta, c0)
 
 
@@ -249,14 +249,14 @@ def _import_with_kernel(value):
     env = dict(os.environ, FASTMM_KERNEL=value,
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     code = ("import warnings, fastmm\n"
-            "from fastmm import _gemm\n"
-            "print(_gemm.kernel_info()['name'])\n")
+            "from fastmm.driver import _packed\n"
+            "print(_packed.kernel_info()['name'])\n")
     return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def _unsupported_kernels():
-    return [k for k in _gemm.compiled_kernels() if k not in KERNELS]
+    return [k for k in _packed.compiled_kernels() if k not in KERNELS]
 
 
 @pytest.mark.parametrize("value", ["no-such-kernel"] + _unsupported_kernels())
@@ -277,6 +277,6 @@ def test_kernel_env_picks_a_supported_kernel():
 def test_select_kernel_warns_and_falls_back():
     try:
         with pytest.warns(RuntimeWarning, match="unavailable"):
-            assert _gemm.select_kernel("no-such-kernel") == KERNELS[0]
+            assert _packed.select_kernel("no-such-kernel") == KERNELS[0]
     finally:
-        _gemm.select_kernel(None)
+        _packed.select_kernel(None)

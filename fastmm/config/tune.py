@@ -128,7 +128,8 @@ class Search:
         return took
 
     def _threads(self, e):
-        from fastmm import _threads, threads
+        from fastmm.driver import _threads
+        from fastmm import threads
         stack = contextlib.ExitStack()
         if e.threads is not None:
             stack.enter_context(threads(e.threads))
@@ -255,13 +256,14 @@ def geomean(values):
 def installer(row):
     """A callable that puts ``row`` in force in the compiled modules, as
     fastmm.config.apply does (without FASTMM_KERNEL and the bookkeeping)."""
-    from fastmm import _gemm, _linalg, _threads
+    from fastmm.driver import _packed, _threads
+    from fastmm import _linalg
     from fastmm.config import blocks_for
     blocks = blocks_for(row)
 
     def install():
-        _gemm.set_blocking(row.isa, blocks["float32"], blocks["float64"])
-        _gemm.select_kernel(row.isa)
+        _packed.set_blocking(row.isa, blocks["float32"], blocks["float64"])
+        _packed.select_kernel(row.isa)
         _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                             row.shallow_k)
         _threads.set_flops_per_thread(row.flops_per_thread)
@@ -282,9 +284,9 @@ def _cell(e):
 # ---- (a) kernel family ----
 
 def stage_kernel(s, row, out):
-    from fastmm import _gemm
+    from fastmm.driver import _packed
     from fastmm.config import blocks_for
-    families = _gemm.available_kernels()
+    families = _packed.available_kernels()
     installer(row)()
     probe = {dt: s.probe(256, dt) for dt in DTYPES}
     # the other families: assumed 3x slower on average (generic is ~5x)
@@ -294,8 +296,8 @@ def stage_kernel(s, row, out):
         blocks = blocks_for(row, fam)
 
         def setup(fam=fam, blocks=blocks):
-            _gemm.set_blocking(fam, blocks["float32"], blocks["float64"])
-            _gemm.select_kernel(fam)
+            _packed.set_blocking(fam, blocks["float32"], blocks["float64"])
+            _packed.select_kernel(fam)
         for dt in DTYPES:
             entries.append(Entry(dt, fam, ("kernel", fam), setup, (n, n, n),
                                  dt, keep=fam == row.isa,
@@ -350,12 +352,12 @@ def block_candidates(builtin, mr, itemsize, l2_bytes):
 
 
 def stage_blocks(s, row, out):
-    from fastmm import _gemm
+    from fastmm.driver import _packed
     from fastmm._cpu import read_caches
     from fastmm.config import blocks_for
     isa, l2 = row.isa, read_caches()[2].size
     builtin = blocks_for(row)
-    shapes = _gemm.kernel_shapes(isa)
+    shapes = _packed.kernel_shapes(isa)
     cands = {dt: block_candidates(builtin[dt], shapes[dt][0], size, l2)
              for dt, size in (("float32", 4), ("float64", 8))}
     installer(row)()
@@ -367,7 +369,7 @@ def stage_blocks(s, row, out):
             blocks = dict(builtin, **{dt: cand})
 
             def setup(blocks=blocks):
-                _gemm.set_blocking(isa, blocks["float32"], blocks["float64"])
+                _packed.set_blocking(isa, blocks["float32"], blocks["float64"])
             entries.append(Entry(dt, "x".join(map(str, cand)),
                                  ("blocks", dt, cand), setup, (n, n, n), dt,
                                  keep=cand == builtin[dt],
@@ -558,7 +560,7 @@ BUSY_LIMIT = 0.25     # CPUs other work may take while threads are timed
 
 
 def stage_threads(s, row, out):
-    from fastmm import _threads
+    from fastmm.driver import _threads
     if (_threads.cpu_count() < 2 or not _threads.HAVE_OPENMP
             or _threads.in_forked_child()):
         out.append("threads: skipped (one CPU, or no OpenMP)")
@@ -685,12 +687,12 @@ def run(seconds=120.0, output=None, dry_run=False, stream=None,
     from threadpoolctl import threadpool_limits
 
     import fastmm
-    from fastmm import _gemm, _threads
-    from fastmm._progress import Progress
+    from fastmm.driver import _packed, _threads
+    from fastmm.bench._progress import Progress
     from fastmm.config import apply, current, select, signature, tuned
     stream = stream or sys.stdout
     sig = signature()
-    builtin, reason = select(sig, _gemm.available_kernels())
+    builtin, reason = select(sig, _packed.available_kernels())
     before = current()
     bar = Progress(100, prefix="tune ") if progress else None
     s = Search(seconds, bar)

@@ -218,8 +218,9 @@ def measured_text(measured):
 
 
 def _runnable():
-    from fastmm import _gemm
-    return {isa: _gemm.kernel_shapes(isa) for isa in _gemm.available_kernels()}
+    from fastmm.driver import _packed
+    return {isa: _packed.kernel_shapes(isa)
+            for isa in _packed.available_kernels()}
 
 
 def load(sig, row, file=None):

@@ -20,6 +20,10 @@
  * The loops over MR and NV have compile-time bounds and are fully unrolled
  * (the pragmas: without them GCC keeps acc[][] on the stack); the arrays are
  * sized exactly, as a partly used array is not promoted to registers either.
+ *
+ * The body is written once, in avx512_body.h, and included below once per
+ * element type; the generated code is the same as that of the two
+ * hand-written copies it replaced (same instructions, same registers).
  */
 #ifndef FASTMM_AVX512_H
 #define FASTMM_AVX512_H
@@ -46,115 +50,35 @@
 #define FMM_AVX512_D_MR 12
 #define FMM_AVX512_D_NV 2
 
-FMM_TARGET_AVX512 static void
-fmm_sgemm_avx512_12x32(ptrdiff_t k, float alpha, const float *a,
-                       const float *b, float beta, float *c, ptrdiff_t ldc)
-{
-    enum { MR = FMM_AVX512_S_MR, NV = FMM_AVX512_S_NV, W = 16 };
-    __m512 acc[MR][NV];
-    /* C is touched only after the k loop: start fetching its rows now (both
-     * ends: a row spans two lines), and again FMM_AVX512_C_AHEAD steps before
-     * the end, as the streamed panels evict these lines from L1 well before
-     * then.  Row pointers are walked, not indexed, here and below: a dozen
-     * live row addresses make GCC spill accumulators. */
-    for (const float *ci = c; ci < c + MR * ldc; ci += ldc) {
-        _mm_prefetch((const char *)ci, _MM_HINT_T0);
-        _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; j++)
-            acc[i][j] = _mm512_setzero_ps();
-    ptrdiff_t p = 0;
-    ptrdiff_t stop = k > FMM_AVX512_C_AHEAD ? k - FMM_AVX512_C_AHEAD : 0;
-    for (int pass = 0; pass < 2; pass++, stop = k) {
-        for (; p < stop; p++) {
-            __m512 bv[NV];
-#pragma GCC unroll 4
-            for (int j = 0; j < NV; j++)
-                bv[j] = _mm512_load_ps(b + W * j);
-#pragma GCC unroll 16
-            for (int i = 0; i < MR; i++) {
-                __m512 ai = _mm512_set1_ps(a[i]);
-#pragma GCC unroll 4
-                for (int j = 0; j < NV; j++)
-                    acc[i][j] = _mm512_fmadd_ps(ai, bv[j], acc[i][j]);
-            }
-            a += MR;
-            b += W * NV;
-        }
-        if (pass == 0)
-            for (const float *ci = c; ci < c + MR * ldc; ci += ldc) {
-                _mm_prefetch((const char *)ci, _MM_HINT_T0);
-                _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
-            }
-    }
-    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++, c += ldc)
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; j++) {
-            float *cij = c + W * j;
-            __m512 r = _mm512_mul_ps(va, acc[i][j]);
-            if (beta != 0) /* beta == 0: C is not read (NaN must not leak) */
-                r = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cij), r);
-            _mm512_storeu_ps(cij, r);
-        }
-}
+/* The intrinsics the body uses, for either element type: _Generic picks the
+ * float or the double form from the operand (for loads and stores, from the
+ * type the pointer points to), so one body serves both. */
+#define fmm512_load(p) \
+    _Generic(*(p), float: _mm512_load_ps, double: _mm512_load_pd)(p)
+#define fmm512_loadu(p) \
+    _Generic(*(p), float: _mm512_loadu_ps, double: _mm512_loadu_pd)(p)
+#define fmm512_storeu(p, v) \
+    _Generic(*(p), float: _mm512_storeu_ps, double: _mm512_storeu_pd)(p, v)
+#define fmm512_set1(x) \
+    _Generic((x), float: _mm512_set1_ps, double: _mm512_set1_pd)(x)
+#define fmm512_mul(x, y) \
+    _Generic((x), __m512: _mm512_mul_ps, __m512d: _mm512_mul_pd)(x, y)
+#define fmm512_fmadd(x, y, z) \
+    _Generic((x), __m512: _mm512_fmadd_ps, __m512d: _mm512_fmadd_pd)(x, y, z)
 
-FMM_TARGET_AVX512 static void
-fmm_dgemm_avx512_12x16(ptrdiff_t k, double alpha, const double *a,
-                       const double *b, double beta, double *c, ptrdiff_t ldc)
-{
-    enum { MR = FMM_AVX512_D_MR, NV = FMM_AVX512_D_NV, W = 8 };
-    __m512d acc[MR][NV];
-    /* C prefetch: see fmm_sgemm_avx512_12x32 */
-    for (const double *ci = c; ci < c + MR * ldc; ci += ldc) {
-        _mm_prefetch((const char *)ci, _MM_HINT_T0);
-        _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; j++)
-            acc[i][j] = _mm512_setzero_pd();
-    ptrdiff_t p = 0;
-    ptrdiff_t stop = k > FMM_AVX512_C_AHEAD ? k - FMM_AVX512_C_AHEAD : 0;
-    for (int pass = 0; pass < 2; pass++, stop = k) {
-        for (; p < stop; p++) {
-            __m512d bv[NV];
-#pragma GCC unroll 4
-            for (int j = 0; j < NV; j++)
-                bv[j] = _mm512_load_pd(b + W * j);
-#pragma GCC unroll 16
-            for (int i = 0; i < MR; i++) {
-                __m512d ai = _mm512_set1_pd(a[i]);
-#pragma GCC unroll 4
-                for (int j = 0; j < NV; j++)
-                    acc[i][j] = _mm512_fmadd_pd(ai, bv[j], acc[i][j]);
-            }
-            a += MR;
-            b += W * NV;
-        }
-        if (pass == 0)
-            for (const double *ci = c; ci < c + MR * ldc; ci += ldc) {
-                _mm_prefetch((const char *)ci, _MM_HINT_T0);
-                _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
-            }
-    }
-    __m512d va = _mm512_set1_pd(alpha), vb = _mm512_set1_pd(beta);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; i++, c += ldc)
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; j++) {
-            double *cij = c + W * j;
-            __m512d r = _mm512_mul_pd(va, acc[i][j]);
-            if (beta != 0)
-                r = _mm512_fmadd_pd(vb, _mm512_loadu_pd(cij), r);
-            _mm512_storeu_pd(cij, r);
-        }
-}
+#define FMM_UKR fmm_sgemm_avx512_12x32
+#define FMM_T float
+#define FMM_V __m512
+#define FMM_MR FMM_AVX512_S_MR
+#define FMM_NV FMM_AVX512_S_NV
+#include "avx512_body.h"
+
+#define FMM_UKR fmm_dgemm_avx512_12x16
+#define FMM_T double
+#define FMM_V __m512d
+#define FMM_MR FMM_AVX512_D_MR
+#define FMM_NV FMM_AVX512_D_NV
+#include "avx512_body.h"
 
 #define FMM_HAVE_AVX512_KERNELS 1
 #define FMM_AVX512_S_NR (16 * FMM_AVX512_S_NV)

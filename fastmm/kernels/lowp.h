@@ -38,7 +38,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#include "_parallel.h"
+#include "driver/_parallel.h"
 
 #define FMM_LP_MR 12
 #define FMM_LP_NR 32

@@ -1,6 +1,7 @@
 /*
- * The transposing case of packing (fastmm/_pack.pxd): `count` source rows,
- * each contiguous along k, interleaved into a k-major micro-panel of `width`:
+ * The transposing case of packing (fastmm/driver/_pack.pxd): `count` source
+ * rows, each contiguous along k, interleaved into a k-major micro-panel of
+ * `width`:
  *
  *     dst[p * width + i] = src[i * ld + p],   i < count <= width, p < kc.
  *

@@ -27,11 +27,11 @@
 #include <stddef.h>
 #include <string.h>
 #include "dispatch.h"
-#include "_parallel.h"
+#include "driver/_parallel.h"
 
 /* A B up to this size (bytes) with unit column stride is read in place by
  * every row block of A; a larger or strided one is copied, FMM_SMALL_KC rows
- * by 128 bytes at a time, onto the stack (see small_driver.h). */
+ * by 128 bytes at a time, onto the stack (see driver/_unpacked.h). */
 #define FMM_SMALL_INPLACE_BYTES (128 * 1024)
 #define FMM_SMALL_KC 256
 /* Length of a strided vector the dot form copies onto the stack. */
@@ -292,7 +292,5 @@ static const char *fmm_small_init(const char *isa)
     fmm_publish_config((const void **)&fmm_small_active, table);
     return table->isa;
 }
-
-#include "small_driver.h"
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * The micro-kernel contract: the one boundary between fastmm's portable GEMM
- * driver (fastmm/_gemm.pyx) and the ISA-specific kernels (ref.h, avx2.h,
- * avx512.h).  Every kernel obeys exactly this, and tests/test_ukernel.py checks
- * every kernel against it.
+ * driver (fastmm/driver/_packed.pyx) and the ISA-specific kernels (ref.h,
+ * avx2.h, avx512.h).  Every kernel obeys exactly this, and
+ * tests/test_ukernel.py checks every kernel against it.
  *
  *     C[0:MR, 0:NR] := alpha * A_panel * B_panel + beta * C[0:MR, 0:NR]
  *

@@ -10,8 +10,8 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import Self
 
-from fastmm.quantize import QuantizedSequential as QuantizedSequential
-from fastmm.quantize import quantize as quantize
+from fastmm.nn.quantized import QuantizedSequential as QuantizedSequential
+from fastmm.nn.quantized import quantize as quantize
 
 __all__ = ["linear", "linear_backward", "activate", "ACTIVATIONS", "Dense",
            "Sequential", "SGD", "MeanSquaredError", "SoftmaxCrossEntropy",

@@ -1,15 +1,16 @@
 # cython: language_level=3
-"""The unpacked path's compiled home: kernels/small.h's entry points and the
-run-time choice of their instruction set (the kernel state lives here once).
+"""The unpacked driver's compiled home: driver/_unpacked.h's entry points
+(over the kernels of kernels/small.h) and the run-time choice of their
+instruction set (the kernel state lives here once).
 
 Shape-based selection between this path and the packed driver is made in
 fastmm/_linalg.pyx (``_unpacked``).
 """
 import os
 
-from fastmm._threads cimport note_region, PATH_SMALL, PATH_SMALL_BATCH
+from fastmm.driver._threads cimport note_region, PATH_SMALL, PATH_SMALL_BATCH
 
-cdef extern from "kernels/small.h" nogil:
+cdef extern from "driver/_unpacked.h" nogil:
     int fmm_small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
                          const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                          const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
@@ -90,7 +91,8 @@ def select_small_kernel(name=None):
     """Use the unpacked path's kernels for ISA ``name`` ("avx512", "avx2" or
     "generic"; None: the best this CPU runs).  Returns the name in use: a
     name this CPU cannot run falls back to the best one it can.
-    fastmm._gemm.select_kernel calls this too, so one call switches both."""
+    fastmm.driver._packed.select_kernel calls this too, so one call switches
+    both."""
     global _in_use
     cdef bytes key = name.encode() if name else b""
     _in_use = fmm_small_init(<const char*>key if name else NULL).decode()

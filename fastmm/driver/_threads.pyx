@@ -11,7 +11,7 @@ import operator
 import os
 import warnings
 
-cdef extern from "_threads.h":
+cdef extern from "driver/_threads.h":
     int fmm_nthreads
     int fmm_max_threads
     int fmm_tls_nthreads

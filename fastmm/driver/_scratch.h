@@ -12,7 +12,7 @@
  * those of every thread that is not using its own at that moment: OpenMP
  * pool threads that ran a stack of products keep ~MiBs each otherwise.
  *
- * Included by _gemm.pyx only: the list and counters exist once.
+ * Included by _packed.pyx only: the list and counters exist once.
  */
 #ifndef FASTMM_SCRATCH_H
 #define FASTMM_SCRATCH_H

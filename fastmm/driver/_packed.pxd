@@ -1,7 +1,7 @@
 # cython: language_level=3
 # The GEMM driver's interface for the other compiled modules.
 
-from fastmm._epilogue cimport Epilogue
+from fastmm.nn._epilogue cimport Epilogue
 
 # C := alpha * A @ B + beta * C (then the epilogue, if ep != NULL).
 # A is m x k, B is k x n, C is m x n; strides in elements, any sign.

@@ -17,9 +17,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from cython.parallel cimport parallel
 
-from fastmm._pack cimport real, pack_a, pack_b
-from fastmm._epilogue cimport apply_epilogue, fmm_act_select
-from fastmm._threads cimport note_region, PATH_PACKED
+from fastmm.driver._pack cimport real, pack_a, pack_b
+from fastmm.nn._epilogue cimport apply_epilogue, fmm_act_select
+from fastmm.driver._threads cimport note_region, PATH_PACKED
 
 cdef extern from "kernels/dispatch.h" nogil:
     ctypedef void (*fmm_sgemm_ukr_t)(Py_ssize_t k, float alpha, const float* a,
@@ -39,14 +39,14 @@ cdef extern from "kernels/dispatch.h" nogil:
     int fmm_kernel_count()
     int FMM_MAX_TILE
 
-cdef extern from "_parallel.h" nogil:
+cdef extern from "driver/_parallel.h" nogil:
     int fmm_thread_num()
     int fmm_team_size()
     void fmm_barrier()
     const void* fmm_load_config(const void* const* slot)
     void fmm_publish_config(const void** slot, const void* cfg)
 
-cdef extern from "_scratch.h" nogil:
+cdef extern from "driver/_scratch.h" nogil:
     void* fmm_scratch_get(size_t size)
     void fmm_scratch_release(void* ptr, size_t size)
     size_t fmm_scratch_trim()
@@ -396,10 +396,10 @@ def select_kernel(name=None):
     # the unpacked small-product path and the activations share the ISA
     # names: one decision switches all three
     import sys
-    for module, select in (("fastmm._small", "select_small_kernel"),
+    for module, select in (("fastmm.driver._unpacked", "select_small_kernel"),
                            ("fastmm._lowp", "select_lowp"),
                            ("fastmm._linalg", "_select_activation_isa"),
-                           ("fastmm._nn", "_select_activation_isa")):
+                           ("fastmm.nn._ops", "_select_activation_isa")):
         # a module still importing sets its copy from kernel_info() itself
         fn = getattr(sys.modules.get(module), select, None)
         if fn is not None:

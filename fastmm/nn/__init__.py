@@ -8,7 +8,7 @@
     history = model.fit(X, labels, epochs=20, batch_size=32)
     probabilities = model.predict(X_test)
     q = fastmm.nn.quantize(model, "int8")     # or "bf16": inference only
-    probabilities = q.predict(X_test)         # (fastmm/quantize.py)
+    probabilities = q.predict(X_test)         # (fastmm/nn/quantized.py)
 
 Shapes: x (batch, in), w (in, out), b (out,); any strides, so the ``w.T`` view
 of a PyTorch-style (out, in) weight is read in place.  float32 when every
@@ -21,7 +21,7 @@ Softmax needs whole rows, which a tile does not hold: it runs as one row-wise
 pass right after the product.  Backward makes one pass over dy that applies
 the activation's derivative and sums the bias gradient, then runs
 dx = g @ w.T and dw = x.T @ g on transposed views (no copies).  The compute
-lives in ``fastmm/_nn.pyx``; this module validates and documents.
+lives in ``fastmm/nn/_ops.pyx``; this module validates and documents.
 """
 import json
 import math
@@ -29,8 +29,8 @@ import time
 
 import numpy as np
 
-from fastmm import _nn, _nn_api
-from fastmm._progress import Progress
+from fastmm.nn import _ops, _fastpath
+from fastmm.bench._progress import Progress
 
 __all__ = ["linear", "linear_backward", "activate", "ACTIVATIONS", "Dense",
            "Sequential", "SGD", "MeanSquaredError", "SoftmaxCrossEntropy",
@@ -48,14 +48,14 @@ _HELP = ("identity (or None), relu, leaky_relu (negative slope: slope=), "
 def _activation(activation):
     """The canonical name and the compiled code of an activation."""
     if activation is None:
-        return "identity", _nn.CODES["identity"]
+        return "identity", _ops.CODES["identity"]
     if not isinstance(activation, str):
         raise TypeError(f"activation must be a string or None, got "
                         f"{type(activation).__name__}; valid: {_HELP}")
     name = _ALIASES.get(activation, activation)
-    if name not in _nn.CODES:
+    if name not in _ops.CODES:
         raise ValueError(f"unknown activation {activation!r}; valid: {_HELP}")
-    return name, _nn.CODES[name]
+    return name, _ops.CODES[name]
 
 
 def _slope(slope):
@@ -148,7 +148,7 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
         if given.
     """
     if out is None:
-        y = _nn_api.try_forward(x, w, b, activation, slope)
+        y = _fastpath.try_forward(x, w, b, activation, slope)
         if y is not None:
             return y
     name, code = _activation(activation)
@@ -168,13 +168,13 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
     dtype = _dtype(x, w, b)
     x, w, b = _native(x, dtype), _native(w, dtype), _native(b, dtype)
     if out is None:
-        return _nn.forward(x, w, b, np.empty(shape, dtype), code, slope)
+        return _ops.forward(x, w, b, np.empty(shape, dtype), code, slope)
     _check_out(out, shape, dtype)
     if (out.dtype.isnative and out.flags.aligned
             and not any(np.may_share_memory(out, a) for a in (x, w, b)
                         if a is not None)):
-        return _nn.forward(x, w, b, out, code, slope)
-    out[...] = _nn.forward(x, w, b, np.empty(shape, dtype), code, slope)
+        return _ops.forward(x, w, b, out, code, slope)
+    out[...] = _ops.forward(x, w, b, np.empty(shape, dtype), code, slope)
     return out
 
 
@@ -203,7 +203,7 @@ def activate(z, activation, *, slope=0.01):
     z = _native(z, _dtype(z))
     z2 = z.reshape(1, -1) if z.ndim == 1 else z
     y = np.empty(z2.shape, z.dtype)
-    _nn.apply_activation(z2, y, code, slope)
+    _ops.apply_activation(z2, y, code, slope)
     return y.reshape(z.shape)
 
 
@@ -223,7 +223,7 @@ def _grad_source(name, code, slope, y, z):
                              "output) or z= (the pre-activation)")
         if y is None:
             y = np.empty_like(z)
-            _nn.apply_activation(z, y, code, slope)
+            _ops.apply_activation(z, y, code, slope)
         return y, False
     needs_z = name in ("gelu", "gelu_tanh") or (name == "leaky_relu"
                                                   and slope < 0)
@@ -280,7 +280,7 @@ def linear_backward(x, w, dy, y=None, activation=None, *, z=None, slope=0.01,
     db : ndarray
         dL/db, shape (out,), summed in a fixed order for any thread count.
     """
-    grads = _nn_api.try_backward(x, w, dy, y, z, activation, slope, need_dx)
+    grads = _fastpath.try_backward(x, w, dy, y, z, activation, slope, need_dx)
     if grads is not None:
         return grads
     name, code = _activation(activation)
@@ -311,7 +311,7 @@ def linear_backward(x, w, dy, y=None, activation=None, *, z=None, slope=0.01,
     dx = np.empty(x.shape, dtype) if need_dx else None
     dw = np.empty(w.shape, dtype)
     db = np.empty(shape[1], dtype)
-    _nn.backward(x, w, dy, v, from_z, code, slope, dx, dw, db)
+    _ops.backward(x, w, dy, v, from_z, code, slope, dx, dw, db)
     return dx, dw, db
 
 
@@ -393,11 +393,11 @@ class Dense:
         z = None
         if self.activation in ("gelu", "gelu_tanh") and training:
             # gelu's derivative needs z: keep it, at one extra pass over y
-            z = _nn.forward(x, self.W, self.b, np.empty_like(y),
-                            _nn.CODES["identity"], 0.0)
-            _nn.apply_activation(z, y, self._code, self.slope)
+            z = _ops.forward(x, self.W, self.b, np.empty_like(y),
+                            _ops.CODES["identity"], 0.0)
+            _ops.apply_activation(z, y, self._code, self.slope)
         else:
-            _nn.forward(x, self.W, self.b, y, self._code, self.slope)
+            _ops.forward(x, self.W, self.b, y, self._code, self.slope)
         if training:
             self._x, self._y, self._z = x, y, z
         return y
@@ -413,13 +413,13 @@ class Dense:
         if dy.shape[0] != self._x.shape[0]:
             raise ValueError(f"{self!r}: dy has {dy.shape[0]} rows, forward "
                              f"had {self._x.shape[0]}")
-        code = _nn.CODES["identity"] if preactivation else self._code
+        code = _ops.CODES["identity"] if preactivation else self._code
         name = "identity" if preactivation else self.activation
         v, from_z = _grad_source(name, code, self.slope, self._y, self._z)
         dx = np.empty(self._x.shape, self.dtype) if need_dx else None
         db = self.db if self.db is not None else np.empty(self.out_features,
                                                           self.dtype)
-        _nn.backward(self._x, self.W, dy, v, from_z, code, self.slope, dx,
+        _ops.backward(self._x, self.W, dy, v, from_z, code, self.slope, dx,
                      self.dW, db)
         return dx
 
@@ -459,7 +459,7 @@ class SGD:
                     and p.dtype == g.dtype and p.dtype in (np.float32,
                                                            np.float64)):
                 # one fused pass over p, g and v
-                _nn.sgd_step(p, g, v, self.lr, self.momentum, self.nesterov,
+                _ops.sgd_step(p, g, v, self.lr, self.momentum, self.nesterov,
                              self.weight_decay)
                 continue
             if self.weight_decay:
@@ -824,6 +824,6 @@ class Sequential:
         return cls(layers)
 
 
-# int8 / bfloat16 inference models; fastmm.quantize imports nothing from this
-# module at import time, so the import can sit here, after Sequential
-from fastmm.quantize import QuantizedSequential, quantize  # noqa: E402
+# int8 / bfloat16 inference models; fastmm.nn.quantized imports nothing from
+# this module at import time, so the import can sit here, after Sequential
+from fastmm.nn.quantized import QuantizedSequential, quantize  # noqa: E402

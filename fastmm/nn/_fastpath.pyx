@@ -5,15 +5,15 @@ Checking arguments the numpy way (np.result_type, np.require, shape
 messages) costs several microseconds, more than a small layer's whole
 product.  These functions accept only inputs that need nothing done to them
 (exact ndarrays of one native float type, aligned, with matching shapes and a
-known activation name) and return None otherwise; fastmm/nn.py then takes
-its full path, which converts or raises the proper error.
+known activation name) and return None otherwise; fastmm/nn/__init__.py then
+takes its full path, which converts or raises the proper error.
 """
 import numpy as np
 cimport numpy as cnp
 
-from fastmm._epilogue cimport (ACT_NONE, ACT_LEAKY_RELU, ACT_GELU_TANH,
+from fastmm.nn._epilogue cimport (ACT_NONE, ACT_LEAKY_RELU, ACT_GELU_TANH,
                                ACT_GELU_ERF)
-from fastmm._nn import CODES, forward, backward
+from fastmm.nn._ops import CODES, forward, backward
 from fastmm._arrays cimport native_float
 
 cnp.import_array()
@@ -28,7 +28,7 @@ cdef inline bint _ready(object a, int typenum, int ndim):
 
 
 cdef int _code(object activation, object slope):
-    """The activation's code, or -1 when nn.py must look (aliases, errors,
+    """The activation's code, or -1 when fastmm.nn must look (aliases, errors,
     a slope that is not a finite float)."""
     if type(slope) is not float or not (-1e308 < <double>slope < 1e308):
         return -1
@@ -70,7 +70,7 @@ def try_forward(x, w, b, activation, slope):
 
 def try_backward(x, w, dy, y, z, activation, slope, bint need_dx):
     """linear_backward(...) for ready inputs where the derivative comes
-    from y (or from z for gelu), else None: nn.py handles the rest."""
+    from y (or from z for gelu), else None: fastmm.nn handles the rest."""
     cdef int code = _code(activation, slope)
     cdef int t = _typenum(x, w)
     cdef bint from_z = False

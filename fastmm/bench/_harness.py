@@ -1,5 +1,5 @@
 """``python -m fastmm bench``: fastmm against numpy, side by side, and
-against MKL with ``--peers mkl`` (fastmm/_peers.py).
+against MKL with ``--peers mkl`` (fastmm/bench/_peers.py).
 
 Every case is timed for fastmm, for numpy and for each peer in this one
 process, at the same thread count (numpy's BLAS pinned with threadpoolctl,
@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from fastmm._progress import Progress
+from fastmm.bench._progress import Progress
 
 FAMILIES = ("square", "nn", "small", "matvec", "stack", "lowp")
 # lowp has a table of its own (no float32/float64 axis): asked for by name
@@ -299,7 +299,7 @@ def machine_load():
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return ""
-    from fastmm._threads import cpu_count
+    from fastmm.driver._threads import cpu_count
     ncpu = cpu_count()
     # this process is idle while it sets up, so the load is others' work
     return f"load average {load:.1f} on {ncpu} CPU(s)" if load > 0.5 * ncpu else ""
@@ -357,8 +357,8 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0,
     """Verify then time one case; a dict of results (speeds None if wrong,
     ``stable`` False when the rounds still disagreed after RETRIES).
 
-    For each peer (fastmm/_peers.py) the dict has ``<name>`` (GFLOP/s, None
-    when not timed), ``<name>_error`` (its result was wrong) and
+    For each peer (fastmm/bench/_peers.py) the dict has ``<name>`` (GFLOP/s,
+    None when not timed), ``<name>_error`` (its result was wrong) and
     ``<name>_skipped`` (it cannot do this case), besides the ``_s`` and
     ``_spread`` fields every timed library has.
     """
@@ -658,7 +658,7 @@ def speedups(rows, over="numpy"):
 def load_peers(names):
     """The peers named that load; for one that does not, a line saying so,
     and the bench goes on without it."""
-    from fastmm import _peers
+    from fastmm.bench import _peers
     loaded = []
     for name in dict.fromkeys(names):        # PEERS holds only "mkl" so far
         try:
@@ -694,7 +694,7 @@ def run(args):
     peers = load_peers(args.peers)
     for peer in peers:
         print(f"peer {peer.label}: {peer.describe()}")
-    from fastmm import _gemm
+    from fastmm.driver import _packed
     if "lowp" in families:
         from fastmm._lowp import lowp_kernels
         lp = lowp_kernels()
@@ -702,7 +702,7 @@ def run(args):
               f"bfloat16 -> float32 {lp['bfloat16']}; ml_dtypes: "
               + ("installed" if bfloat16_type() else "not installed (no "
                  "bfloat16-operand timings)"))
-    print(f"fastmm kernel: {_gemm.kernel_info()['name']}; threads: "
+    print(f"fastmm kernel: {_packed.kernel_info()['name']}; threads: "
           f"{', '.join(map(str, thread_counts))} (every library pinned to the "
           f"same count); best of {args.repeats}"
           + ("" if args.repeats > 1 else " (one round: stability not checked)"))

@@ -1,12 +1,15 @@
 /*
- * The unpacked path's routing (included by small.h; contract there): pick the
- * kernel form from the strides, and split the work over `nt` threads (the
- * caller's count, from fastmm._threads.threads_for; 1 starts no thread).
+ * The unpacked driver: products too small or too skinny for packing, read in
+ * place (contract: kernels/small.h, whose register-block kernels it calls).
+ * It picks the kernel form from the strides and splits the work over `nt`
+ * threads (the caller's count, from fastmm.driver._threads.threads_for; 1
+ * starts no thread).  fastmm/driver/_unpacked.pyx is its Python face.
  */
-#ifndef FASTMM_SMALL_DRIVER_H
-#define FASTMM_SMALL_DRIVER_H
+#ifndef FASTMM_UNPACKED_H
+#define FASTMM_UNPACKED_H
 
-#include "_parallel.h"
+#include "kernels/small.h"
+#include "driver/_parallel.h"
 
 /* Batch dimensions a stack may have (numpy's limit on dimensions). */
 #define FMM_MAX_BATCH_DIMS 64

@@ -4,11 +4,11 @@
 # still in L1, so a dense layer's output is written once.
 from libc.math cimport exp, tanh, erfc
 
-from fastmm._pack cimport real
+from fastmm.driver._pack cimport real
 
 # One definition of the codes and the element functions, in C, shared by the
 # vectorized tile routine and the scalar paths (see _activation.h for why).
-cdef extern from "_activation.h" nogil:
+cdef extern from "nn/_activation.h" nogil:
     enum:
         ACT_NONE "FMM_ACT_NONE"
         ACT_RELU "FMM_ACT_RELU"

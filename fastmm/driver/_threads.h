@@ -115,7 +115,7 @@ static int fmm_effective_threads(void)
     return fmm_nthreads;
 }
 
-/* The controller threadpoolctl finds (see fastmm/_threads.pyx) calls these
+/* The controller threadpoolctl finds (see driver/_threads.pyx) calls these
  * through ctypes, so they must be visible in the extension module.  Both act
  * on the innermost scope of the calling thread: its threads() block if one is
  * open, else the process-wide count. */

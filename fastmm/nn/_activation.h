@@ -1,5 +1,5 @@
 /*
- * Activations for the dense-layer epilogue (fastmm/_epilogue.pxd), written
+ * Activations for the dense-layer epilogue (fastmm/nn/_epilogue.pxd), written
  * branch-free so the compiler vectorizes a row of a tile at a time.
  *
  * Why not libm: glibc's expf/tanhf are scalar calls of 10-40 ns each, which
@@ -248,7 +248,8 @@ FMM_SOFTMAX_ROW(fmm_softmax_row_f64_base, , double, exp)
 
 /* 2: AVX-512, 1: AVX2+FMA, 0: baseline; -1 until chosen.  Each module that
  * includes this header has its own copy, set by fmm_act_select from the one
- * decision (fastmm._gemm.select_kernel, following fastmm.config's row). */
+ * decision (fastmm.driver._packed.select_kernel, following fastmm.config's
+ * row). */
 static int fmm_act_isa = -1;
 
 static int fmm_act_best(int cap)

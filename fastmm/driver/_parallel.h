@@ -1,5 +1,5 @@
 /* Stateless shims for code that runs inside a parallel region or beside
- * other threads (fastmm/_gemm.pyx, kernels/small_driver.h).  Orphaned
+ * other threads (driver/_packed.pyx, driver/_unpacked.h).  Orphaned
  * barriers bind to the innermost enclosing region: call them only from a
  * team the caller started, never from a serial call inside someone else's
  * region (that team's other threads would never arrive). */

@@ -11,8 +11,8 @@ Softmax is the exception to the epilogue: it needs a whole row (its maximum
 and its sum) and a tile holds only NR columns of it, so it runs as a row-wise
 pass right after the GEMM, while the rows are still warm in cache.
 
-Callers (fastmm/nn.py) validate: every array is a native-order, aligned
-ndarray of one dtype, float32 or float64, with the shapes given below.
+Callers (fastmm/nn/__init__.py) validate: every array is a native-order,
+aligned ndarray of one dtype, float32 or float64, with the shapes given below.
 """
 cimport numpy as cnp
 from cython.parallel cimport prange
@@ -20,8 +20,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport exp
 
-from fastmm._pack cimport real
-from fastmm._epilogue cimport (Epilogue, activate, activation_grad,
+from fastmm.driver._pack cimport real
+from fastmm.nn._epilogue cimport (Epilogue, activate, activation_grad,
                                fmm_act_select,
                                fmm_act_tile_f32, fmm_act_tile_f64,
                                fmm_expf_neg, fmm_softmax_row_f32,
@@ -29,19 +29,19 @@ from fastmm._epilogue cimport (Epilogue, activate, activation_grad,
                                ACT_NONE, ACT_RELU, ACT_LEAKY_RELU, ACT_SIGMOID,
                                ACT_TANH, ACT_GELU_TANH, ACT_GELU_ERF)
 from fastmm._linalg cimport run_product
-from fastmm._threads cimport threads_for
+from fastmm.driver._threads cimport threads_for
 
 cnp.import_array()
 
 
 def _select_activation_isa(name):
     """This module's copy of the activation routines' ISA choice (see
-    fastmm._gemm.select_kernel, which calls it)."""
+    fastmm.driver._packed.select_kernel, which calls it)."""
     cdef bytes key = name.encode()
     return fmm_act_select(key).decode()
 
 
-from fastmm._gemm import kernel_info as _kernel_info
+from fastmm.driver._packed import kernel_info as _kernel_info
 _select_activation_isa(_kernel_info()["name"])
 
 cdef enum:

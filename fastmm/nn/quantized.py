@@ -50,7 +50,8 @@ import zipfile
 
 import numpy as np
 
-from fastmm import _lowp, _nn
+from fastmm import _lowp
+from fastmm.nn import _ops
 
 __all__ = ["quantize", "QuantizedSequential", "QuantizedDense", "MODES"]
 
@@ -159,7 +160,7 @@ class QuantizedDense:
         self.b = b
         self.activation = activation
         self.slope = float(slope)
-        self._code = _nn.CODES[activation]
+        self._code = _ops.CODES[activation]
         self.in_features, self.out_features = W.shape
 
     def __repr__(self):
@@ -207,7 +208,7 @@ class QuantizedDense:
             if self.b is not None:
                 np.add(yb, self.b, out=yb)
             if self.activation != "identity":
-                _nn.apply_activation(yb, yb, self._code, self.slope)
+                _ops.apply_activation(yb, yb, self._code, self.slope)
         return y
 
     __call__ = forward
@@ -403,7 +404,7 @@ class QuantizedSequential:
             if mode == "int8" and n_in > _INT8_MAX_K:
                 raise bad(f"layer {i} has {n_in} inputs; int8 layers take "
                           f"at most {_INT8_MAX_K}")
-            if c["activation"] not in _nn.CODES:
+            if c["activation"] not in _ops.CODES:
                 raise bad(f"layer {i} has activation {c['activation']!r}")
             slope = c["slope"]
             if not (isinstance(slope, (int, float))

@@ -1,4 +1,4 @@
-# Type information for fastmm.quantize (fastmm/quantize.py), which calls
+# Type information for fastmm.nn.quantized (fastmm/nn/quantized.py), which calls
 # compiled code; tests/test_typing.py compares it with the runtime signatures.
 import os
 from collections.abc import Callable, Iterable
