@@ -16,11 +16,13 @@ fastmm/bench/_peers.py's Mkl.prepare_lowp).
 """
 import numpy as np
 
-from .common import (SEED, THREADS, Product, best_times, fastmm,
-                     parse_shape, random_array, require, require_mkl)
+from .common import (SEED, THREADS, Product, best_times, fastmm, grid,
+                     parse_shape, random_array, require, require_mkl,
+                     rounded)
 
 # "m x k x n": square, and dense-layer (m, k) activations @ (k, n) weights
-LOWP_SHAPES = ["1024x1024x1024", "256x1024x1024", "4096x512x512"]
+LOWP_SHAPES = grid(["1024x1024x1024"],
+                   ["1024x1024x1024", "256x1024x1024", "4096x512x512"])
 
 
 def require_lowp():
@@ -96,7 +98,7 @@ class _Lowp(Product):
     def track_vs_float32(self, shape, threads):
         """fastmm float32's time / this product's, measured back to back."""
         t_f32, t_lowp = best_times([self.float32_op, self.fastmm_op])
-        return t_f32 / t_lowp
+        return rounded(t_f32 / t_lowp)
     track_vs_float32.unit = "x fastmm float32"
 
 

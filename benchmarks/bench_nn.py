@@ -13,16 +13,17 @@ best_times).  float32, seeded data.
 import numpy as np
 
 try:
-    from .common import best_times, settle_pools
+    from .common import best_times, grid, rounded, settle_pools
 except ImportError:          # run as a script: python benchmarks/bench_nn.py
-    from common import best_times, settle_pools
+    from common import best_times, grid, rounded, settle_pools
 
 try:
     from threadpoolctl import threadpool_limits
 except ImportError:          # pragma: no cover - a dependency of fastmm
     threadpool_limits = None
 
-SHAPES = [(4096, 256, 256), (256, 784, 512)]     # (batch, in, out)
+ALL_SHAPES = [(4096, 256, 256), (256, 784, 512)]     # (batch, in, out)
+SHAPES = grid(ALL_SHAPES[1:], ALL_SHAPES)            # asv's (common.grid)
 THREADS = [1, 2]
 
 
@@ -92,9 +93,9 @@ class LinearForward(_Pinned):
         numpy_forward(self.x, self.w, self.b)
 
     def track_speedup(self, shape, threads):
-        return _ratio(lambda: numpy_forward(self.x, self.w, self.b),
-                      lambda: self.nn.linear(self.x, self.w, self.b,
-                                             "relu"))[0]
+        return rounded(_ratio(lambda: numpy_forward(self.x, self.w, self.b),
+                              lambda: self.nn.linear(self.x, self.w, self.b,
+                                                     "relu"))[0])
     track_speedup.unit = "x (numpy time / fastmm time)"
 
 
@@ -110,10 +111,10 @@ class LinearBackward(_Pinned):
         numpy_backward(self.x, self.w, self.dy, self.y)
 
     def track_speedup(self, shape, threads):
-        return _ratio(lambda: numpy_backward(self.x, self.w, self.dy, self.y),
-                      lambda: self.nn.linear_backward(
-                          self.x, self.w, self.dy, y=self.y,
-                          activation="relu"))[0]
+        return rounded(_ratio(
+            lambda: numpy_backward(self.x, self.w, self.dy, self.y),
+            lambda: self.nn.linear_backward(self.x, self.w, self.dy, y=self.y,
+                                            activation="relu"))[0])
     track_speedup.unit = "x (numpy time / fastmm time)"
 
 
@@ -132,7 +133,7 @@ def main():
              lambda s: numpy_backward(s.x, s.w, s.dy, s.y),
              lambda s: s.nn.linear_backward(s.x, s.w, s.dy, y=s.y,
                                             activation="relu"))):
-        for shape in SHAPES:
+        for shape in ALL_SHAPES:
             for threads in THREADS:
                 bench = cls()
                 bench.setup(shape, threads)

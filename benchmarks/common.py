@@ -38,6 +38,14 @@ The pattern a new benchmark file follows (bench_gemm.py is the example):
 
 ``Product.teardown`` restores the thread counts ``prepare`` pinned.
 
+Grids: by default each family runs a few representative cases, so that
+``asv continuous --quick`` over two commits fits in a few minutes on two
+cores; ``FASTMM_ASV_FULL=1`` in the environment of ``asv run`` turns on the
+full grids (every size, both dtypes, every transpose; a few times longer).
+A new parameter list goes through ``grid(default, full)``.
+``track_*`` values are rounded to 3 significant digits (``rounded``): the
+run-to-run noise is larger than that.
+
 Against MKL (where the ``mkl`` wheel is installed), a class of its own per
 family, since a setup that skips skips every benchmark of its class:
 ``setup`` calls ``require_mkl()`` (NotImplementedError, asv's skip, without
@@ -65,7 +73,22 @@ except ImportError:
 
 SEED = 20251121
 
-DTYPES = ["float32", "float64"]
+FULL = os.environ.get("FASTMM_ASV_FULL", "0") not in ("", "0")
+
+
+def grid(default, full):
+    """``full`` when FASTMM_ASV_FULL is set (and not 0), else ``default``."""
+    return full if FULL else default
+
+
+def rounded(value, digits=3):
+    """``value`` to ``digits`` significant digits, for track_* results."""
+    if not value or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+DTYPES = grid(["float32"], ["float32", "float64"])
 
 
 def _cpu_count():
@@ -83,14 +106,16 @@ def _cpu_count():
 # 1 thread, and every CPU the process may use (when that is more than 1)
 THREADS = sorted({1, _cpu_count()})
 
-SQUARE_SIZES = [64, 256, 1024, 2048]
+SQUARE_SIZES = grid([256, 1024], [64, 256, 1024, 2048])
 # dense-layer products "m x k x n": (m, k) activations @ (k, n) weights
-NN_SHAPES = ["1x1024x4096", "32x1024x1024", "64x4096x1024", "256x1024x4096",
-             "4096x512x512", "4096x1024x1024"]
-SMALL_SIZES = [2, 4, 8, 16, 32, 64, 96]
+NN_SHAPES = grid(["32x1024x1024", "4096x512x512"],
+                 ["1x1024x4096", "32x1024x1024", "64x4096x1024",
+                  "256x1024x4096", "4096x512x512", "4096x1024x1024"])
+SMALL_SIZES = grid([4, 16, 64], [2, 4, 8, 16, 32, 64, 96])
 # stacks "b x n": (b, n, n) @ (b, n, n)
-STACK_SHAPES = ["10000x4", "10000x8", "1000x32", "100x64"]
-TRANSPOSES = ["NN", "TN", "NT", "TT"]
+STACK_SHAPES = grid(["10000x8"], ["10000x4", "10000x8", "1000x32", "100x64"])
+# "NN" is Square's case; "NT" (x @ w.T) is a dense layer's
+TRANSPOSES = grid(["NT"], ["NN", "TN", "NT", "TT"])
 
 
 def parse_shape(text):
@@ -259,17 +284,17 @@ class Product:
             fastmm.set_num_threads(self._saved_threads)
 
     def fastmm_gflops(self):
-        return self.flops / best_times([self.fastmm_op])[0] / 1e9
+        return rounded(self.flops / best_times([self.fastmm_op])[0] / 1e9)
 
     def speedup(self):
         """numpy's time / fastmm's time, measured back to back."""
         t_numpy, t_fastmm = best_times([self.numpy_op, self.fastmm_op])
-        return t_numpy / t_fastmm
+        return rounded(t_numpy / t_fastmm)
 
     def mkl_gflops(self):
-        return self.flops / best_times([self.mkl_op])[0] / 1e9
+        return rounded(self.flops / best_times([self.mkl_op])[0] / 1e9)
 
     def speedup_mkl(self):
         """MKL's time / fastmm's time, measured back to back."""
         t_mkl, t_fastmm = best_times([self.mkl_op, self.fastmm_op])
-        return t_mkl / t_fastmm
+        return rounded(t_mkl / t_fastmm)

@@ -18,7 +18,7 @@ import sys
 def draw(json_path, png_path):
     """One bench result file to one PNG; the dtypes, thread counts and peers
     plotted are those the file holds."""
-    from fastmm._bench import plot
+    from fastmm.bench._harness import plot
     with open(json_path) as f:
         rows = json.load(f)
     if not rows:

@@ -1,4 +1,4 @@
-"""Dask arrays whose block products are fastmm calls: larger than one machine.
+"""Dask arrays whose block products are fastmm calls: larger than one machine::
 
     import dask.array as da
     import fastmm.dask
@@ -11,16 +11,26 @@
 Install with ``pip install 'fastmm[dask]'`` (``dask[array]`` and
 ``distributed``); ``import fastmm`` never imports Dask.
 
-How a product is laid out.  For every output block (i, j) and every block
-k of the shared dimension, one task computes ``fastmm.matmul(A[i, k],
+How a product is laid out.  The output's blocks are A's row blocks by B's
+column blocks.  First the shared dimension k: by default (``k_chunks=
+"auto"``) A's consecutive k blocks are merged while one task's operands and
+result (a row panel of A, a column panel of B, an output block) stay within
+Dask's ``array.chunk-size`` (128 MiB unless configured).  When the whole k
+fits, each output block is one task that receives A's row panel and B's
+column panel as their blocks and accumulates ``A[i, k] @ B[k, j]`` over k
+in one array (``fastmm.gemm`` with beta = 1): large products at the packed
+kernel's full speed, no panel copied into one piece, and no partial
+products to move between workers and add.  Otherwise, for every output
+block (i, j) and every block k, one task computes ``fastmm.matmul(A[i, k],
 B[k, j])`` (a ``da.blockwise`` over the output grid, with batch dimensions
-broadcast as np.matmul broadcasts them).  The partial products of an output
-block are then added by a tree reduction (``da.reduction`` over the k-block
-axis): each addition task takes at most ``split_every`` partials, so no task
-holds more than that many blocks, and no k-sized array is ever assembled.
-B's blocks along k follow A's (B is rechunked when they differ), so every
-partial product pairs whole blocks.  Inputs may be numpy arrays (wrapped
-with Dask's automatic chunks) or Dask arrays with known chunk sizes.
+broadcast as np.matmul broadcasts them), and the partial products of an
+output block are added by a tree reduction (``da.reduction`` over the
+k-block axis): each addition task takes at most ``split_every`` partials,
+so no task holds more than that many blocks, and no k-sized array is ever
+assembled.  B's blocks along k follow A's (B is rechunked when they
+differ), so every product pairs whole blocks.  Inputs may be numpy arrays
+(wrapped with Dask's automatic chunks) or Dask arrays with known chunk
+sizes.
 
 Threads.  A block product is one task, and a Dask worker runs ``nthreads``
 tasks at once.  Each block product runs fastmm on
@@ -55,6 +65,7 @@ import numpy as np
 try:
     import dask
     import dask.array as da
+    from dask.utils import parse_bytes
 except ImportError as e:
     raise ImportError(f"fastmm.dask needs Dask ({e}); install it with "
                       f"pip install 'fastmm[dask]'") from e
@@ -115,6 +126,23 @@ def _call(func, *args, **kwargs):
 
 
 # ---- tasks
+
+def _panel_product(a_blocks, b_blocks):
+    """One output block from a row panel of A and a column panel of B, given
+    as their k blocks: the block products accumulate into one array, the k
+    loop of a packed GEMM, so no panel is ever copied into one piece and no
+    partial product leaves the task."""
+    pairs = zip(a_blocks, b_blocks)
+    a, b = next(pairs)
+    c = _call(fastmm.matmul, a, b)
+    for a, b in pairs:
+        if c.ndim == 2 and c.dtype in (np.float32, np.float64):
+            # C := A_k @ B_k + C in the kernel: no temporary, one pass over C
+            c = _call(fastmm.gemm, 1.0, a, b, 1.0, c, overwrite_c=True)
+        else:
+            c += _call(fastmm.matmul, a, b)
+    return c
+
 
 def _partial_product(a, b):
     """One k block's share of one output block, with a length-1 axis in
@@ -188,17 +216,55 @@ def _core_dims(a, b):
     return a, b, tuple(drop)
 
 
-def matmul(a, b, *, split_every=4):
+def _merged_k_chunks(chunks, fit):
+    """A's k chunks with consecutive ones merged while their sum is at most
+    ``fit`` (elements); a chunk already larger stays as it is, as no block
+    is ever split."""
+    merged = []
+    for size in chunks:
+        if merged and merged[-1] + size <= fit:
+            merged[-1] += size
+        else:
+            merged.append(size)
+    return tuple(merged)
+
+
+def _auto_k_chunks(a, b, dtype):
+    """k_chunks="auto": the k chunks one task can hold within Dask's
+    ``array.chunk-size``: a row panel of a, a column panel of b and the
+    output block, at their largest."""
+    budget = parse_bytes(dask.config.get("array.chunk-size"))
+    rows, cols = max(a.chunks[-2], default=0), max(b.chunks[-1], default=0)
+    batch = max((math.prod(max(c, default=0) for c in x.chunks[:-2])
+                 for x in (a, b)), default=1)
+    per_k = batch * (rows * a.dtype.itemsize + cols * b.dtype.itemsize)
+    room = budget - batch * rows * cols * np.dtype(dtype).itemsize
+    fit = room // per_k if per_k else a.shape[-1]
+    return _merged_k_chunks(a.chunks[-1], fit)
+
+
+def matmul(a, b, *, k_chunks="auto", split_every=4):
     """a @ b for Dask arrays, each block product a fastmm call; lazy.
 
     np.matmul's rules: stacks of matrices with broadcast batch dimensions,
     a 1-D operand as a row (left) or column (right) vector whose axis is
     removed from the result, and np.matmul's result dtype.  Inputs with
-    unknown chunk sizes are a ValueError.  ``split_every``: the most partial
-    products one addition task of the k reduction takes (>= 2).  The result's
-    row and column chunks are A's row and B's column chunks; each element is
-    within the k*eps bound of a dot product (the partial sums are one
-    summation order of the k terms).
+    unknown chunk sizes are a ValueError.  The result's row and column
+    chunks are A's row and B's column chunks; each element is within the
+    k*eps bound of a dot product (the partial sums are one summation order
+    of the k terms).
+
+    ``k_chunks``: how the shared dimension k is split into blocks.
+    ``"auto"`` (default): when a row panel of A, a column panel of B and an
+    output block fit Dask's ``array.chunk-size`` together (lower that
+    setting for workers with little memory), one task per output block
+    takes the panels as their k blocks, unchanged, and accumulates their
+    products: no reduction.  Otherwise A's consecutive k blocks are merged
+    (never split) while a task still fits.  ``None``: A's k blocks as they
+    are, one partial product each.  Anything ``rechunk`` takes for one axis
+    (an int block size, ``-1`` for all of k, a tuple of sizes): that.
+    ``split_every``: the most partial products one addition task of the k
+    reduction takes (>= 2).
     """
     a = _dask_array(a, "fastmm.dask.matmul", "a")
     b = _dask_array(b, "fastmm.dask.matmul", "b")
@@ -208,8 +274,43 @@ def matmul(a, b, *, split_every=4):
     dtype = fastmm.matmul(np.empty((0, 0), a.dtype),
                           np.empty((0, 0), b.dtype)).dtype
     a, b, drop = _core_dims(a, b)
+    whole_k = False
+    if isinstance(k_chunks, str):
+        if k_chunks != "auto":
+            raise ValueError(f"k_chunks must be 'auto', None, or a chunk "
+                             f"size for rechunk, got {k_chunks!r}")
+        k_chunks = _auto_k_chunks(a, b, dtype)
+        # all of k in one task: its blocks stay as they are (no rechunk)
+        whole_k = len(k_chunks) <= 1
+        if whole_k:
+            k_chunks = None
+    if k_chunks is not None:
+        a = a.rechunk({a.ndim - 1: k_chunks})
     if b.chunks[-2] != a.chunks[-1]:
         b = b.rechunk({b.ndim - 2: a.chunks[-1]})
+    nbatch = a.ndim - 2
+    batch = tuple(range(nbatch))
+    i, k, j = nbatch, nbatch + 1, nbatch + 2
+    if whole_k or a.numblocks[-1] <= 1:
+        # one task per output block, handed A's row panel and B's column
+        # panel as lists of their k blocks (k contracted, not concatenated)
+        c = da.blockwise(_panel_product, batch + (i, j), a, batch + (i, k),
+                         b, batch + (k, j), concatenate=False,
+                         token="fastmm-product", dtype=dtype,
+                         meta=np.empty((0,) * (nbatch + 2), dtype))
+    else:
+        c = _k_reduction(a, b, dtype, split_every)
+    if drop:
+        core = [slice(None), slice(None)]
+        for axis in drop:
+            core[axis] = 0
+        c = c[(Ellipsis, *core)]
+    return c
+
+
+def _k_reduction(a, b, dtype, split_every):
+    """a @ b as partial products over a's k blocks, added by a tree
+    reduction."""
     nbatch = a.ndim - 2
     batch = tuple(range(nbatch))
     i, k, j = nbatch, nbatch + 1, nbatch + 2
@@ -224,17 +325,11 @@ def matmul(a, b, *, split_every=4):
                                 adjust_chunks={k: 1}, token="fastmm-product",
                                 dtype=dtype,
                                 meta=np.empty((0,) * (nbatch + 3), dtype))
-    c = da.reduction(partials, _keep, _add_partials, combine=_add_partials,
-                     axis=k, keepdims=False, dtype=dtype,
-                     split_every={k: split_every}, concatenate=False,
-                     name="fastmm-sum",
-                     meta=np.empty((0,) * (nbatch + 2), dtype))
-    if drop:
-        core = [slice(None), slice(None)]
-        for axis in drop:
-            core[axis] = 0
-        c = c[(Ellipsis, *core)]
-    return c
+    return da.reduction(partials, _keep, _add_partials, combine=_add_partials,
+                        axis=k, keepdims=False, dtype=dtype,
+                        split_every={k: split_every}, concatenate=False,
+                        name="fastmm-sum",
+                        meta=np.empty((0,) * (nbatch + 2), dtype))
 
 
 # ---- dense layers
@@ -243,12 +338,26 @@ def linear(x, w, b=None, activation=None, *, slope=0.01):
     """act(x @ w + b) for a 2-D Dask array x, one fastmm.nn.linear call per
     row-chunk; lazy.
 
-    w (in, out) and b (out,) are numpy arrays (array-likes), copied now, so
-    later changes to them do not reach the result; each becomes one block
-    of the graph, which a worker receives once for all its row-chunks.
-    Activations, ``slope`` and the result dtype are fastmm.nn.linear's.
-    Row-chunk sizes may be unknown (as after boolean indexing): each output
-    chunk has its input chunk's rows.
+    Parameters
+    ----------
+    x : dask.array.Array, shape (samples, in)
+        Row-chunk sizes may be unknown (as after boolean indexing); a
+        feature axis split into chunks is merged into one.
+    w : array_like, shape (in, out)
+    b : array_like, shape (out,), optional
+        ``w`` and ``b`` are copied now, so later changes to them do not
+        reach the result; each becomes one block of the graph, which a
+        worker receives once for all its row-chunks.
+    activation : str, optional
+        As :func:`fastmm.nn.linear`.
+    slope : float, optional
+        leaky_relu's negative slope.
+
+    Returns
+    -------
+    dask.array.Array, shape (samples, out)
+        Each output chunk has its input chunk's rows; the dtype is
+        fastmm.nn.linear's.
     """
     if not isinstance(x, da.Array):
         x = da.asarray(x)
@@ -284,7 +393,17 @@ def predict(model, X):
     over X's row-chunks (Dask fuses the layers into one task per
     row-chunk).  The weights are copied now, as they are when this is
     called.  Each layer's input is cast to the layer's dtype first, as
-    Sequential.predict does."""
+    Sequential.predict does.
+
+    Parameters
+    ----------
+    model : fastmm.nn.Sequential
+    X : dask.array.Array, shape (samples, features)
+
+    Returns
+    -------
+    dask.array.Array
+        The outputs, lazy, chunked as X's rows."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"predict needs a fastmm.nn.Sequential, got "
                         f"{type(model).__name__}")
@@ -316,14 +435,9 @@ def _peak_rss():
     return None
 
 
-def _run_once(op):
-    t0 = time.perf_counter()
-    op()
-    return time.perf_counter() - t0
-
-
-def _rounds(ops, repeats):
-    """Each op's best time over ``repeats`` rounds that run every op once.
+def _rounds(ops, repeats, settle):
+    """Each op's best time over ``repeats`` rounds that run every op once,
+    calling ``settle()`` untimed after each.
 
     Not fastmm.bench._harness.best_times: that loops calls to time microsecond
     products and runs each one untimed first; a cluster run takes seconds,
@@ -333,125 +447,169 @@ def _rounds(ops, repeats):
     times = [[] for _ in ops]
     for _ in range(repeats):
         for samples, op in zip(times, ops):
-            samples.append(_run_once(op))
+            t0 = time.perf_counter()
+            op()
+            samples.append(time.perf_counter() - t0)
+            settle()
     return [min(samples) for samples in times]
 
 
-def benchmark(n=8192, chunk=None, *, dtype="float32", n_workers=2,
-              threads_per_worker=1, memory_limit="300MiB", repeats=2, seed=0,
-              verbose=False):
-    """Time an n x n @ n x n product through a LocalCluster: fastmm blocks
-    against numpy blocks (Dask's own ``a @ b``), and against one
-    fastmm.matmul in this process at the cluster's total thread count.
+def _scheduler_tasks(dask_scheduler):
+    return len(dask_scheduler.tasks)
 
-    Inputs are made lazily on the workers (``da.random``), so with
-    ``memory_limit`` below their size (2 n^2 elements) the run shows the
-    product streaming through workers that could not hold them.  Each timed
-    computation generates the inputs, multiplies and sums the product in
-    float64 (a whole-result checksum; blocks are dropped as they are
-    summed), so the cluster times include making the inputs:
-    ``generate_s`` is that part alone.  Before timing, two output blocks of
-    each cluster result are checked elementwise against the in-process
-    product (the k*eps bound) and each checksum against the in-process one;
-    a wrong result raises AssertionError instead of reporting a speed.
 
-    ``chunk``: the block edge; by default n // 4, between 256 and 1024.
-    1024 (4 MiB float32 blocks) keeps the dozen or so blocks a worker holds
-    at once well inside the default limit; larger blocks run no faster
-    (a 1024^3 product already runs at the kernel's speed) and brought the
-    workers to the limit here.  Returns a dict of times (seconds, best of
-    ``repeats``), GFLOP/s, ``speedup`` (numpy blocks' time / fastmm
-    blocks'), ``overhead`` (fastmm blocks' time / in-process time), the
-    workers' largest peak resident memory (``worker_peak_bytes``; None
-    without Linux's /proc) against ``memory_limit_bytes``, and the 1-minute
-    load average before the run; prints only with ``verbose``.
+def benchmark(n=4096, chunk=None, *, dtype="float32", n_workers=2,
+              threads_per_worker=1, memory_limit="auto", k_chunks="auto",
+              repeats=3, seed=0, verbose=False):
+    """Time an n x n @ n x n product on a LocalCluster whose workers already
+    hold the inputs: fastmm.dask.matmul against numpy blocks (Dask's own
+    ``a @ b``) on the same cluster, and against one fastmm.matmul in this
+    process on the cluster's total thread count (n_workers x
+    threads_per_worker), on the same data.
+
+    What is timed.  The inputs are made on the workers (``da.random``, in
+    ``chunk`` x ``chunk`` blocks) and persisted before any timing, as a
+    user's data lives on a cluster; making them is ``generate_s``, timed
+    once, apart.  Each cluster time runs from submitting the product's graph
+    (building it is not timed; rechunking the persisted blocks is part of
+    the product) until every block of the result is in a worker's memory,
+    left there (``client.persist``): ``fastmm_s`` (with ``k_chunks``),
+    ``ksplit_s`` (fastmm blocks with A's k blocks as they are:
+    ``k_chunks=None``), ``numpy_s``.  ``gathered_s``: fastmm.dask's product
+    brought whole into this process (``client.compute(...).result()``), as
+    a user who needs a numpy array waits for it.  ``single_s``: the
+    in-process product of the gathered inputs.  All of these alternate in
+    rounds, ``repeats`` of them, best time each; between runs (untimed) the
+    scheduler forgets the last result, so no run finds blocks of another.
+
+    Before timing, each cluster result is checked: two output blocks
+    elementwise against the in-process product (the k*eps bound) and its
+    float64 sum against the in-process one; a wrong result raises
+    AssertionError instead of reporting a speed.  Returns a dict of the
+    times (seconds), GFLOP/s, ``speedup`` (numpy blocks' time / fastmm
+    blocks'), ``vs_single`` (in-process time / fastmm.dask's: 1.0 is no
+    cost for distributing), ``block_threads`` (the fastmm threads a block
+    product uses on each worker), the workers' largest peak resident memory
+    and the 1-minute load average before the run; prints only with
+    ``verbose``.
     """
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster, futures_of, wait
     except ImportError as e:
         raise ImportError(f"fastmm.dask.benchmark needs distributed ({e}); "
                           f"install it with pip install 'fastmm[dask]'") from e
-    from dask.utils import parse_bytes
     from fastmm.bench._harness import check_result
 
     dtype = np.dtype(dtype)
     chunk = chunk or max(256, min(1024, n // 4))
     say = print if verbose else (lambda *args: None)
     load = os.getloadavg()[0]     # before this run adds its own
-    rng = da.random.default_rng(seed)
-    # positive entries: |A| @ |B| is the product itself, for the checksum
-    A = rng.random((n, n), dtype=dtype, chunks=chunk)
-    B = rng.random((n, n), dtype=dtype, chunks=chunk)
     flops = 2.0 * n ** 3
     total_threads = n_workers * threads_per_worker
-
     say(f"fastmm.dask benchmark: {n}x{n} @ {n}x{n} {dtype}, chunk {chunk}, "
         f"{n_workers} workers x {threads_per_worker} threads, "
-        f"memory_limit {memory_limit}; load average {load:.2f}")
-    a, b = dask.compute(A, B, scheduler="threads")     # the same blocks
-
-    def single():
-        with fastmm.threads(total_threads):
-            return fastmm.matmul(a, b)
-    c = single()
-    checksum = float(c.sum(dtype=np.float64))
-    edge = slice(chunk * ((n - 1) // chunk), n)   # the last, maybe partial
-    corners = [(slice(0, chunk), slice(0, chunk)), (edge, edge)]
+        f"memory_limit {memory_limit}, k_chunks {k_chunks!r}; load average "
+        f"{load:.2f}")
 
     with LocalCluster(n_workers=n_workers,
                       threads_per_worker=threads_per_worker, processes=True,
                       host="127.0.0.1", dashboard_address=None,
                       memory_limit=memory_limit) as cluster, \
-            Client(cluster, set_as_default=False) as client:
-        sums = {"fastmm": matmul(A, B).sum(dtype=np.float64),
-                "numpy": (A @ B).sum(dtype=np.float64),
-                "generate": A.sum() + B.sum()}
-        for who, C in (("fastmm", matmul(A, B)), ("numpy", A @ B)):
-            say(f"checking {who} blocks ...")
+            Client(cluster, set_as_default=False) as client, \
+            client.as_current():               # for wait()
+        rng = da.random.default_rng(seed)
+        # positive entries: |A| @ |B| is the product itself, for the checksum
+        A = rng.random((n, n), dtype=dtype, chunks=chunk)
+        B = rng.random((n, n), dtype=dtype, chunks=chunk)
+        t0 = time.perf_counter()
+        A, B = client.persist([A, B])
+        wait(futures_of([A, B]))
+        t_generate = time.perf_counter() - t0
+        idle = client.run_on_scheduler(_scheduler_tasks)
+
+        def settle():
+            """Wait until the scheduler holds only the inputs again."""
+            while client.run_on_scheduler(_scheduler_tasks) > idle:
+                time.sleep(0.01)
+
+        a, b = client.gather(client.compute([A, B]))     # the same blocks
+        settle()
+
+        def single():
+            with fastmm.threads(total_threads):
+                return fastmm.matmul(a, b)
+        c = single()
+        checksum = float(c.sum(dtype=np.float64))
+        edge = slice(chunk * ((n - 1) // chunk), n)   # the last, maybe partial
+        corners = [(slice(0, chunk), slice(0, chunk)), (edge, edge)]
+        products = {"fastmm": matmul(A, B, k_chunks=k_chunks),
+                    "ksplit": matmul(A, B, k_chunks=None),
+                    "numpy": A @ B}
+        for who, C in products.items():
+            say(f"checking {who} ...")
+            C = client.persist(C)
+            wait(futures_of(C))
             for rows, cols in corners:
                 got = client.compute(C[rows, cols]).result()
                 error = check_result(got, c[rows, cols], a[rows], b[:, cols])
                 if error is not None:
-                    raise AssertionError(f"{who} blocks: {error}")
-            total = client.compute(sums[who]).result()
+                    raise AssertionError(f"{who}: {error}")
+            total = client.compute(C.sum(dtype=np.float64)).result()
             if not abs(total - checksum) <= (2 * n * np.finfo(dtype).eps
                                              * checksum):
-                raise AssertionError(f"{who} blocks: checksum {total!r}, "
+                raise AssertionError(f"{who}: checksum {total!r}, "
                                      f"in-process {checksum!r}")
-        client.compute(sums["generate"]).result()
-        say("timing on the cluster ...")
-        t_fastmm, t_numpy, t_generate = _rounds(
-            [lambda C=C: client.compute(C).result() for C in sums.values()],
-            repeats)
+            del C
+            settle()
+        del c
+        threads = client.gather(
+            [client.submit(block_threads, workers=[w], pure=False)
+             for w in client.scheduler_info()["workers"]])
+
+        def on_cluster(C):
+            def persisted():
+                wait(futures_of(client.persist(C)))   # then released
+            return persisted
+        ops = [on_cluster(C) for C in products.values()]
+        ops.append(lambda: client.compute(products["fastmm"]).result())
+        ops.append(single)
+        say(f"timing {repeats} rounds ...")
+        t_fastmm, t_ksplit, t_numpy, t_gathered, t_single = _rounds(
+            ops, repeats, settle)
         peaks = [p for p in client.run(_peak_rss).values() if p]
         worker_peak = max(peaks) if peaks else None
 
-    say("timing in this process ...")
-    del c
-    t_single, = _rounds([single], repeats)
     result = {
         "n": n, "dtype": dtype.name, "chunk": chunk, "n_workers": n_workers,
-        "threads_per_worker": threads_per_worker,
-        "memory_limit_bytes": parse_bytes(memory_limit)
-        if isinstance(memory_limit, str) else memory_limit,
+        "threads_per_worker": threads_per_worker, "k_chunks": k_chunks,
+        "block_threads": threads,
         "input_bytes": A.nbytes + B.nbytes,
         "worker_peak_bytes": worker_peak,
-        "fastmm_s": t_fastmm, "numpy_s": t_numpy, "single_s": t_single,
+        "fastmm_s": t_fastmm, "ksplit_s": t_ksplit, "numpy_s": t_numpy,
+        "gathered_s": t_gathered, "single_s": t_single,
         "generate_s": t_generate,
         "fastmm_gflops": flops / t_fastmm / 1e9,
+        "ksplit_gflops": flops / t_ksplit / 1e9,
         "numpy_gflops": flops / t_numpy / 1e9,
+        "gathered_gflops": flops / t_gathered / 1e9,
         "single_gflops": flops / t_single / 1e9,
         "speedup": t_numpy / t_fastmm,
-        "overhead": t_fastmm / t_single,
+        "vs_single": t_single / t_fastmm,
         "load_average": load,
     }
-    say(f"fastmm blocks {result['fastmm_gflops']:.0f} GFLOP/s "
-        f"({t_fastmm:.2f} s), numpy blocks {result['numpy_gflops']:.0f} "
-        f"GFLOP/s ({t_numpy:.2f} s): {result['speedup']:.2f}x; in-process "
-        f"fastmm on {total_threads} threads {result['single_gflops']:.0f} "
-        f"GFLOP/s ({t_single:.2f} s): the cluster takes "
-        f"{result['overhead']:.2f}x (making the inputs: {t_generate:.2f} s); "
-        f"inputs {result['input_bytes'] / 2**20:.0f} MiB, worker peak "
-        f"{'?' if worker_peak is None else round(worker_peak / 2**20)} MiB "
-        f"of {memory_limit}")
+    rows = [(f"fastmm.dask (k_chunks={k_chunks!r})", "fastmm"),
+            ("fastmm.dask (k_chunks=None)", "ksplit"),
+            ("numpy blocks (Dask's a @ b)", "numpy"),
+            ("fastmm.dask, result gathered", "gathered"),
+            (f"in-process fastmm, {total_threads} threads", "single")]
+    say(f"inputs on the workers ({result['input_bytes'] / 2**20:.0f} MiB, "
+        f"made in {t_generate:.2f} s, not timed); result left on the "
+        f"workers unless gathered; best of {repeats} interleaved rounds:")
+    for label, key in rows:
+        say(f"  {label:34s} {result[key + '_gflops']:6.0f} GFLOP/s "
+            f"({result[key + '_s']:.3f} s)")
+    say(f"fastmm.dask / numpy blocks: {result['speedup']:.2f}x; fastmm.dask "
+        f"/ in-process: {result['vs_single']:.2f}x; fastmm threads per "
+        f"block product {threads}; worker peak "
+        f"{'?' if worker_peak is None else round(worker_peak / 2**20)} MiB")
     return result

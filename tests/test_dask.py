@@ -84,11 +84,14 @@ def operands(case, dtype):
     return a, b, da.from_array(a, chunks=chunks_a), da.from_array(b, chunks_b)
 
 
+# "auto": these small operands' k in one block, one product per output
+# block; None: A's k blocks, partial products and the reduction
+@pytest.mark.parametrize("k_chunks", ["auto", None])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
-def test_matmul_on_cluster(client, case, dtype):
+def test_matmul_on_cluster(client, case, dtype, k_chunks):
     a, b, A, B = operands(case, dtype)
-    C = fdask.matmul(A, B)
+    C = fdask.matmul(A, B, k_chunks=k_chunks)
     assert isinstance(C, da.Array) and C.dtype == fastmm.matmul(a, b).dtype
     check(on_cluster(client, C), a, b)
 
@@ -98,6 +101,33 @@ def test_matmul_on_cluster(client, case, dtype):
 def test_matmul_local_schedulers(case, scheduler):
     a, b, A, B = operands(case, np.float64)
     check(fdask.matmul(A, B).compute(scheduler=scheduler), a, b)
+
+
+def _products(C):
+    """How many block products C's graph holds."""
+    return sum(dask.utils.key_split(key) == "fastmm-product"
+               for key in dict(C.__dask_graph__()))
+
+
+def test_k_chunks():
+    """How k is split: the products in the graph (output blocks x k blocks)
+    and the result of each layout."""
+    A = da.ones((64, 600), dtype=np.float32, chunks=(32, 100))   # 6 k blocks
+    B = da.ones((600, 64), dtype=np.float32, chunks=(100, 32))   # 2x2 output
+    layouts = {"auto": 4, None: 24, 300: 8, -1: 4, (100, 500): 8}
+    for k_chunks, products in layouts.items():
+        C = fdask.matmul(A, B, k_chunks=k_chunks)
+        assert _products(C) == products, k_chunks
+        np.testing.assert_array_equal(C.compute(scheduler="threads"), 600)
+    # a task of "auto" holds 32 rows of A and 32 columns of B (256 bytes)
+    # per k, and its 4 KiB output block, within Dask's chunk-size
+    with dask.config.set({"array.chunk-size": 4096 + 256 * 250}):
+        assert _products(fdask.matmul(A, B)) == 4 * 3      # pairs of blocks
+    with dask.config.set({"array.chunk-size": 1000}):
+        assert _products(fdask.matmul(A, B)) == 24         # never split
+    assert fdask._merged_k_chunks((3, 5, 2, 9, 1), 8) == (8, 2, 9, 1)
+    with pytest.raises(ValueError, match="k_chunks"):
+        fdask.matmul(A, B, k_chunks="whole")
 
 
 def test_numpy_operands_and_mixed_dtypes():
@@ -257,18 +287,86 @@ def _memory_state(dask_worker):
 
 def test_inputs_larger_than_a_worker_stream(client):
     """384 MiB of inputs through workers limited to 300 MiB each: made
-    lazily block by block, multiplied and dropped, never held at once."""
+    lazily block by block, multiplied and dropped, never held at once.
+    Dask's chunk-size sized to the workers: k blocks merged in pairs."""
     rng = da.random.default_rng(7)
     A = rng.random((512, 131072), dtype=np.float32, chunks=(512, 8192))
     B = rng.random((131072, 256), dtype=np.float32, chunks=(8192, 256))
     limit = dask.utils.parse_bytes(MEMORY_LIMIT)
     assert A.nbytes + B.nbytes > limit
     pids = client.run(os.getpid)
-    got = on_cluster(client, fdask.matmul(A, B))
+    with dask.config.set({"array.chunk-size": "64MiB"}):
+        C = fdask.matmul(A, B)
+    got = on_cluster(client, C)
     assert client.run(os.getpid) == pids       # no worker was restarted
     for peak, spilled in client.run(_memory_state).values():
         assert spilled == 0
         assert peak is None or peak < limit, peak     # None: no /proc
+    a, b = dask.compute(A, B, scheduler="threads")     # the same blocks
+    check_nonnegative(got, a, b)
+
+
+class _PeakMemory(distributed.WorkerPlugin):
+    """At every task transition on a worker: the most managed memory it has
+    held (its blocks, and those on their way to it) and the largest input a
+    task of it started with."""
+    name = "fastmm-peak-memory"
+
+    def setup(self, worker):
+        self.worker, self.held, self.task_input = worker, 0, 0
+
+    def transition(self, key, start, finish, **kwargs):
+        state = self.worker.state
+        self.held = max(self.held,
+                        state.nbytes + state.transfer_incoming_bytes)
+        if finish == "executing":
+            inputs = state.tasks[key].dependencies
+            self.task_input = max(self.task_input,
+                                  sum(dep.nbytes or 0 for dep in inputs))
+
+
+def _peaks(dask_worker):
+    plugin = dask_worker.plugins[_PeakMemory.name]
+    return plugin.held, plugin.task_input, dask_worker.data.spilled_total.disk
+
+
+SMALL_LIMIT = "48MiB"
+
+
+# the scheduler's HTTP routes move off the first cluster's port
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
+def test_inputs_larger_than_the_cluster_stream():
+    """128 MiB of inputs through 2 workers of 48 MiB: the product completes
+    by streaming blocks, and no worker ever holds (or a task takes) more
+    than a few.  The limit governs managed memory (the blocks a worker
+    holds), which the plugin watches; nothing may spill to disk (past 90%
+    of it).  The process-memory thresholds are off, as an idle worker
+    process alone exceeds 48 MiB."""
+    memory = {f"distributed.worker.memory.{name}": False
+              for name in ("spill", "pause", "terminate")}
+    memory["distributed.worker.memory.target"] = 0.9   # spill past 43 MiB
+    rng = da.random.default_rng(5)
+    A = rng.random((256, 65536), dtype=np.float32, chunks=(256, 2048))
+    B = rng.random((65536, 256), dtype=np.float32, chunks=(2048, 256))
+    limit = dask.utils.parse_bytes(SMALL_LIMIT)
+    assert A.nbytes + B.nbytes > 2 * limit     # more than the cluster holds
+    # Dask's chunk-size sized to the workers: k blocks merged in pairs
+    budget = dask.utils.parse_bytes("12MiB")
+    with dask.config.set({"array.chunk-size": budget}):
+        C = fdask.matmul(A, B)
+    with dask.config.set(memory), distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1,
+            host="127.0.0.1", dashboard_address=None,
+            memory_limit=SMALL_LIMIT) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as c:
+        c.register_plugin(_PeakMemory())
+        got = c.compute(C).result(timeout=TIMEOUT)
+        peaks = c.run(_peaks)
+    for held, task_input, spilled in peaks.values():
+        assert spilled == 0
+        assert 0 < held < limit, held
+        # more than a product of two 2 MiB blocks: k blocks were merged
+        assert 2 * A.blocks[0, 0].nbytes < task_input <= budget, task_input
     a, b = dask.compute(A, B, scheduler="threads")     # the same blocks
     check_nonnegative(got, a, b)
 
@@ -279,10 +377,10 @@ def test_worker_killed_mid_computation(client):
     be right, or the error must say a worker was lost; never a wrong
     result.  Last in the file: it changes the cluster."""
     rng = da.random.default_rng(11)
-    # ~1,000 tasks: a few seconds on two workers
+    # ~1,000 tasks (A's k blocks kept): a few seconds on two workers
     A = rng.random((2048, 2048), dtype=np.float32, chunks=256)
     B = rng.random((2048, 2048), dtype=np.float32, chunks=256)
-    future = client.compute(fdask.matmul(A, B))
+    future = client.compute(fdask.matmul(A, B, k_chunks=None))
     deadline = time.monotonic() + TIMEOUT
     # wait until the computation is under way, with results held on workers
     while not any(client.run(lambda dask_worker: len(dask_worker.data))

@@ -1,4 +1,4 @@
-# Type information for fastmm.nn (fastmm/nn.py).  A stub rather than
+# Type information for fastmm.nn (fastmm/nn/__init__.py).  A stub rather than
 # annotations in nn.py: the module calls compiled code that type checkers
 # cannot read, and a stub keeps checkers from analysing it.
 # tests/test_typing.py compares every signature here with the runtime one.
