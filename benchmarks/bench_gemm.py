@@ -9,7 +9,8 @@ import numpy as np
 
 from .common import (DTYPES, NN_SHAPES, SMALL_SIZES, SQUARE_SIZES,
                      STACK_SHAPES, THREADS, TRANSPOSES, Product, fastmm,
-                     parse_shape, random_array, require, require_mkl)
+                     installed, parse_shape, random_array, require,
+                     require_mkl)
 
 
 def _matmul_case(bench, shape_a, shape_b, dtype, threads, mkl=False):
@@ -201,3 +202,7 @@ class Transposed(Product):
     def track_speedup(self, op, dtype, threads):
         return self.speedup()
     track_speedup.unit = "x numpy"
+
+
+if not installed("mkl"):     # listed only where they can run (common.py)
+    del SquareMKL, NeuralNetMKL

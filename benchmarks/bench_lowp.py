@@ -17,8 +17,8 @@ fastmm/bench/_peers.py's Mkl.prepare_lowp).
 import numpy as np
 
 from .common import (SEED, THREADS, Product, best_times, fastmm, grid,
-                     parse_shape, random_array, require, require_mkl,
-                     rounded)
+                     installed, parse_shape, random_array, require,
+                     require_mkl, rounded)
 
 # "m x k x n": square, and dense-layer (m, k) activations @ (k, n) weights
 LOWP_SHAPES = grid(["1024x1024x1024"],
@@ -236,3 +236,10 @@ class Bfloat16MKL(_LowpMKL):
                               out_m, threads,
                               lambda out: check_bf16(out, a, b, who="MKL"))
         check_bf16(out_f, a, b)
+
+
+# listed only where they can run (common.py)
+if not installed("ml_dtypes"):
+    del Bfloat16, Bfloat16MKL
+elif not installed("mkl"):
+    del Bfloat16MKL

@@ -53,8 +53,16 @@ MKL) and then ``prepare_mkl``; its ``time_mkl``, ``track_gflops_mkl`` and
 ``track_speedup_mkl`` (x MKL) call ``mkl_op``, ``mkl_gflops()`` and
 ``speedup_mkl()``.  MKL is loaded by fastmm's bench peers (fastmm/bench/_peers.py,
 fastmm/_peers.py before), so commits before those modules skip these.
+
+Classes whose peer or extra is not installed at all (MKL, ml_dtypes, a GPU
+stack, Dask outside the full grids) are deleted from their module after
+it defines them (``if not installed(...): del ...``): asv then does not list
+them, where a skipping ``setup`` would still cost a process start (~0.3 s)
+for every parameter combination, twice the suite's useful work in a
+default ``asv continuous`` environment, which has none of them.
 """
 import importlib
+import importlib.util
 import math
 import os
 import time
@@ -158,6 +166,24 @@ def require_mkl():
     if mkl is None:
         raise NotImplementedError("MKL not installed (pip install mkl)")
     return mkl
+
+
+def installed(*names):
+    """True when every name is installed, without importing or loading it:
+    ``"mkl"`` is the MKL library (the peers' search path, no ``dlopen``),
+    any other name an importable module."""
+    for name in names:
+        if name == "mkl":
+            try:
+                peers = importlib.import_module("fastmm.bench._peers")
+            except ImportError:
+                return False
+            if not any(os.path.exists(p) or os.sep not in p
+                       for p in peers.mkl_candidates()):
+                return False
+        elif importlib.util.find_spec(name) is None:
+            return False
+    return True
 
 
 def random_array(shape, dtype, seed=0):
