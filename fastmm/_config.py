@@ -95,8 +95,9 @@ def show_config():
         print(f"    kernel:    FASTMM_KERNEL={row['forced_kernel']} overrides "
               f"the row's kernel family")
     r = row["routing"]
-    print(f"    unpacked path: m*n*k <= {r['small_mnk']}, m <= {r['skinny_m']}, "
-          f"n <= {r['narrow_n']}, k <= {r['shallow_k']}, or a vector")
+    print(f"    unpacked path: m*n*k <= {r['small_mnk']}, m <= {r['skinny_m']} "
+          f"(with k <= 256 or k*n <= {r['skinny_kn']}), n <= {r['narrow_n']}, "
+          f"k <= {r['shallow_k']}, or a vector")
     print(f"    packed path: per-thread B chunks when m <= MC and "
           f"n >= {row['short_n']}")
     print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "

@@ -47,11 +47,15 @@ cdef object _f64 = np.dtype(np.float64)
 # The unpacked path (kernels/small.h) takes a product when packing cannot pay:
 # matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M:
 # each element of B is used by few rows, and the path copies large B panels
-# itself); few columns (n <= NARROW_N: a packed NR-wide tile would be mostly
+# itself) with B of at most SKINNY_KN elements or k <= UNPACKED_KC (one of
+# those panels deep; a deeper, larger B goes to the packed driver); few columns (n <= NARROW_N: a packed NR-wide tile would be mostly
 # padding); or a shallow k (C is written once).  Any strides.  The values are
 # the configuration row's (fastmm.config, set_routing).
 cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
 cdef Py_ssize_t SKINNY_M = 64
+cdef Py_ssize_t SKINNY_KN = 512 * 512
+# the depth of the unpacked path's B panels (kernels/small.h, FMM_SMALL_KC)
+cdef Py_ssize_t UNPACKED_KC = 256
 cdef Py_ssize_t NARROW_N = 0
 cdef Py_ssize_t SHALLOW_K = 16
 cdef double GEMV_COST = 8
@@ -61,23 +65,26 @@ cdef double GEMV_COST = 8
 cdef double STACK_COST = 8
 
 
-def set_routing(small_mnk, skinny_m, narrow_n, shallow_k):
+def set_routing(small_mnk, skinny_m, narrow_n, shallow_k, skinny_kn):
     """Thresholds of the unpacked path (see above).  Either path is correct
     for any shape, so a product racing with this call is still right."""
-    global SMALL_MNK, SKINNY_M, NARROW_N, SHALLOW_K
+    global SMALL_MNK, SKINNY_M, NARROW_N, SHALLOW_K, SKINNY_KN
     SMALL_MNK, SKINNY_M = int(small_mnk), int(skinny_m)
     NARROW_N, SHALLOW_K = int(narrow_n), int(shallow_k)
+    SKINNY_KN = int(skinny_kn)
 
 
 def routing():
     """The thresholds in force, as set_routing takes them."""
     return {"small_mnk": SMALL_MNK, "skinny_m": SKINNY_M,
-            "narrow_n": NARROW_N, "shallow_k": SHALLOW_K}
+            "narrow_n": NARROW_N, "shallow_k": SHALLOW_K,
+            "skinny_kn": SKINNY_KN}
 
 
 cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
                            Py_ssize_t k) noexcept nogil:
-    return (m == 1 or n == 1 or m * n * k <= SMALL_MNK or m <= SKINNY_M
+    return (m == 1 or n == 1 or m * n * k <= SMALL_MNK
+            or (m <= SKINNY_M and (k <= UNPACKED_KC or k * n <= SKINNY_KN))
             or n <= NARROW_N or k <= SHALLOW_K)
 
 

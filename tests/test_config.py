@@ -86,7 +86,8 @@ def test_the_row_in_force_drives_every_path():
     assert _linalg.routing() == {"small_mnk": row.small_mnk,
                                  "skinny_m": row.skinny_m,
                                  "narrow_n": row.narrow_n,
-                                 "shallow_k": row.shallow_k}
+                                 "shallow_k": row.shallow_k,
+                                 "skinny_kn": row.skinny_kn}
     assert _threads.flops_per_thread() == row.flops_per_thread
     blocks = config.blocks_for(row, cur["isa"])
     info = _packed.kernel_info()

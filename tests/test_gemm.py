@@ -109,7 +109,9 @@ def test_thread_grids(kernel, shape, nt):
             f = fastmm.matmul(a, np.asfortranarray(b),
                               out=np.empty((m, n), dtype, order="F"))
         route = _linalg.routing()
-        unpacked = m <= route["skinny_m"] or n <= route["narrow_n"]
+        unpacked = (m <= route["skinny_m"]
+                    and (k <= 256 or k * n <= route["skinny_kn"])
+                    or n <= route["narrow_n"])
         assert_ran(seen, "small" if unpacked else "packed", nt)
         # the packed driver itself, whatever matmul would route these to
         p = np.full((m, n), np.nan, dtype)
@@ -463,6 +465,30 @@ def test_batched_and_vector_layouts(dtype):
     assert_close(x[..., 1:], reference(x0[..., :6], sq), x0[..., :6], sq)
 
 
+@pytest.mark.parametrize("m,k,n,path", [
+    (32, 1024, 1024, "packed"),   # deep and large B: the packed driver
+    (8, 1024, 300, "packed"),     # ... however few the rows
+    (64, 300, 1024, "packed"),
+    (32, 256, 4096, "small"),     # one unpacked B panel deep
+    (64, 512, 512, "small"),      # B of skinny_kn elements
+    (65, 60, 60, "small"),        # m*n*k <= small_mnk, whatever B
+])
+def test_skinny_products_route_by_the_depth_and_size_of_b(m, k, n, path):
+    # m <= skinny_m took the unpacked path whatever B was: 1.2-2x slower
+    # than the packed driver once B outgrew the unpacked path's panels
+    _linalg.set_routing(64 ** 3, 64, 16, 16, 512 * 512)
+    try:
+        for dtype in DTYPES:
+            a = random((m, k), dtype, 1)
+            b = random((k, n), dtype, 2)
+            with fastmm.threads(1), _threads.record() as seen:
+                c = fastmm.matmul(a, b)
+            assert_ran(seen, path, 1)
+            assert_close(c, reference(a, b), a, b)
+    finally:
+        fastmm.config.apply()
+
+
 @pytest.mark.parametrize("nt", [1, 2, 3, 4])
 def test_packed_short_m_chunks(kernel, nt):
     # m <= MC with n >= short_n: each thread packs its own chunks of B (no
@@ -496,7 +522,7 @@ def test_packed_short_m_chunks(kernel, nt):
         w = random((300, 70), np.float32, 2)
         bias = random((70,), np.float32, 3)
         _packed.set_short_n(1)
-        _linalg.set_routing(0, 0, 0, 0)
+        _linalg.set_routing(0, 0, 0, 0, 0)
         with forced_threads(nt) as seen:
             y = fastmm.nn.linear(x, w, bias, activation="relu")
         assert_ran(seen, "packed", nt)

@@ -41,6 +41,8 @@ MAX_DIM = 300
 # cases miss their path and the coverage check says which.
 SMALL_MNK = 128 ** 3
 SKINNY_M = 64
+SKINNY_KN = 512 * 512
+UNPACKED_KC = 256
 NARROW_N = 16
 SHALLOW_K = 16
 SHARE_MNK = 160 ** 3          # m*n*k of one thread's share of flops
@@ -51,7 +53,7 @@ FLOAT_PATHS = ("packed", "small", "small_batch", "stack")
 
 def pin_routing():
     from fastmm import _linalg
-    _linalg.set_routing(SMALL_MNK, SKINNY_M, NARROW_N, SHALLOW_K)
+    _linalg.set_routing(SMALL_MNK, SKINNY_M, NARROW_N, SHALLOW_K, SKINNY_KN)
     _threads.set_flops_per_thread(2.0 * SHARE_MNK)
 
 # Edges where the code changes behaviour: kernel tiles (MR 4/6/12, NR 8..32)
@@ -83,7 +85,8 @@ def draw_dim(g):
 
 
 def unpacked(m, n, k):
-    return (m == 1 or n == 1 or m * n * k <= SMALL_MNK or m <= SKINNY_M
+    return (m == 1 or n == 1 or m * n * k <= SMALL_MNK
+            or (m <= SKINNY_M and (k <= UNPACKED_KC or k * n <= SKINNY_KN))
             or n <= NARROW_N or k <= SHALLOW_K)
 
 

@@ -15,7 +15,8 @@ import pytest
 import fastmm
 from fastmm.driver import _packed, _threads
 from fastmm import _linalg
-from fastmm.config import apply, current, select, signature, tuned
+from fastmm.config import (apply, current, registry, select, signature,
+                           tuned)
 from fastmm.config.tune import block_candidates, crossover
 
 from conftest import assert_close, random, reference
@@ -115,8 +116,11 @@ def test_a_fresh_import_uses_the_tuned_file(tuned_run):
             mc, kc, nc = row["blocks"][dt]
             assert (k["MC"], k["KC"], k["NC"]) == (
                 mc // k["MR"] * k["MR"], kc, nc // k["NR"] * k["NR"])
+    # skinny_kn is not tuned: the base row's
+    base = next(r for r, _, _ in registry.ROWS if r.name == data["base_row"])
     assert got["routing"] == {f: row[f] for f in (
-        "small_mnk", "skinny_m", "narrow_n", "shallow_k")}
+        "small_mnk", "skinny_m", "narrow_n", "shallow_k")} | {
+        "skinny_kn": base.skinny_kn}
     assert got["flops_per_thread"] == row["flops_per_thread"]
 
 

@@ -50,7 +50,7 @@ def apply(row=None, reason=None, source="built-in"):
     _packed.set_blocking(isa, blocks["float32"], blocks["float64"])
     _packed.set_short_n(row.short_n)
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
-                        row.shallow_k)
+                        row.shallow_k, row.skinny_kn)
     _threads.set_flops_per_thread(row.flops_per_thread)
     _in_force.clear()
     _in_force.update(row=row, reason=reason, source=source, isa=isa,

@@ -49,6 +49,13 @@ class Row:
     # a 32-wide packed tile would be mostly padding)
     small_mnk: int = 128 ** 3
     skinny_m: int = 64
+    # ... but m <= skinny_m only while B holds at most skinny_kn elements or
+    # k is one of the unpacked path's B panels (256 rows) deep: a larger B
+    # is copied panel by panel for every 256 rows of k, and the packed
+    # driver won by 1.2-2x (32 x 1024 x 1024, 24..64 x 1024 x 4096; B in
+    # place lost by 1.6x at m = 8), while B up to 512 x 512 stays faster
+    # unpacked (Zen 4, 1 thread)
+    skinny_kn: int = 512 * 512
     shallow_k: int = 16
     narrow_n: int = 16
     # with m <= MC (one A block), products of n >= short_n columns let each

@@ -265,7 +265,7 @@ def installer(row):
         _packed.set_blocking(row.isa, blocks["float32"], blocks["float64"])
         _packed.select_kernel(row.isa)
         _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
-                            row.shallow_k)
+                            row.shallow_k, row.skinny_kn)
         _threads.set_flops_per_thread(row.flops_per_thread)
     return install
 
@@ -468,14 +468,14 @@ def stage_routing(s, row, out):
                     (0.625, 0.75, 0.875, 1, 1.125, 1.25, 1.5, 1.75, 2), 16)
     narrow = _grid(max(row.narrow_n, 8), 2, (0.5, 1, 1.5, 2, 3, 4), 8)
     mk = 512
-    r = (row.skinny_m, row.narrow_n, row.shallow_k)
+    r = (row.skinny_m, row.narrow_n, row.shallow_k, row.skinny_kn)
     setups = {  # forced ways: the unpacked path or the packed driver
         ("sq", "unpacked"): lambda: _linalg.set_routing(big, *r),
         ("sq", "packed"): lambda: _linalg.set_routing(0, *r),
         ("nw", "unpacked"): lambda: _linalg.set_routing(
-            row.small_mnk, row.skinny_m, big, row.shallow_k),
+            row.small_mnk, row.skinny_m, big, row.shallow_k, row.skinny_kn),
         ("nw", "packed"): lambda: _linalg.set_routing(
-            0, row.skinny_m, 0, row.shallow_k)}
+            0, row.skinny_m, 0, row.shallow_k, row.skinny_kn)}
     sq, nw = [], []
     for kind, sizes, dest in (("sq", squares, sq), ("nw", narrow, nw)):
         for size in sizes:
