@@ -99,6 +99,6 @@ def show_config():
           f"(with k <= 256 or k*n <= {r['skinny_kn']}), n <= {r['narrow_n']}, "
           f"k <= {r['shallow_k']}, or a vector")
     print(f"    packed path: per-thread B chunks when m <= MC and "
-          f"n >= {row['short_n']}")
+          f"n >= {row['short_n']} or threads > 1")
     print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "
           f"of a product")

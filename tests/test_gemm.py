@@ -493,7 +493,8 @@ def test_skinny_products_route_by_the_depth_and_size_of_b(m, k, n, path):
 def test_packed_short_m_chunks(kernel, nt):
     # m <= MC with n >= short_n: each thread packs its own chunks of B (no
     # shared panel, no barrier).  Forced on for every shape here (short_n =
-    # 1) and compared with the shared-panel loops (short_n huge) and the
+    # 1) and compared with the shared-panel loops (short_n huge; on one
+    # thread: more threads take the chunks whatever short_n) and the
     # reference: k over two KC blocks (beta = 1 on the second), m and n off
     # the tile edges, fewer column panels than threads, a strided and a
     # column-major B, beta != 0, and the fused bias + activation write-back.

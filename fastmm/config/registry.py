@@ -61,7 +61,7 @@ class Row:
     # with m <= MC (one A block), products of n >= short_n columns let each
     # thread pack its own B chunks, consumed from L2, instead of one shared
     # B panel: ahead by 5-35% at n = 4096 on Zen 4 (m = 32..256, k = 1024,
-    # 1 thread), mixed at n <= 1024
+    # 1 thread), mixed at n <= 1024; on more than one thread always
     short_n: int = 2048
     measured: str = ""    # where the numbers come from
 

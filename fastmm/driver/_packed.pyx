@@ -108,8 +108,9 @@ cdef void _scale_c(Py_ssize_t m, Py_ssize_t n, real beta, real* c,
                 c[i * rs_c + j * cs_c] = beta * c[i * rs_c + j * cs_c]
 
 
-# With m <= MC, products of at least this many columns take the packed
-# driver's per-thread B chunks (see _gemm_thread); the config row's short_n
+# With m <= MC, products of at least this many columns, and all products run
+# by more than one thread, take the packed driver's per-thread B chunks (see
+# _gemm_thread); the config row's short_n
 cdef Py_ssize_t _short_n = 2048
 
 
@@ -185,7 +186,7 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
     cdef real tile[1024]   # FMM_MAX_TILE: edge tiles and strided C go through it
     cdef bint last_pc
 
-    if m <= MC and n >= _short_n:
+    if m <= MC and (n >= _short_n or nt > 1):
         # One A block holds all of C's rows, so a packed B micro-panel is
         # used by one strip loop and never again: packing a whole shared B
         # panel would only add a trip through L3 and two barriers per k
@@ -195,7 +196,11 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
         # them, into a slot of its own that stays in L2.  Chunks, not single
         # micro-panels: B's rows are then read in runs of cp*NR elements,
         # which the hardware prefetchers follow (NR-element runs a page
-        # apart are read at latency).  No barriers.
+        # apart are read at latency).  No barriers.  On one thread the
+        # shared panel is ahead below short_n columns; on more, the shared
+        # panel's row split (a few MR strips each) is unbalanced and its
+        # barriers dominate: this way was 1.2-1.5x faster at m = 32..64,
+        # n = 1024 on 2 Zen 4 threads, and level with it at m = MC.
         cp = _short_chunk(blk)
         n_panels = _ceil_div(n, NR)
         jp0 = n_panels * tid // nt
