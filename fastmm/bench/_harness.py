@@ -917,7 +917,8 @@ def _csv(item):
 
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
-                        help="a few sizes per family (the ~20 s demo)")
+                        help="a few sizes per family (the demo: under a "
+                             "minute on 2 idle cores)")
     parser.add_argument("--families", type=_csv(_one_of(FAMILIES)),
                         default=list(DEFAULT_FAMILIES), metavar="LIST",
                         help="comma-separated (default: all but lowp), "
