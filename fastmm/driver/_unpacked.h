@@ -27,6 +27,27 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         *lo = n;
 }
 
+/* Ask for a matrix (rows x cols, element strides rs/cs, `size`-byte elements)
+ * to be brought into L2, line by line, when one of its axes is contiguous. */
+static inline void fmm_prefetch_matrix(const void *p, ptrdiff_t rows,
+                                       ptrdiff_t cols, ptrdiff_t rs,
+                                       ptrdiff_t cs, size_t size)
+{
+    if (cs != 1) {
+        if (rs != 1)
+            return;
+        ptrdiff_t t = rows;   /* column-major: its columns are the runs */
+        rows = cols;
+        cols = t;
+        rs = cs;
+    }
+    const char *q = (const char *)p;
+    ptrdiff_t run = cols * (ptrdiff_t)size, step = rs * (ptrdiff_t)size;
+    for (ptrdiff_t i = 0; i < rows; i++, q += step)
+        for (ptrdiff_t o = 0; o < run; o += 64)
+            __builtin_prefetch(q + o, 0, 2);
+}
+
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                                 \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
     static void P##_scale(ptrdiff_t m, ptrdiff_t n, T beta, T *c,              \
@@ -175,6 +196,27 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
             c += idx[d] * bs_c[d];                                             \
         }                                                                      \
         for (ptrdiff_t t = lo; t < hi; t++) {                                  \
+            const T *an = a, *bn = b;                                          \
+            T *cn = c;                                                         \
+            for (int d = nb - 1; d >= 0; d--) {                                \
+                an += bs_a[d];                                                 \
+                bn += bs_b[d];                                                 \
+                cn += bs_c[d];                                                 \
+                if (++idx[d] < shape[d])                                       \
+                    break;                                                     \
+                an -= shape[d] * bs_a[d];                                      \
+                bn -= shape[d] * bs_b[d];                                      \
+                cn -= shape[d] * bs_c[d];                                      \
+                idx[d] = 0;                                                    \
+            }                                                                  \
+            if (t + 1 < hi) {                                                  \
+                /* the next product's operands come from L3 or memory: ask  \
+                 * for them now, to arrive while this one computes */         \
+                if (an != a)                                                   \
+                    fmm_prefetch_matrix(an, m, k, rs_a, cs_a, sizeof(T));      \
+                if (bn != b)                                                   \
+                    fmm_prefetch_matrix(bn, k, n, rs_b, cs_b, sizeof(T));      \
+            }                                                                  \
             if (form == 0)                                                     \
                 fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta,   \
                                c, rs_c, cs_c);                                 \
@@ -184,17 +226,9 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
             else                                                               \
                 P(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
                   cs_c, 1);                                                    \
-            for (int d = nb - 1; d >= 0; d--) {                                \
-                a += bs_a[d];                                                  \
-                b += bs_b[d];                                                  \
-                c += bs_c[d];                                                  \
-                if (++idx[d] < shape[d])                                       \
-                    break;                                                     \
-                a -= shape[d] * bs_a[d];                                       \
-                b -= shape[d] * bs_b[d];                                       \
-                c -= shape[d] * bs_c[d];                                       \
-                idx[d] = 0;                                                    \
-            }                                                                  \
+            a = an;                                                            \
+            b = bn;                                                            \
+            c = cn;                                                            \
         }                                                                      \
     }                                                                          \
                                                                                \
