@@ -10,6 +10,7 @@
 
 #include "kernels/small.h"
 #include "driver/_parallel.h"
+#include "driver/_prefetch.h"
 
 /* Batch dimensions a stack may have (numpy's limit on dimensions). */
 #define FMM_MAX_BATCH_DIMS 64
@@ -25,27 +26,6 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         *hi = n;
     if (*lo > n)
         *lo = n;
-}
-
-/* Ask for a matrix (rows x cols, element strides rs/cs, `size`-byte elements)
- * to be brought into L2, line by line, when one of its axes is contiguous. */
-static inline void fmm_prefetch_matrix(const void *p, ptrdiff_t rows,
-                                       ptrdiff_t cols, ptrdiff_t rs,
-                                       ptrdiff_t cs, size_t size)
-{
-    if (cs != 1) {
-        if (rs != 1)
-            return;
-        ptrdiff_t t = rows;   /* column-major: its columns are the runs */
-        rows = cols;
-        cols = t;
-        rs = cs;
-    }
-    const char *q = (const char *)p;
-    ptrdiff_t run = cols * (ptrdiff_t)size, step = rs * (ptrdiff_t)size;
-    for (ptrdiff_t i = 0; i < rows; i++, q += step)
-        for (ptrdiff_t o = 0; o < run; o += 64)
-            __builtin_prefetch(q + o, 0, 2);
 }
 
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                                 \
@@ -213,9 +193,9 @@ static inline void fmm_prefetch_matrix(const void *p, ptrdiff_t rows,
                 /* the next product's operands come from L3 or memory: ask  \
                  * for them now, to arrive while this one computes */         \
                 if (an != a)                                                   \
-                    fmm_prefetch_matrix(an, m, k, rs_a, cs_a, sizeof(T));      \
+                    fmm_prefetch_part(an, m, k, rs_a, cs_a, sizeof(T), 0, 1);  \
                 if (bn != b)                                                   \
-                    fmm_prefetch_matrix(bn, k, n, rs_b, cs_b, sizeof(T));      \
+                    fmm_prefetch_part(bn, k, n, rs_b, cs_b, sizeof(T), 0, 1);  \
             }                                                                  \
             if (form == 0)                                                     \
                 fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta,   \
