@@ -119,12 +119,12 @@ def extensions():
     headers = sorted(glob.glob(os.path.join("fastmm", "**", "*.h"),
                                recursive=True))
     # The unpacked driver's kernels are intrinsics whose loops unroll by
-    # pragma, so -O3 adds nothing there but code: it took 50 s to compile
-    # (three times the code of -O2, the longest module by far: the critical
-    # path of every build, asv's per commit included) against 10 s, for the
-    # same speed measured on every small, stack and matrix-vector case.
-    # -ftree-vectorize with -O3's cost model keeps the matrix-vector loops
-    # that GCC vectorises (small.h) vectorised.
+    # pragma, so -O3 adds nothing there but code: the module took 50 s to
+    # compile at -O3 (three times the code of -O2; the longest module by
+    # far, so the critical path of every build, asv's per commit included)
+    # and 29 s with these flags, at the same speed on every small, stack and
+    # matrix-vector case measured.  The matrix-vector loops, which GCC
+    # vectorises itself, keep -O3 by attribute (FMM_AUTOVEC, small.h).
     per_module = {"driver/_unpacked": [
         "-O2", "-ftree-vectorize", "-fvect-cost-model=dynamic",
         "-fversion-loops-for-strides", "-funswitch-loops"]}

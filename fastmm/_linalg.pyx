@@ -47,10 +47,11 @@ cdef object _f64 = np.dtype(np.float64)
 # The unpacked path (kernels/small.h) takes a product when packing cannot pay:
 # matrix-vector (m or n == 1); m*n*k up to SMALL_MNK; few rows (m <= SKINNY_M:
 # each element of B is used by few rows, and the path copies large B panels
-# itself) with B of at most SKINNY_KN elements or k <= UNPACKED_KC (one of
-# those panels deep; a deeper, larger B goes to the packed driver); few columns (n <= NARROW_N: a packed NR-wide tile would be mostly
-# padding); or a shallow k (C is written once).  Any strides.  The values are
-# the configuration row's (fastmm.config, set_routing).
+# itself) while B has at most SKINNY_KN elements or k <= UNPACKED_KC (one of
+# those panels deep; a deeper, larger B goes to the packed driver); few
+# columns (n <= NARROW_N: a packed NR-wide tile would be mostly padding); or
+# a shallow k (C is written once).  Any strides.  The values are the
+# configuration row's (fastmm.config, set_routing).
 cdef Py_ssize_t SMALL_MNK = 128 * 128 * 128
 cdef Py_ssize_t SKINNY_M = 64
 cdef Py_ssize_t SKINNY_KN = 512 * 512
