@@ -6,10 +6,13 @@ numpy has no fast low-precision product: its baseline here is its float32
 ``np.dot`` of the same shape (what one would run instead), so
 ``track_speedup`` is "x numpy float32"; ``track_vs_float32`` is the same
 against fastmm's own float32 product.  numpy's int32 matmul (no BLAS,
-0.2-2 GOP/s) has a class of its own on a few rows (Int8NumpyInt).
-Skipped (NotImplementedError) on commits without fastmm._lowp, and the
-bfloat16 classes where ml_dtypes is not installed (``pip install
-'fastmm[bf16]'``, or add ``"ml_dtypes": [""]`` to asv.conf.json's matrix).
+0.2-2 GOP/s) has a class of its own on a few rows (Int8NumpyInt);
+Bfloat16 also times ml_dtypes' own matmul of its operands
+(``time_ml_dtypes``, ``track_vs_ml_dtypes``).
+Skipped (NotImplementedError) on commits without fastmm._lowp; the
+bfloat16 classes are listed only where ml_dtypes is installed (``pip
+install 'fastmm[bf16]'``, or add ``"ml_dtypes": [""]`` to asv.conf.json's
+matrix).
 Bfloat16MKL times MKL's cblas_gemm_bf16bf16f32 where the mkl wheel is
 installed (MKL's cblas_gemm_s8u8s32 is not a peer: see
 fastmm/bench/_peers.py's Mkl.prepare_lowp).
@@ -61,10 +64,15 @@ def check_int32(got, a8, b8, who="fastmm"):
 def check_bf16(got, a, b, who="fastmm"):
     """AssertionError unless ``got`` is within float32 accumulation error,
     (k + 2) 2**-24 |A| @ |B|, of the exact product of the bfloat16 values
-    ``a`` and ``b`` (any float dtype holding them)."""
+    ``a`` and ``b`` (any float dtype holding them), plus 2**-8 |C| when
+    ``got`` itself is bfloat16 (ml_dtypes' matmul, in some versions)."""
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    exact = a64 @ b64
     bound = (a64.shape[-1] + 2) * 2.0 ** -24 * (np.abs(a64) @ np.abs(b64))
-    if not np.all(np.abs(got - a64 @ b64) <= bound + np.finfo(np.float32).tiny):
+    if got.dtype.itemsize == 2:
+        bound += 2.0 ** -8 * np.abs(exact)
+    got = np.asarray(got, np.float64)
+    if not np.all(np.abs(got - exact) <= bound + np.finfo(np.float32).tiny):
         raise AssertionError(f"{who}'s bfloat16 product is out of bound")
 
 
@@ -138,6 +146,20 @@ class Bfloat16(_Lowp):
         self.prepare_lowp(lambda: fastmm.matmul(a, b, out=out), a32, b32,
                           threads)
         check_bf16(out, a, b)
+        # ml_dtypes' own matmul, what a user gets without fastmm
+        out_ml = np.zeros((m, n), np.matmul(a[:1], b).dtype)
+        self.ml_dtypes_op = lambda: np.matmul(a, b, out=out_ml)
+        self.ml_dtypes_op()
+        check_bf16(out_ml, a, b, who="ml_dtypes")
+
+    def time_ml_dtypes(self, shape, threads):
+        self.ml_dtypes_op()
+
+    def track_vs_ml_dtypes(self, shape, threads):
+        """ml_dtypes' matmul time / fastmm's, measured back to back."""
+        t_ml, t_fastmm = best_times([self.ml_dtypes_op, self.fastmm_op])
+        return rounded(t_ml / t_fastmm)
+    track_vs_ml_dtypes.unit = "x ml_dtypes matmul"
 
 
 class PrecisionBf16(_Lowp):

@@ -684,7 +684,7 @@ def test_bench_lowp_case_and_tables(monkeypatch, capsys):
     assert res["error"] is None and isinstance(res["stable"], bool)
     timed = ["int8", "bf16p", "f32", "np_int", "np_f32"]
     if _harness.bfloat16_type() is not None:
-        timed.append("bf16")
+        timed += ["bf16", "np_bf16"]
     for key in timed:
         assert res[key] > 0 and res[key + "_s"] > 0, key
     assert 16 <= res["np_int_rows"] <= 40
@@ -695,6 +695,7 @@ def test_bench_lowp_case_and_tables(monkeypatch, capsys):
     _harness.print_lowp_summary([res, wrong], [1])
     out = capsys.readouterr().out
     assert "int8/f32" in out and "int8 / numpy int32" in out
+    assert "bf16 / ml_dtypes bf16" in out
     assert "WRONG RESULT: int8: 1 of 2000" in out
     assert f"{res['int8'] / res['f32']:.2f}x" in out
 
@@ -715,6 +716,12 @@ def test_bench_lowp_checks_catch_wrong_results():
     c = fastmm.matmul(a, b, precision="bf16")
     assert _harness.check_bf16(c, ar, br) is None
     assert _harness.check_bf16(np.matmul(a, b), ar, br) is not None
+    # ml_dtypes' own product may round its result to bfloat16: 2**-8 more
+    exact = ar.astype(np.float64) @ br.astype(np.float64)
+    assert _harness.check_bf16_result(round_bf16(exact.astype(F32)), ar,
+                                      br) is None
+    assert _harness.check_bf16_result(exact * (1 + 2.0 ** -6), ar,
+                                      br) is not None
 
 
 def test_bench_lowp_family_is_asked_for_by_name():

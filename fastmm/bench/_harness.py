@@ -24,9 +24,9 @@ The "% of peak" column uses the machine's FMA peak, measured at start-up by
 The ``lowp`` family (``--families lowp``; not in the default run) times,
 per case, fastmm's int8 -> int32 product (``dtype=np.int32``), its bfloat16
 one (ml_dtypes operands, where ml_dtypes is installed) and
-``precision="bf16"`` beside fastmm's float32, numpy's float32 and numpy's
+``precision="bf16"`` beside fastmm's float32, numpy's float32, numpy's
 int32 matmul (no BLAS: timed on the first rows of A only, see
-NUMPY_INT_SECONDS), and MKL's
+NUMPY_INT_SECONDS), ml_dtypes' own bfloat16 matmul, and MKL's
 ``cblas_gemm_bf16bf16f32`` with ``--peers mkl``; every result is checked
 first (int8 bit for bit) and the same blocks, pauses and stability rule
 apply.  It prints a table and geometric means of its own.
@@ -405,6 +405,8 @@ LOWP_LIBS = {
     "f32": "fastmm.matmul(a, b), float32",
     "np_int": "np.matmul(a8, b8, dtype=np.int32)",
     "np_f32": "np.dot(a, b), float32",
+    "np_bf16": "np.matmul(a, b), ml_dtypes.bfloat16 operands (ml_dtypes' "
+               "own product)",
 }
 
 
@@ -437,6 +439,21 @@ def check_bf16(got, a, b):
     if not np.all(err <= bound):
         return (f"error {float(np.nanmax(err / bound)):.3g} x the "
                 f"bf16 (k + 2) * 2**-24 bound")
+    return None
+
+
+def check_bf16_result(got, a, b):
+    """check_bf16 for a product whose result may also have been rounded to
+    bfloat16 (ml_dtypes' own matmul, whose result dtype depends on its
+    version): 2**-8 |C| more."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    exact = a64 @ b64
+    bound = ((a.shape[-1] + 2) * 2.0 ** -24 * (np.abs(a64) @ np.abs(b64))
+             + 2.0 ** -8 * np.abs(exact) + np.finfo(np.float32).tiny)
+    err = np.abs(np.asarray(got, np.float64) - exact)
+    if not np.all(err <= bound):
+        return (f"error {float(np.nanmax(err / bound)):.3g} x the bf16 "
+                f"bound")
     return None
 
 
@@ -494,6 +511,11 @@ def run_lowp_case(fastmm, shape_a, shape_b, repeats, rng, settle=0.0,
         cbf = np.zeros((m, n), np.float32)
         timed.append(("bf16", lambda: fastmm.matmul(a_bf, b_bf, out=cbf)))
         checks.append(("bf16", lambda: check_bf16(cbf, ar, br)))
+        # what a user of ml_dtypes gets without fastmm, into a preallocated
+        # out of the result dtype its matmul gives
+        cml = np.zeros((m, n), np.matmul(a_bf[:1], b_bf).dtype)
+        timed.append(("np_bf16", lambda: np.matmul(a_bf, b_bf, out=cml)))
+        checks.append(("np_bf16", lambda: check_bf16_result(cml, ar, br)))
     timed += [("bf16p", lambda: fastmm.matmul(a32, b32, out=cbp,
                                               precision="bf16")),
               ("f32", lambda: fastmm.matmul(a32, b32, out=c32))]
@@ -550,7 +572,8 @@ def lowp_ratios(peers=()):
     ratios = [("int8 / fastmm f32", "int8", "f32"),
               ("bf16 / fastmm f32", "bf16", "f32"),
               ("prec=bf16 / fastmm f32", "bf16p", "f32"),
-              ("int8 / numpy int32", "int8", "np_int")]
+              ("int8 / numpy int32", "int8", "np_int"),
+              ("bf16 / ml_dtypes bf16", "bf16", "np_bf16")]
     for name in peers:
         ratios += [(f"int8 / {name} int8", "int8", f"{name}_int8"),
                    (f"bf16 / {name} bf16", "bf16", f"{name}_bf16")]
@@ -562,11 +585,12 @@ def print_lowp_table(rows, peers=()):
     (>1: the first is faster)."""
     cols = [("int8", "int8 GOP/s"), ("bf16", "bf16 GF/s"),
             ("bf16p", "prec=bf16"), ("f32", "f32 GF/s"),
-            ("np_int", "np int32*"), ("np_f32", "np f32")]
+            ("np_int", "np int32*"), ("np_f32", "np f32"),
+            ("np_bf16", "ml_dt bf16")]
     for name in peers:
         cols += [(f"{name}_int8", f"{name} int8"), (f"{name}_bf16", f"{name} bf16")]
     ratios = [("int8/f32", "int8", "f32"), ("bf16/f32", "bf16", "f32"),
-              ("int8/np", "int8", "np_int")]
+              ("int8/np", "int8", "np_int"), ("bf16/ml_dt", "bf16", "np_bf16")]
     ratios += [(f"int8/{name}", "int8", f"{name}_int8") for name in peers]
     ratios += [(f"bf16/{name}", "bf16", f"{name}_bf16") for name in peers]
     width = max(10, *(len(h) for _, h in cols + [(0, r[0]) for r in ratios]))
