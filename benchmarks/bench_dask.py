@@ -14,9 +14,9 @@ Cluster times end when the result's blocks are in the workers' memory
 result into the calling process.  The variants alternate in rounds, best
 time each.  It checks every result before timing.
 The comparison is measured in one call, so asv's cache holds the whole run
-(setup_cache) and each benchmark here reports one of its figures.  Listed only with
-FASTMM_ASV_FULL=1 (see common.py): a cluster run is slow; skipped
-(NotImplementedError) where fastmm.dask or distributed is missing.
+(setup_cache) and each benchmark here reports one of its figures.  Listed
+only with FASTMM_ASV_FULL=1 (see common.py): a cluster run is slow;
+skipped (NotImplementedError) where fastmm.dask or distributed is missing.
 """
 import sys
 

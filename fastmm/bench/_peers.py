@@ -62,18 +62,25 @@ def mkl_candidates():
     return paths
 
 
-def load_mkl(candidates=None):
+def find_mkl(candidates=None):
     """The first of ``candidates`` (default :func:`mkl_candidates`) that
-    exists, loaded as an :class:`Mkl`; None when there is none.
+    exists, not loaded; None when there is none."""
+    for path in mkl_candidates() if candidates is None else candidates:
+        # a bare name comes from ctypes.util.find_library: the loader finds it
+        if os.path.exists(path) or os.sep not in path:
+            return path
+    return None
+
+
+def load_mkl(candidates=None):
+    """:func:`find_mkl`'s library loaded as an :class:`Mkl`; None when there
+    is none.
 
     A library that is found but cannot serve as the peer raises OSError or
     RuntimeError.
     """
-    for path in mkl_candidates() if candidates is None else candidates:
-        # a bare name comes from ctypes.util.find_library: the loader finds it
-        if os.path.exists(path) or os.sep not in path:
-            return _open(path)
-    return None
+    path = find_mkl(candidates)
+    return None if path is None else _open(path)
 
 
 @functools.lru_cache(maxsize=None)
