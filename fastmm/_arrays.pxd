@@ -14,6 +14,23 @@ cdef inline bint native_float(object x):
             and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr))
 
 
+cdef inline object aligned(object x):
+    """x, or an aligned copy when x is an exact ndarray of native-order
+    float32/float64 whose data is not aligned to its item size: arrays
+    unpickled from a received buffer (Dask's transfers, pickle protocol 5)
+    often start at any byte, and fastmm's kernels, not numpy's path, should
+    multiply them."""
+    if not cnp.PyArray_CheckExact(x):
+        return x
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64)
+            and cnp.PyArray_ISNOTSWAPPED(arr)
+            and not cnp.PyArray_ISALIGNED(arr)):
+        return arr.copy(order="K")
+    return x
+
+
 cdef inline bint writes_twice(cnp.ndarray x):
     """A zero stride on an axis of length > 1: one element stands for
     several."""

@@ -40,7 +40,8 @@ cdef cnp.ndarray _operand(x, dtype):
     """x as an array fastmm's kernels can read in place, copying only if not."""
     if native_float(x) and x.dtype == dtype:
         return <cnp.ndarray>x
-    return np.asarray(x, dtype=dtype)
+    # np.asarray keeps an unaligned array of the right dtype as it is
+    return np.require(np.asarray(x, dtype=dtype), requirements="A")
 
 
 def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,

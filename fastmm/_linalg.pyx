@@ -15,7 +15,7 @@ from fastmm.driver._packed cimport sgemm, dgemm
 from fastmm.nn._epilogue cimport Epilogue, apply_epilogue, fmm_act_select
 from fastmm.driver._threads cimport threads_for, note_region, PATH_STACK
 from fastmm.driver._pack cimport real
-from fastmm._arrays cimport native_float, writes_twice, may_overlap
+from fastmm._arrays cimport native_float, aligned, writes_twice, may_overlap
 from fastmm.driver._unpacked cimport (small_sgemm, small_dgemm,
                                       small_sgemm_batch, small_dgemm_batch)
 
@@ -433,6 +433,8 @@ def matmul(x1, x2, out=None, *, device=None, precision=None, **kwargs):
         x1 = np.asarray(x1)
     if type(x2) is list or type(x2) is tuple:
         x2 = np.asarray(x2)
+    x1 = aligned(x1)
+    x2 = aligned(x2)
     if type(out) is tuple and len(<tuple>out) == 1:
         out = (<tuple>out)[0]
     if kwargs or precision is not None or not (native_float(x1)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import fastmm
-from conftest import assert_close, random, reference
+from fastmm.driver import _threads
+from conftest import assert_close, assert_ran, random, reference
 
 FAST = (np.float32, np.float64)
 DTYPES = [np.bool_, np.int8, np.uint8, np.int32, np.int64, np.uint64,
@@ -210,6 +211,40 @@ def test_non_native_and_unaligned_inputs():
     out = out.reshape(5, 3)
     assert fastmm.matmul(a, b, out=out) is out
     assert_close(out, ref, a, b)
+
+
+def _unaligned(x, offset=1):
+    """A copy of x whose data starts `offset` bytes past an aligned address,
+    as arrays unpickled from a received buffer (Dask's transfers) do."""
+    buf = np.zeros(x.nbytes + offset, np.uint8)
+    u = buf[offset:].view(x.dtype).reshape(x.shape)
+    u[...] = x
+    assert not u.flags.aligned
+    return u
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_operands_take_the_packed_kernels(dtype):
+    # unaligned float operands went to np.matmul (OpenBLAS, ignoring
+    # fastmm's thread count): every block a Dask worker received did
+    a = random((130, 300), dtype, 1)
+    b = random((300, 90), dtype, 2)
+    ua, ub = _unaligned(a), _unaligned(b, 3)
+    with fastmm.threads(1), _threads.record() as seen:
+        c = fastmm.matmul(ua, ub)
+    assert_ran(seen, "packed", 1)
+    assert_close(c, reference(a, b), a, b)
+    sa = _unaligned(np.stack([a, a[::-1]]))
+    with fastmm.threads(1), _threads.record() as seen:
+        c = fastmm.matmul(sa, b)
+    assert seen, "the stack took numpy's path"
+    assert_close(c[1], reference(a[::-1], b), a, b)
+    # gemm read them in place, unaligned; now from an aligned copy
+    c0 = _unaligned(random((130, 90), dtype, 3))
+    want = reference(a, b) + 2 * c0
+    got = fastmm.gemm(1.0, ua, ub, 2.0, c0)
+    assert got.flags.aligned
+    assert_close(got, want, a, b)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
