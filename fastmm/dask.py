@@ -217,16 +217,31 @@ def _core_dims(a, b):
 
 
 def _merged_k_chunks(chunks, fit):
-    """A's k chunks with consecutive ones merged while their sum is at most
-    ``fit`` (elements); a chunk already larger stays as it is, as no block
-    is ever split."""
-    merged = []
+    """A's k chunks with consecutive ones merged into as few groups as hold
+    at most ``fit`` elements each, and those groups as even as the chunks
+    allow: partial products of equal depth, so no worker waits on a longer
+    one (four 2048 chunks with room for 7168 make 4096 + 4096, not 6144 +
+    2048).  A chunk already larger stays as it is: no block is split."""
+    greedy = []
     for size in chunks:
-        if merged and merged[-1] + size <= fit:
-            merged[-1] += size
+        if greedy and greedy[-1] + size <= fit:
+            greedy[-1] += size
         else:
-            merged.append(size)
-    return tuple(merged)
+            greedy.append(size)
+    groups, total = len(greedy), sum(chunks)
+    if groups <= 1 or total == 0:
+        return tuple(greedy)
+    # each chunk joins the group its midpoint falls in, of `groups` equal
+    # shares of k
+    even, count, done = [0] * groups, [0] * groups, 0
+    for size in chunks:
+        g = min(groups - 1, (2 * done + size) * groups // (2 * total))
+        even[g] += size
+        count[g] += 1
+        done += size
+    if 0 in count or any(s > fit and c > 1 for s, c in zip(even, count)):
+        return tuple(greedy)
+    return tuple(even)
 
 
 def _auto_k_chunks(a, b, dtype):

@@ -125,7 +125,13 @@ def test_k_chunks():
         assert _products(fdask.matmul(A, B)) == 4 * 3      # pairs of blocks
     with dask.config.set({"array.chunk-size": 1000}):
         assert _products(fdask.matmul(A, B)) == 24         # never split
-    assert fdask._merged_k_chunks((3, 5, 2, 9, 1), 8) == (8, 2, 9, 1)
+    # as few groups as fit, as even as the chunks allow, none split
+    assert fdask._merged_k_chunks((3, 5, 2, 9, 1), 8) == (3, 7, 9, 1)
+    assert fdask._merged_k_chunks((2048,) * 4, 7168) == (4096, 4096)
+    assert fdask._merged_k_chunks((1,) * 6 + (7,), 8) == (6, 7)
+    assert fdask._merged_k_chunks((100,) * 6, 250) == (200, 200, 200)
+    assert fdask._merged_k_chunks((9, 9, 9), 8) == (9, 9, 9)
+    assert fdask._merged_k_chunks((3, 3), 100) == (6,)
     with pytest.raises(ValueError, match="k_chunks"):
         fdask.matmul(A, B, k_chunks="whole")
 
