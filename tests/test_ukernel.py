@@ -72,6 +72,35 @@ def assert_within_bound(c, a, b, alpha=1.0, beta=0.0, c0=None):
 
 # ---- the kernel alone, on packed panels ---------------------------------
 
+def test_edge_row_kernels(kernel_name, dtype):
+    # the last strip of an A block with fewer than MR rows: the edge-row
+    # kernel reads the MR-row panel layout but reads and writes only the
+    # first `rows` rows of C (the driver hands it C itself)
+    mr, nr = tile_shape(dtype)
+    if not _packed.has_edge_rows(kernel_name, dtype.name):
+        with pytest.raises(ValueError, match="no edge-row kernel"):
+            _packed.run_ukernel(kernel_name, 1, 1, np.zeros((1, mr), dtype),
+                                np.zeros((1, nr), dtype), 0,
+                                np.zeros((mr, nr), dtype), rows=1)
+        pytest.skip(f"{kernel_name} has no edge-row kernel")
+    k = 70                     # past the kernel's C prefetch point (64)
+    a = random((mr, k), dtype, 1)
+    b = random((k, nr), dtype, 2)
+    for rows in range(1, mr + 1):
+        for beta in (0.0, -0.5):
+            c0 = random((mr, nr), dtype, 3)
+            c = c0.copy()
+            if beta == 0:
+                c[:rows] = np.nan          # never read when beta == 0
+            _packed.run_ukernel(kernel_name, k, 1.5, np.ascontiguousarray(a.T),
+                                b, beta, c, rows=rows)
+            assert_within_bound(c[:rows], a[:rows], b, 1.5, beta, c0[:rows])
+            np.testing.assert_array_equal(c[rows:], c0[rows:])
+    with pytest.raises(ValueError, match="rows"):
+        _packed.run_ukernel(kernel_name, k, 1, np.ascontiguousarray(a.T), b,
+                            0, c, rows=mr + 1)
+
+
 def test_identity_products(kernel_name, dtype):
     mr, nr = tile_shape(dtype)
     for k in (mr, nr):
@@ -241,6 +270,26 @@ def test_edge_tiles_through_the_packed_driver(kernel_name, dtype, nthreads):
                     c[...] = np.nan     # must not be read
                 _packed.run_packed(alpha, a, b, beta, c, nthreads)
                 assert_within_bound(c, a0, b0, alpha, beta, c0)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_edge_rows_write_only_inside_c(kernel_name, dtype, nthreads):
+    """Every strip height below MR, with whole NR-column panels: the driver
+    hands the edge-row kernel C itself (no private tile), so the rows just
+    past C's last one, in the same buffer, must stay as they were."""
+    mr, nr = tile_shape(dtype)
+    n, k = 2 * nr, 37
+    for r in range(1, mr):
+        m = mr + r
+        a = random((m, k), dtype, r)
+        b = random((k, n), dtype, r + 1)
+        big = random((m + mr + 2, n), dtype, r + 2)
+        before = big.copy()
+        c = big[1:m + 1]
+        _packed.run_packed(-1.5, a, b, 0.5, c, nthreads)
+        assert_within_bound(c, a, b, -1.5, 0.5, before[1:m + 1])
+        np.testing.assert_array_equal(big[0], before[0])
+        np.testing.assert_array_equal(big[m + 1:], before[m + 1:])
 
 
 # ---- choosing a kernel ----------------------------------------------------

@@ -28,6 +28,14 @@ cdef extern from "kernels/dispatch.h" nogil:
     ctypedef void (*fmm_dgemm_ukr_t)(Py_ssize_t k, double alpha, const double* a,
                                      const double* b, double beta, double* c,
                                      Py_ssize_t ldc)
+    ctypedef void (*fmm_sgemm_rows_t)(Py_ssize_t k, float alpha,
+                                      const float* a, const float* b,
+                                      float beta, float* c, Py_ssize_t ldc,
+                                      int rows)
+    ctypedef void (*fmm_dgemm_rows_t)(Py_ssize_t k, double alpha,
+                                      const double* a, const double* b,
+                                      double beta, double* c, Py_ssize_t ldc,
+                                      int rows)
     ctypedef struct fmm_kernel_t:
         const char* name
         int (*cpu_supports)()
@@ -35,6 +43,8 @@ cdef extern from "kernels/dispatch.h" nogil:
         fmm_sgemm_ukr_t sgemm
         int d_mr, d_nr
         fmm_dgemm_ukr_t dgemm
+        fmm_sgemm_rows_t sgemm_rows
+        fmm_dgemm_rows_t dgemm_rows
     const fmm_kernel_t* fmm_kernels
     int fmm_kernel_count()
     int FMM_MAX_TILE
@@ -60,6 +70,7 @@ cdef struct Blocking:
     int MR, NR
     Py_ssize_t MC, KC, NC
     void* ukr
+    void* ukr_rows     # edge-row kernel (kernels/ukernel.h), or NULL
 
 # One kernel family with its blocking for both dtypes.  Each is filled once
 # and never written again; select_kernel and set_blocking publish a pointer
@@ -94,6 +105,18 @@ cdef inline void _run_ukr(const Blocking* blk, Py_ssize_t kc, real alpha,
         (<fmm_sgemm_ukr_t>blk.ukr)(kc, alpha, a_panel, b_panel, beta, c, ldc)
     else:
         (<fmm_dgemm_ukr_t>blk.ukr)(kc, alpha, a_panel, b_panel, beta, c, ldc)
+
+
+cdef inline void _run_ukr_rows(const Blocking* blk, Py_ssize_t kc, real alpha,
+                               const real* a_panel, const real* b_panel,
+                               real beta, real* c, Py_ssize_t ldc,
+                               int rows) noexcept nogil:
+    if real is float:
+        (<fmm_sgemm_rows_t>blk.ukr_rows)(kc, alpha, a_panel, b_panel, beta, c,
+                                         ldc, rows)
+    else:
+        (<fmm_dgemm_rows_t>blk.ukr_rows)(kc, alpha, a_panel, b_panel, beta, c,
+                                         ldc, rows)
 
 
 cdef void _scale_c(Py_ssize_t m, Py_ssize_t n, real beta, real* c,
@@ -148,14 +171,22 @@ cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
         ir = irb * MR
         mr = min(MR, mc - ir)
         c_ij = c + (ic + ir) * rs_c + j * cs_c
-        if mr == MR and nr == NR and cs_c == 1:
-            _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel, beta_pc,
-                     c_ij, rs_c)
+        if nr == NR and cs_c == 1 and (mr == MR or blk.ukr_rows != NULL):
+            if mr == MR:
+                _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel,
+                         beta_pc, c_ij, rs_c)
+            else:
+                _run_ukr_rows(blk, kc, alpha, a_packed + ir * kc, b_panel,
+                              beta_pc, c_ij, rs_c, <int>mr)
             if last_pc and ep != NULL:
-                apply_epilogue(c_ij, rs_c, 1, MR, NR, ic + ir, j, ep)
+                apply_epilogue(c_ij, rs_c, 1, mr, NR, ic + ir, j, ep)
         else:
-            _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel, <real>0,
-                     tile, NR)
+            if mr < MR and blk.ukr_rows != NULL:
+                _run_ukr_rows(blk, kc, alpha, a_packed + ir * kc, b_panel,
+                              <real>0, tile, NR, <int>mr)
+            else:
+                _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel, <real>0,
+                         tile, NR)
             for i in range(mr):
                 c_tile = c_ij + i * rs_c
                 if beta_pc == 0:
@@ -438,6 +469,8 @@ def set_blocking(name, float32, float64):
                        <void*>cfg.kernel.sgemm, float32)
         _fill_blocking(&cfg.d, cfg.kernel.d_mr, cfg.kernel.d_nr,
                        <void*>cfg.kernel.dgemm, float64)
+        cfg.s.ukr_rows = <void*>cfg.kernel.sgemm_rows
+        cfg.d.ukr_rows = <void*>cfg.kernel.dgemm_rows
     except BaseException:
         free(cfg)
         raise
@@ -488,11 +521,14 @@ cdef dict _blocking_dict(const Blocking* blk):
             "NC": blk.NC}
 
 
-def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c):
+def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c,
+                rows=None):
     """Call kernel family ``name``'s micro-kernel once (for tests).
 
     a_packed: (k, MR), b_packed: (k, NR), c: (MR, NR) with unit column stride;
-    all of one dtype, float32 or float64.  Updates c in place.
+    all of one dtype, float32 or float64.  Updates c in place.  ``rows``
+    (1..MR): call the family's edge-row kernel instead, which may touch only
+    c's first ``rows`` rows; ValueError if the family has none.
     """
     import numpy as np
     cdef int i
@@ -517,15 +553,35 @@ def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c):
     cdef double[:, ::1] da, db
     cdef float[:, :] sc
     cdef double[:, :] dc
+    cdef int r = mr if rows is None else rows
+    if rows is not None:
+        if (kern.sgemm_rows if dtype == np.float32 else kern.dgemm_rows) == NULL:
+            raise ValueError(f"kernel {name!r} has no edge-row kernel")
+        if not 1 <= r <= mr:
+            raise ValueError(f"rows must lie in [1, {mr}], got {rows}")
     if dtype == np.float32:
         sa, sb, sc = ap, bp, c
-        kern.sgemm(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
-                   c.strides[0] // 4)
+        if rows is None:
+            kern.sgemm(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
+                       c.strides[0] // 4)
+        else:
+            kern.sgemm_rows(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
+                            c.strides[0] // 4, r)
     else:
         da, db, dc = ap, bp, c
-        kern.dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
-                   c.strides[0] // 8)
+        if rows is None:
+            kern.dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
+                       c.strides[0] // 8)
+        else:
+            kern.dgemm_rows(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
+                            c.strides[0] // 8, r)
     return c
+
+
+def has_edge_rows(name, dtype):
+    """Whether kernel family ``name`` has an edge-row kernel for dtype."""
+    cdef const fmm_kernel_t* k = &fmm_kernels[_family(name)]
+    return (k.sgemm_rows if dtype == "float32" else k.dgemm_rows) != NULL
 
 
 def run_packed(alpha, a, b, beta, c, int nthreads=1):

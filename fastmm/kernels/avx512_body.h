@@ -1,16 +1,33 @@
 /*
- * The AVX-512 micro-kernel, written once for both element types: avx512.h
- * includes this file once per type, with
+ * The AVX-512 micro-kernel, written once for both element types and for the
+ * edge-row variants: avx512.h includes this file once per kernel, with
  *
  *   FMM_UKR  the kernel's name      FMM_T  the element type (float, double)
  *   FMM_V    its vector type        FMM_MR, FMM_NV  the register block
  *
- * defined; they are undefined at the end, ready for the next type.  The
- * shape and the C prefetch are explained in avx512.h.
+ * defined, and for an edge-row kernel also
+ *
+ *   FMM_MRA  the packed A panel's row count (the full kernel's MR), when
+ *            the kernel computes only its first FMM_MR rows
+ *   FMM_ROWS defined: the kernel takes `int rows` (<= FMM_MR) and reads and
+ *            writes only that many rows of C
+ *
+ * They are undefined at the end, ready for the next kernel.  The shape and
+ * the C prefetch are explained in avx512.h.
  */
+#ifndef FMM_MRA
+#define FMM_MRA FMM_MR
+#endif
+#ifdef FMM_ROWS
+#define FMM_ROWS_PARAM , int rows
+#define FMM_LIVE_ROWS rows
+#else
+#define FMM_ROWS_PARAM
+#define FMM_LIVE_ROWS MR
+#endif
 FMM_TARGET_AVX512 static void
 FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
-        FMM_T *c, ptrdiff_t ldc)
+        FMM_T *c, ptrdiff_t ldc FMM_ROWS_PARAM)
 {
     enum { MR = FMM_MR, NV = FMM_NV, W = sizeof(FMM_V) / sizeof(FMM_T) };
     FMM_V acc[MR][NV];
@@ -19,7 +36,7 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
      * the end, as the streamed panels evict these lines from L1 well before
      * then.  Row pointers are walked, not indexed, here and below: a dozen
      * live row addresses make GCC spill accumulators. */
-    for (const FMM_T *ci = c; ci < c + MR * ldc; ci += ldc) {
+    for (const FMM_T *ci = c; ci < c + FMM_LIVE_ROWS * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
         _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
     }
@@ -43,18 +60,23 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
                 for (int j = 0; j < NV; j++)
                     acc[i][j] = fmm512_fmadd(ai, bv[j], acc[i][j]);
             }
-            a += MR;
+            a += FMM_MRA;
             b += W * NV;
         }
         if (pass == 0)
-            for (const FMM_T *ci = c; ci < c + MR * ldc; ci += ldc) {
+            for (const FMM_T *ci = c; ci < c + FMM_LIVE_ROWS * ldc;
+                 ci += ldc) {
                 _mm_prefetch((const char *)ci, _MM_HINT_T0);
                 _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
             }
     }
     FMM_V va = fmm512_set1(alpha), vb = fmm512_set1(beta);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++, c += ldc)
+    for (int i = 0; i < MR; i++, c += ldc) {
+#ifdef FMM_ROWS
+        if (i >= rows)
+            break;
+#endif
 #pragma GCC unroll 4
         for (int j = 0; j < NV; j++) {
             FMM_T *cij = c + W * j;
@@ -63,6 +85,7 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
                 r = fmm512_fmadd(vb, fmm512_loadu(cij), r);
             fmm512_storeu(cij, r);
         }
+    }
 }
 
 #undef FMM_UKR
@@ -70,3 +93,7 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
 #undef FMM_V
 #undef FMM_MR
 #undef FMM_NV
+#undef FMM_MRA
+#undef FMM_ROWS
+#undef FMM_ROWS_PARAM
+#undef FMM_LIVE_ROWS

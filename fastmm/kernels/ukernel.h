@@ -37,6 +37,17 @@ typedef void (*fmm_dgemm_ukr_t)(ptrdiff_t k, double alpha, const double *a,
                                 const double *b, double beta, double *c,
                                 ptrdiff_t ldc);
 
+/* Edge-row kernels (optional): the same contract for the first `rows`
+ * rows only, 1 <= rows <= MR.  The A panel keeps its MR-row layout (rows
+ * past `rows` are ignored); only rows 0..rows-1 of C are read and written,
+ * so the driver hands them C itself where the tile has NR whole columns. */
+typedef void (*fmm_sgemm_rows_t)(ptrdiff_t k, float alpha, const float *a,
+                                 const float *b, float beta, float *c,
+                                 ptrdiff_t ldc, int rows);
+typedef void (*fmm_dgemm_rows_t)(ptrdiff_t k, double alpha, const double *a,
+                                 const double *b, double beta, double *c,
+                                 ptrdiff_t ldc, int rows);
+
 /* One row of the dispatch table: a kernel family for one instruction set. */
 typedef struct {
     const char *name;          /* "generic", "avx2", "avx512" */
@@ -45,6 +56,8 @@ typedef struct {
     fmm_sgemm_ukr_t sgemm;
     int d_mr, d_nr;            /* float64 register block */
     fmm_dgemm_ukr_t dgemm;
+    fmm_sgemm_rows_t sgemm_rows; /* edge-row kernels, or NULL */
+    fmm_dgemm_rows_t dgemm_rows;
 } fmm_kernel_t;
 
 /* Largest MR*NR any kernel uses: sizes the driver's private edge tile. */
