@@ -61,6 +61,7 @@ def _row_info():
         "routing": _linalg.routing(),
         "flops_per_thread": _threads.flops_per_thread(),
         "short_n": _packed.short_n(),
+        "pack_prefetch": _packed.pack_prefetch(),
     }
 
 
@@ -98,7 +99,10 @@ def show_config():
     print(f"    unpacked path: m*n*k <= {r['small_mnk']}, m <= {r['skinny_m']} "
           f"(with k <= 256 or k*n <= {r['skinny_kn']}), n <= {r['narrow_n']}, "
           f"k <= {r['shallow_k']}, or a vector")
+    ahead, stride = row["pack_prefetch"]
     print(f"    packed path: per-thread B chunks when m <= MC and "
-          f"n >= {row['short_n']} or threads > 1")
+          f"n >= {row['short_n']} or threads > 1"
+          + (f"; packed with a prefetch {ahead} rows ahead where B's rows "
+             f"are >= {stride // 1024} KiB apart" if ahead else ""))
     print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "
           f"of a product")

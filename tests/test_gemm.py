@@ -509,12 +509,17 @@ def test_packed_short_m_chunks(kernel, nt):
                 got = {}
                 for mode in (1, 1 << 30):
                     _packed.set_short_n(mode)
-                    for bb in (b, np.asfortranarray(b)):
+                    # strided, column-major, and row-major B packed with the
+                    # row prefetch (any stride, 3 rows ahead: past the end
+                    # of k's short blocks too)
+                    for i, (bb, pf) in enumerate(((b, 0), (
+                            np.asfortranarray(b), 0), (b.copy(), 3))):
+                        _packed.set_pack_prefetch(pf, 0)
                         p = c0.copy()
                         with fastmm.threads(nt), _threads.record() as seen:
                             _packed.run_packed(1.5, a, bb, 0.5, p, nthreads=nt)
                         assert_ran(seen, "packed", nt)
-                        got[mode, bb.flags.f_contiguous] = p
+                        got[mode, i] = p
                 ref = 1.5 * reference(a, b) + 0.5 * c0
                 for p in got.values():
                     assert_close(p, ref, a, b)
@@ -532,3 +537,13 @@ def test_packed_short_m_chunks(kernel, nt):
     finally:
         _packed.set_short_n(saved)
         fastmm.config.apply()
+
+
+def test_pack_prefetch_setting():
+    # the config row's pack_prefetch is what the packed driver runs with
+    row = fastmm.config.current()["row"]
+    assert _packed.pack_prefetch() == tuple(row.pack_prefetch)
+    for bad in ((-1, 0), (65, 0), (4, -1)):
+        with pytest.raises(ValueError, match="prefetch"):
+            _packed.set_pack_prefetch(*bad)
+    assert _packed.pack_prefetch() == tuple(row.pack_prefetch)

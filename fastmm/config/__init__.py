@@ -49,6 +49,7 @@ def apply(row=None, reason=None, source="built-in"):
     blocks = blocks_for(row, isa)
     _packed.set_blocking(isa, blocks["float32"], blocks["float64"])
     _packed.set_short_n(row.short_n)
+    _packed.set_pack_prefetch(*row.pack_prefetch)
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                         row.shallow_k, row.skinny_kn)
     _threads.set_flops_per_thread(row.flops_per_thread)

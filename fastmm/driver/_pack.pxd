@@ -16,6 +16,8 @@ cdef extern from "kernels/pack.h" nogil:
     void fmm_pack_rows_d(Py_ssize_t kc, int count, const double* src,
                          Py_ssize_t ld, double* dst, int width)
 
+cdef extern from "driver/_prefetch.h" nogil:
+    void fmm_prefetch_run(const void* p, Py_ssize_t nbytes)
 
 cdef inline void _pack_rows(Py_ssize_t kc, int count, const real* src,
                             Py_ssize_t ld, real* dst, int width) noexcept nogil:
@@ -57,8 +59,11 @@ cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
 
 cdef inline void pack_b(Py_ssize_t kc, Py_ssize_t nc, const real* b,
                         Py_ssize_t rs_b, Py_ssize_t cs_b, real* b_packed,
-                        int NR) noexcept nogil:
-    """B[0:kc, 0:nc] -> ceil(nc/NR) panels, panel[p*NR + j] = B[p, jr+j]."""
+                        int NR, Py_ssize_t ahead=0) noexcept nogil:
+    """B[0:kc, 0:nc] -> ceil(nc/NR) panels, panel[p*NR + j] = B[p, jr+j].
+
+    ahead > 0 (rows contiguous only): while copying row p, ask for row
+    p + ahead's nc elements, for runs the hardware prefetchers miss."""
     cdef Py_ssize_t j, p, jr, nr, panel
     cdef Py_ssize_t n_panels = (nc + NR - 1) // NR
     cdef const real* src
@@ -69,6 +74,8 @@ cdef inline void pack_b(Py_ssize_t kc, Py_ssize_t nc, const real* b,
         # page apart, which starves the hardware prefetchers)
         for p in range(kc):
             src = b + p * rs_b
+            if ahead > 0 and p + ahead < kc:
+                fmm_prefetch_run(src + ahead * rs_b, nc * sizeof(real))
             for panel in range(n_panels):
                 jr = panel * NR
                 nr = min(NR, nc - jr)

@@ -149,6 +149,31 @@ def set_short_n(columns):
     _short_n = int(columns)
 
 
+# B chunks of the m <= MC loop are short runs of B's rows; where rows lie
+# at least _pf_stride bytes apart the hardware prefetchers miss them, and
+# pack_b asks for the rows _pf_ahead ahead (the config row's pack_prefetch)
+cdef Py_ssize_t _pf_ahead = 0
+cdef Py_ssize_t _pf_stride = 1 << 14
+
+
+def pack_prefetch():
+    """(rows ahead, minimum row stride in bytes) in force for the B chunks
+    (set_pack_prefetch); rows ahead 0: off."""
+    return _pf_ahead, _pf_stride
+
+
+def set_pack_prefetch(ahead, min_stride):
+    """Software prefetch while packing B chunks with m <= MC: ``ahead`` rows
+    ahead (0: off) where B's rows lie at least ``min_stride`` bytes apart
+    (fastmm.config sets the row's pack_prefetch)."""
+    global _pf_ahead, _pf_stride
+    ahead, min_stride = int(ahead), int(min_stride)
+    if not (0 <= ahead <= 64 and min_stride >= 0):
+        raise ValueError(f"pack prefetch must be 0..64 rows ahead and a "
+                         f"stride >= 0, got {ahead}, {min_stride}")
+    _pf_ahead, _pf_stride = ahead, min_stride
+
+
 cdef inline Py_ssize_t _short_chunk(const Blocking* blk) noexcept nogil:
     # micro-panels of B packed together when m <= MC: about half the L2
     # budget of an A block (MC x KC), so the chunk and the A block share L2
@@ -211,7 +236,7 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
     cdef int MR = blk.MR, NR = blk.NR
     cdef Py_ssize_t MC = blk.MC, KC = blk.KC, NC = blk.NC
     cdef Py_ssize_t jb, pb, ib, jc, pc, ic, jr, nc, kc, mc, j
-    cdef Py_ssize_t n_panels, row0, row1, jp0, jp1, mt, cp
+    cdef Py_ssize_t n_panels, row0, row1, jp0, jp1, mt, cp, ahead
     cdef int ti_n, tj_n, ti, tj
     cdef real beta_pc
     cdef real tile[1024]   # FMM_MAX_TILE: edge tiles and strided C go through it
@@ -233,6 +258,8 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
         # barriers dominate: this way was 1.2-1.5x faster at m = 32..64,
         # n = 1024 on 2 Zen 4 threads, and level with it at m = MC.
         cp = _short_chunk(blk)
+        ahead = _pf_ahead if (cs_b == 1 and rs_b * <Py_ssize_t>sizeof(real)
+                              >= _pf_stride) else 0
         n_panels = _ceil_div(n, NR)
         jp0 = n_panels * tid // nt
         jp1 = n_panels * (tid + 1) // nt
@@ -249,7 +276,8 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                 jb = jp0 + ib * cp
                 jc = jb * NR
                 pack_b(kc, min(cp * NR, min(jp1 * NR, n) - jc),
-                       b + pc * rs_b + jc * cs_b, rs_b, cs_b, b_packed, NR)
+                       b + pc * rs_b + jc * cs_b, rs_b, cs_b, b_packed, NR,
+                       ahead)
                 for jr in range(jb, min(jb + cp, jp1)):  # LOOP 2: NR panels
                     j = jr * NR
                     _strips(blk, kc, alpha, a_packed,

@@ -2,8 +2,10 @@
  * Software prefetch, into L2, of operands a driver reads next, asked for
  * while the kernels compute on what is already there: the hardware
  * prefetchers follow long contiguous runs, not a jump to the next product
- * of a stack (driver/_unpacked.h).  (Tried for the packed driver's next B
- * chunk with m <= MC: slower on one Zen 4 thread, so not used there.)
+ * of a stack (driver/_unpacked.h), nor short runs a page or more apart, as
+ * the packed driver's B chunks read them (driver/_pack.pxd).  (Tried for
+ * the packed driver's next B chunk as a whole, with m <= MC: slower on one
+ * Zen 4 thread, so not used there.)
  */
 #ifndef FASTMM_PREFETCH_H
 #define FASTMM_PREFETCH_H
@@ -33,6 +35,16 @@ static inline void fmm_prefetch_part(const void *p, ptrdiff_t rows,
     for (ptrdiff_t r = r0; r < r1; r++, q += step)
         for (ptrdiff_t o = 0; o < len; o += 64)
             __builtin_prefetch(q + o, 0, 2);
+}
+
+/* The lines of one contiguous run of `bytes` bytes at p, into L1. */
+static inline void fmm_prefetch_run(const void *p, ptrdiff_t bytes)
+{
+    const char *q = (const char *)p;
+    for (ptrdiff_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch(q + o, 0, 3);
+    if (bytes > 0)
+        __builtin_prefetch(q + bytes - 1, 0, 3);
 }
 
 #endif
