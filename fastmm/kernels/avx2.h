@@ -51,11 +51,94 @@
 #define FMM_NV FMM_AVX2_D_NV
 #include "avx2_body.h"
 
+/* Edge-row kernels (kernels/ukernel.h): a last strip of 1-5 rows runs the
+ * 2-, 4- or 6-row body straight into C, as on AVX-512 (avx512.h). */
+#define FMM_UKR fmm_sgemm_avx2_2x16_rows
+#define FMM_T float
+#define FMM_V __m256
+#define FMM_MR 2
+#define FMM_MRA FMM_AVX2_S_MR
+#define FMM_NV FMM_AVX2_S_NV
+#define FMM_ROWS 1
+#include "avx2_body.h"
+
+#define FMM_UKR fmm_sgemm_avx2_4x16_rows
+#define FMM_T float
+#define FMM_V __m256
+#define FMM_MR 4
+#define FMM_MRA FMM_AVX2_S_MR
+#define FMM_NV FMM_AVX2_S_NV
+#define FMM_ROWS 1
+#include "avx2_body.h"
+
+#define FMM_UKR fmm_sgemm_avx2_6x16_rows
+#define FMM_T float
+#define FMM_V __m256
+#define FMM_MR FMM_AVX2_S_MR
+#define FMM_MRA FMM_AVX2_S_MR
+#define FMM_NV FMM_AVX2_S_NV
+#define FMM_ROWS 1
+#include "avx2_body.h"
+
+#define FMM_UKR fmm_dgemm_avx2_2x8_rows
+#define FMM_T double
+#define FMM_V __m256d
+#define FMM_MR 2
+#define FMM_MRA FMM_AVX2_D_MR
+#define FMM_NV FMM_AVX2_D_NV
+#define FMM_ROWS 1
+#include "avx2_body.h"
+
+#define FMM_UKR fmm_dgemm_avx2_4x8_rows
+#define FMM_T double
+#define FMM_V __m256d
+#define FMM_MR 4
+#define FMM_MRA FMM_AVX2_D_MR
+#define FMM_NV FMM_AVX2_D_NV
+#define FMM_ROWS 1
+#include "avx2_body.h"
+
+#define FMM_UKR fmm_dgemm_avx2_6x8_rows
+#define FMM_T double
+#define FMM_V __m256d
+#define FMM_MR FMM_AVX2_D_MR
+#define FMM_MRA FMM_AVX2_D_MR
+#define FMM_NV FMM_AVX2_D_NV
+#define FMM_ROWS 1
+#include "avx2_body.h"
+
+FMM_TARGET_AVX2 static void
+fmm_sgemm_avx2_rows(ptrdiff_t k, float alpha, const float *a, const float *b,
+                    float beta, float *c, ptrdiff_t ldc, int rows)
+{
+    if (rows <= 2)
+        fmm_sgemm_avx2_2x16_rows(k, alpha, a, b, beta, c, ldc, rows);
+    else if (rows <= 4)
+        fmm_sgemm_avx2_4x16_rows(k, alpha, a, b, beta, c, ldc, rows);
+    else
+        fmm_sgemm_avx2_6x16_rows(k, alpha, a, b, beta, c, ldc, rows);
+}
+
+FMM_TARGET_AVX2 static void
+fmm_dgemm_avx2_rows(ptrdiff_t k, double alpha, const double *a,
+                    const double *b, double beta, double *c, ptrdiff_t ldc,
+                    int rows)
+{
+    if (rows <= 2)
+        fmm_dgemm_avx2_2x8_rows(k, alpha, a, b, beta, c, ldc, rows);
+    else if (rows <= 4)
+        fmm_dgemm_avx2_4x8_rows(k, alpha, a, b, beta, c, ldc, rows);
+    else
+        fmm_dgemm_avx2_6x8_rows(k, alpha, a, b, beta, c, ldc, rows);
+}
+
 #define FMM_HAVE_AVX2_KERNELS 1
 #define FMM_AVX2_S_NR (8 * FMM_AVX2_S_NV)
 #define FMM_AVX2_SGEMM fmm_sgemm_avx2_6x16
 #define FMM_AVX2_D_NR (4 * FMM_AVX2_D_NV)
 #define FMM_AVX2_DGEMM fmm_dgemm_avx2_6x8
+#define FMM_AVX2_SGEMM_ROWS fmm_sgemm_avx2_rows
+#define FMM_AVX2_DGEMM_ROWS fmm_dgemm_avx2_rows
 
 /* ukernel.h: the packed B micro-panels must stay 64-byte aligned. */
 _Static_assert(FMM_AVX2_S_NR * sizeof(float) % 64 == 0, "NR * 4 % 64");

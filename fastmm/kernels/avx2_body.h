@@ -1,19 +1,30 @@
 /*
- * The AVX2 micro-kernel, written once for both element types: avx2.h
- * includes this file once per type, with FMM_UKR (the kernel's name), FMM_T
- * (the element type), FMM_V (its vector type), FMM_MR and FMM_NV (the
- * register block) defined; they are undefined at the end.
+ * The AVX2 micro-kernel, written once for both element types and for the
+ * edge-row variants: avx2.h includes this file once per kernel, with FMM_UKR
+ * (the kernel's name), FMM_T (the element type), FMM_V (its vector type),
+ * FMM_MR and FMM_NV (the register block) defined, and for an edge-row kernel
+ * FMM_MRA and FMM_ROWS as in avx512_body.h; they are undefined at the end.
  */
+#ifndef FMM_MRA
+#define FMM_MRA FMM_MR
+#endif
+#ifdef FMM_ROWS
+#define FMM_ROWS_PARAM , int rows
+#define FMM_LIVE_ROWS rows
+#else
+#define FMM_ROWS_PARAM
+#define FMM_LIVE_ROWS MR
+#endif
 FMM_TARGET_AVX2 static void
 FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
-        FMM_T *c, ptrdiff_t ldc)
+        FMM_T *c, ptrdiff_t ldc FMM_ROWS_PARAM)
 {
     enum { MR = FMM_MR, NV = FMM_NV, W = sizeof(FMM_V) / sizeof(FMM_T) };
     FMM_V acc[MR][NV];
     /* C is touched only after the k loop: start fetching its rows now (both
      * ends: a row may straddle two lines).  Row pointers are walked, not
      * indexed, here and below: live row addresses make GCC spill. */
-    for (const FMM_T *ci = c; ci < c + MR * ldc; ci += ldc) {
+    for (const FMM_T *ci = c; ci < c + FMM_LIVE_ROWS * ldc; ci += ldc) {
         _mm_prefetch((const char *)ci, _MM_HINT_T0);
         _mm_prefetch((const char *)(ci + W * NV - 1), _MM_HINT_T0);
     }
@@ -34,12 +45,16 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
             for (int j = 0; j < NV; j++)
                 acc[i][j] = fmm256_fmadd(ai, bv[j], acc[i][j]);
         }
-        a += MR;
+        a += FMM_MRA;
         b += W * NV;
     }
     FMM_V va = fmm256_set1(alpha), vb = fmm256_set1(beta);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++, c += ldc)
+    for (int i = 0; i < MR; i++, c += ldc) {
+#ifdef FMM_ROWS
+        if (i >= rows)
+            break;
+#endif
 #pragma GCC unroll 4
         for (int j = 0; j < NV; j++) {
             FMM_T *cij = c + W * j;
@@ -48,6 +63,7 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
                 r = fmm256_fmadd(vb, fmm256_loadu(cij), r);
             fmm256_storeu(cij, r);
         }
+    }
 }
 
 #undef FMM_UKR
@@ -55,3 +71,7 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
 #undef FMM_V
 #undef FMM_MR
 #undef FMM_NV
+#undef FMM_MRA
+#undef FMM_ROWS
+#undef FMM_ROWS_PARAM
+#undef FMM_LIVE_ROWS

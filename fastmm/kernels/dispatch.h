@@ -68,8 +68,8 @@ static const fmm_kernel_t fmm_kernels[] = {
 #endif
 #ifdef FMM_HAVE_AVX2_KERNELS
     {"avx2", fmm_cpu_has_avx2_fma, FMM_AVX2_S_MR, FMM_AVX2_S_NR,
-     FMM_AVX2_SGEMM, FMM_AVX2_D_MR, FMM_AVX2_D_NR, FMM_AVX2_DGEMM, NULL,
-     NULL},
+     FMM_AVX2_SGEMM, FMM_AVX2_D_MR, FMM_AVX2_D_NR, FMM_AVX2_DGEMM,
+     FMM_AVX2_SGEMM_ROWS, FMM_AVX2_DGEMM_ROWS},
 #endif
 #endif
     {"generic", fmm_ref_supported, FMM_REF_S_MR, FMM_REF_S_NR,
