@@ -26,7 +26,10 @@ except ImportError:          # run as a script: python benchmarks/bench_dask.py
     from common import FULL, rounded
 
 SIZES = [4096]
-CHUNKS = [1024]
+# 1024: 16 output blocks, where Dask's own matmul (partial products, then
+# sums) costs numpy blocks most; 2048: 4 larger blocks, where the cluster's
+# transfers and bookkeeping cost least against one in-process product
+CHUNKS = [1024, 2048]
 
 
 def _fastmm_dask():
