@@ -64,7 +64,8 @@ def main(argv=None):
                        "thresholds on this machine and save them for later "
                        "imports",
                        description="Measure the kernel family, cache block "
-                       "sizes, unpacked-path and threading thresholds on this "
+                       "sizes, B-chunk prefetch, unpacked-path and threading "
+                       "thresholds on this "
                        "machine (each candidate checked against numpy), then "
                        "write the winners to the tuning file "
                        "($XDG_CACHE_HOME/fastmm/tuned.json, or FASTMM_TUNED), "

@@ -89,6 +89,7 @@ def test_the_row_in_force_drives_every_path():
                                  "shallow_k": row.shallow_k,
                                  "skinny_kn": row.skinny_kn}
     assert _threads.flops_per_thread() == row.flops_per_thread
+    assert _packed.pack_prefetch() == tuple(row.pack_prefetch)
     blocks = config.blocks_for(row, cur["isa"])
     info = _packed.kernel_info()
     for dt in ("float32", "float64"):

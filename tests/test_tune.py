@@ -46,7 +46,8 @@ SHOW = ("import json, warnings; warnings.simplefilter('always'); "
         "print(json.dumps({'source': c['source'], 'row': c['row'].name, "
         "'measured': c['row'].measured, 'kernel': _packed.kernel_info(), "
         "'routing': _linalg.routing(), "
-        "'flops_per_thread': _threads.flops_per_thread()}))")
+        "'flops_per_thread': _threads.flops_per_thread(), "
+        "'pack_prefetch': _packed.pack_prefetch()}))")
 
 
 def fresh(**env):
@@ -75,8 +76,8 @@ def test_tune_writes_a_valid_file_within_its_budget(tuned_run):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert took < 3 + 6, f"3 s budget, ran {took:.1f} s"   # + start, import
     for title in ("kernel family", "block sizes, float32",
-                  "block sizes, float64", "unpacked path vs packed driver",
-                  "tuned: kernel"):
+                  "block sizes, float64", "B-chunk prefetch",
+                  "unpacked path vs packed driver", "tuned: kernel"):
         assert title in proc.stdout
     assert "threads" in proc.stdout and "validation" in proc.stdout
     assert f"saved to {file}" in proc.stdout
@@ -92,7 +93,7 @@ def test_tune_writes_a_valid_file_within_its_budget(tuned_run):
     assert set(data["row"]) == set(tuned.FIELDS)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
                         data["measured"]["timestamp"])
-    assert {"kernel", "blocks", "routing", "threads"} <= set(
+    assert {"kernel", "blocks", "prefetch", "routing", "threads"} <= set(
         data["measured"]["stages"])
     # what load accepts, nothing left beside it
     assert tuned.load(sig, builtin, str(file)) is not None
@@ -122,6 +123,7 @@ def test_a_fresh_import_uses_the_tuned_file(tuned_run):
         "small_mnk", "skinny_m", "narrow_n", "shallow_k")} | {
         "skinny_kn": base.skinny_kn}
     assert got["flops_per_thread"] == row["flops_per_thread"]
+    assert got["pack_prefetch"] == row["pack_prefetch"]
 
 
 def test_the_default_file_lives_in_xdg_cache_home(tuned_run, tmp_path):
@@ -225,7 +227,9 @@ def test_foreign_files_are_ignored(tmp_path, sig_row):
     sig, row = sig_row
     doc = valid_doc(sig, row)
     cases = [
-        ("format", 2, "format 2"),
+        ("format", tuned.FORMAT + 1, f"format {tuned.FORMAT + 1}"),
+        # format 1 had no pack_prefetch: its rows lack a field
+        ("format", 1, "format 1"),
         ("fastmm_version", "0.0.1", "written by fastmm '0.0.1'"),
         ("base_row", "not-" + row.name, "tuned from row"),
         ("signature", dict(doc["signature"], model=doc["signature"]["model"]
@@ -259,6 +263,9 @@ OUT_OF_RANGE = [
     {"small_mnk": -1}, {"small_mnk": 1.5}, {"small_mnk": 1 << 40},
     {"skinny_m": -1}, {"narrow_n": 10 ** 6}, {"shallow_k": None},
     {"narrow_n": False},
+    {"pack_prefetch": [65, 0]}, {"pack_prefetch": [4, -1]},
+    {"pack_prefetch": [4]}, {"pack_prefetch": "on"},
+    {"pack_prefetch": [4.0, 16384]},
 ]
 
 

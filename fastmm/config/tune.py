@@ -37,8 +37,13 @@ PRUNE_AFTER, PRUNE_RATIO = 4, 1.25   # rounds; slower than the best by this
 CONFIRM_SHARE = 0.2      # of a stage: the winner against the built-in again
 MARGIN = 0.03            # a candidate must beat the built-in by this
 THREAD_MARGIN = 0.05     # 2 threads must beat 1 by this to take a size
-STAGES = (("kernel", 0.15), ("blocks", 0.40), ("routing", 0.15),
-          ("threads", 0.15), ("validation", 0.10))   # 5% left for the rest
+STAGES = (("kernel", 0.15), ("blocks", 0.35), ("prefetch", 0.05),
+          ("routing", 0.15), ("threads", 0.15),
+          ("validation", 0.10))                     # 5% left for the rest
+# pack_prefetch candidates (rows ahead, minimum row stride in bytes), and
+# the few-row products with B far wider than a page that decide it
+PREFETCH_CANDIDATES = ((0, 1 << 14), (4, 1 << 14), (8, 1 << 14), (4, 1 << 12))
+PREFETCH_SHAPES = ((32, 1024, 2048), (64, 512, 4096))
 L2_FRACTIONS = (0.5, 0.75, 0.9)
 KC_CANDIDATES = (256, 320, 384, 448, 512)
 DTYPES = ("float32", "float64")
@@ -267,6 +272,7 @@ def installer(row):
         _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                             row.shallow_k, row.skinny_kn)
         _threads.set_flops_per_thread(row.flops_per_thread)
+        _packed.set_pack_prefetch(*row.pack_prefetch)
     return install
 
 
@@ -404,7 +410,55 @@ def stage_blocks(s, row, out):
     return row, result
 
 
-# ---- (c), (d): thresholds between two ways of running a product ----
+# ---- (c) the B-chunk prefetch ----
+
+def stage_prefetch(s, row, out):
+    """pack_prefetch: off, or a few rows ahead from a row stride up, on
+    products of a few rows by a wide B (the packed driver's B chunks)."""
+    from fastmm.driver import _packed
+    install = installer(row)
+    base = tuple(row.pack_prefetch)
+    cands = [base] + [c for c in PREFETCH_CANDIDATES if c != base]
+    install()
+    probe = {dt: s.probe(256, dt) for dt in DTYPES}
+    groups = {}
+    for cand in cands:
+        def setup(cand=cand):
+            install()
+            _packed.set_pack_prefetch(*cand)
+        groups[cand] = [Entry((shape, dt), _prefetch_text(cand),
+                              ("prefetch", cand), setup, shape, dt,
+                              keep=cand == base,
+                              guess=probe[dt] * math.prod(shape) / 256 ** 3)
+                        for shape in PREFETCH_SHAPES for dt in DTYPES]
+    s.race([e for g in groups.values() for e in g],
+           reserve=CONFIRM_SHARE * s.length)
+    chosen, again = s.pick(groups, base)
+    out.append(f"{'B-chunk prefetch (1 thread; GFLOP/s)':<43}" + "  ".join(
+        f"{'x'.join(map(str, sh)) + ' ' + dt:>17}" for sh in PREFETCH_SHAPES
+        for dt in DTYPES))
+    for cand, entries in groups.items():
+        note = " ".join(w for w, on in (
+            ("built-in", cand == base), ("chosen", cand == chosen != base),
+            ("(dropped)", any(e.dropped for e in entries))) if on)
+        out.append(f"  {_prefetch_text(cand):<24} {note:<17}" + "  ".join(
+            f"{_cell(e):>17}" for e in entries))
+    out.append(_verdict(chosen, base, again, _prefetch_text))
+    result = {"shapes": [list(sh) for sh in PREFETCH_SHAPES],
+              "builtin": list(base), "chosen": list(chosen),
+              "gflops": {_prefetch_text(c): [e.gflops and round(e.gflops, 2)
+                                             for e in g]
+                         for c, g in groups.items()},
+              "confirmation": again}
+    return row.with_(pack_prefetch=tuple(chosen)), result
+
+
+def _prefetch_text(cand):
+    ahead, stride = cand
+    return (f"{ahead} rows, >= {stride // 1024} KiB" if ahead else "off")
+
+
+# ---- (d), (e): thresholds between two ways of running a product ----
 
 def crossover(sizes, ratios, builtin_high, up, down=MARGIN):
     """Where the "high" way (packed driver, 2 threads) takes over from the
@@ -714,12 +768,13 @@ def run(seconds=120.0, output=None, dry_run=False, stream=None,
         # numpy's BLAS (the references) on one thread: no spinning pool of
         # its own competes with fastmm's threads
         with threadpool_limits(1, user_api="blas"):
-            for (name, share), stage in zip(STAGES[:4], (
-                    stage_kernel, stage_blocks, stage_routing, stage_threads)):
+            for (name, share), stage in zip(STAGES[:5], (
+                    stage_kernel, stage_blocks, stage_prefetch, stage_routing,
+                    stage_threads)):
                 s.begin(name, share)
                 row, stages[name] = stage(s, row, out)
                 out.append("")
-            s.begin(*STAGES[4])
+            s.begin(*STAGES[5])
             check = stage_validation(s, builtin, row, out)
         finished = True
     finally:
@@ -736,7 +791,8 @@ def run(seconds=120.0, output=None, dry_run=False, stream=None,
         change = f"the tuned values lost ({change}): built-in values kept"
     summary = (f"kernel {row.isa}, blocks {_blocks_text(row)}, small_mnk "
                f"{row.small_mnk}, narrow_n {row.narrow_n}, flops_per_thread "
-               f"{row.flops_per_thread:.4g}; validation geomean {change} "
+               f"{row.flops_per_thread:.4g}, B-chunk prefetch "
+               f"{_prefetch_text(row.pack_prefetch)}; validation geomean {change} "
                "over the built-in row")
     measured = {"timestamp": tuned.now(), "budget_s": seconds,
                 "took_s": round(took, 1), "cpu": cpu_name(),

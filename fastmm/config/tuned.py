@@ -32,14 +32,14 @@ import os
 import tempfile
 import warnings
 
-FORMAT = 1
+FORMAT = 2
 ENV = "FASTMM_TUNED"
 OFF = ("off", "0", "none", "false", "no")
 
 # The row fields the tuner measures; the others (name, summary, the block
 # rule's kc_max and b_panel_l2_fraction) stay the base row's.
 FIELDS = ("isa", "blocks", "flops_per_thread", "small_mnk", "skinny_m",
-          "narrow_n", "shallow_k")
+          "narrow_n", "shallow_k", "pack_prefetch")
 
 # Sane bounds: the driver accepts block sizes up to 2**20, but no cache
 # hierarchy makes such blocks useful: the packed A block (MC x KC) is sized
@@ -49,6 +49,7 @@ A_BLOCK_BYTES_MAX, B_PANEL_BYTES_MAX = 32 << 20, 256 << 20
 FLOPS_PER_THREAD_RANGE = (1e3, 1e13)
 SMALL_MNK_MAX = 1 << 33           # 2048**3
 DIM_THRESHOLD_MAX = 1 << 12       # skinny_m, narrow_n, shallow_k
+PREFETCH_AHEAD_MAX, PREFETCH_STRIDE_MAX = 64, 1 << 24
 ITEMSIZE = {"float32": 4, "float64": 8}
 
 
@@ -169,7 +170,18 @@ def validate_row(fields, runnable):
         "narrow_n": _int(fields["narrow_n"], "narrow_n", 0, DIM_THRESHOLD_MAX),
         "shallow_k": _int(fields["shallow_k"], "shallow_k", 0,
                           DIM_THRESHOLD_MAX),
+        "pack_prefetch": _prefetch(fields["pack_prefetch"]),
     }
+
+
+def _prefetch(value):
+    """[rows ahead, minimum row stride in bytes], as set_pack_prefetch
+    takes them."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise Invalid(f"pack_prefetch = {value!r} is not [rows ahead, "
+                      f"minimum row stride]")
+    return (_int(value[0], "pack_prefetch rows ahead", 0, PREFETCH_AHEAD_MAX),
+            _int(value[1], "pack_prefetch stride", 0, PREFETCH_STRIDE_MAX))
 
 
 def _timestamp(measured):
@@ -264,7 +276,8 @@ def row_fields(row):
     return {"isa": row.isa, "blocks": blocks,
             "flops_per_thread": float(row.flops_per_thread),
             "small_mnk": int(row.small_mnk), "skinny_m": int(row.skinny_m),
-            "narrow_n": int(row.narrow_n), "shallow_k": int(row.shallow_k)}
+            "narrow_n": int(row.narrow_n), "shallow_k": int(row.shallow_k),
+            "pack_prefetch": [int(x) for x in row.pack_prefetch]}
 
 
 def now():
