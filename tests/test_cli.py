@@ -152,7 +152,28 @@ def row(ratio, stable=True, error=None, threads=2):
     return {"family": "square", "label": "256", "dtype": "float32",
             "threads": threads, "peak": None, "error": error, "stable": stable,
             "fastmm": 10.0 * ratio, "numpy": 10.0, "attempts": 3,
-            "fastmm_spread": 0.0 if stable else 9.0, "numpy_spread": 0.0}
+            "fastmm_spread": 0.0 if stable else 9.0, "numpy_spread": 0.0,
+            "flops": 2e9, "bytes": 1e9, "bandwidth": None}
+
+
+def test_table_reports_bytes_per_second_against_the_bandwidth(capsys):
+    # 10 GFLOP/s on 2 flops per byte moved: 5 GB/s, half of 10 GB/s
+    _harness.print_table([dict(row(1.0), bandwidth=10.0), row(1.0)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-2:] == ["GB/s", "%bw"]
+    assert lines[-2].split()[-2:] == ["5.00", "50%"]
+    assert lines[-1].split()[-2:] == ["5.00", "n/a"]
+
+
+def test_traffic_and_bandwidth_are_measured():
+    # A and B read once, C written once; broadcast stacks count C per product
+    assert _harness.traffic_bytes((32, 4096), (4096, 4096), "float32") == 4 * (
+        32 * 4096 + 4096 * 4096 + 32 * 4096)
+    assert _harness.traffic_bytes((10, 4, 4), (4, 4), "float64") == 8 * (
+        160 + 16 + 160)
+    assert _harness.traffic_bytes((5,), (5, 3), "float32") == 4 * (5 + 15 + 3)
+    gbs, how = _harness.measure_bandwidth(1, rounds=1)
+    assert 0.1 < gbs < 10000 and "MiB" in how
 
 
 def test_unstable_case_is_left_out_of_the_summary(capsys):
@@ -196,3 +217,7 @@ def test_tiny_bench_writes_stable_to_json(tmp_path):
         assert r["stable"] == (max(r["fastmm_spread"], r["numpy_spread"])
                                <= _harness.UNSTABLE_SPREAD)
         assert math.isfinite(r["fastmm"]) and math.isfinite(r["numpy"])
+        assert r["bytes"] == _harness.traffic_bytes((r["size"],) * 2,
+                                                    (r["size"],) * 2,
+                                                    "float32")
+        assert r["bandwidth"] > 0

@@ -169,7 +169,9 @@ def test_nan_and_inf_propagate(isa, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matrix_vector(isa, dtype):
     rng = np.random.default_rng(6)
-    for m, k in [(1, 1), (3, 2), (17, 33), (64, 1), (1, 100), (300, 257)]:
+    # (13, 4133): y @ a crosses the vector @ matrix loop's 4096-column chunk
+    for m, k in [(1, 1), (3, 2), (17, 33), (64, 1), (1, 100), (300, 257),
+                 (13, 4133)]:
         a = _rand(rng, (m, k), dtype)
         x = _rand(rng, k, dtype)
         y = _rand(rng, m, dtype)
@@ -195,8 +197,9 @@ def test_matrix_vector(isa, dtype):
 def test_threaded_skinny_and_gemv(isa, dtype):
     # skinny and matrix-vector forms split over two threads
     rng = np.random.default_rng(7)
-    for m, n, k in [(1, 3000, 700), (2000, 1, 900), (5, 2000, 400),
-                    (600, 9, 700), (3, 4096, 300), (2, 37, 5), (41, 3, 2)]:
+    for m, n, k in [(1, 3000, 700), (1, 9000, 21), (2000, 1, 900),
+                    (5, 2000, 400), (600, 9, 700), (3, 4096, 300), (2, 37, 5),
+                    (41, 3, 2)]:
         a = _rand(rng, (m, k), dtype)
         b = _rand(rng, (k, n), dtype)
         for la, lb in [("C", "C"), ("F", "F"), ("C", "F")]:

@@ -19,7 +19,12 @@ stacks; a vector is a one-row or one-column matrix).  Every library writes
 into a preallocated ``out`` so allocation is timed for none.
 
 The "% of peak" column uses the machine's FMA peak, measured at start-up by
-:func:`measure_peak` (see there), or given with ``--peak``.
+:func:`measure_peak` (see there), or given with ``--peak``.  "GB/s" is
+fastmm's rate in the least traffic a product needs (A and B read once, C
+written once: :func:`traffic_bytes`), and "%bw" that against the memory
+read bandwidth measured at start-up by :func:`measure_bandwidth`: near
+100% for a product that streams an operand larger than the caches (a few
+rows times a large B), small for one that computes on cached data.
 
 The ``lowp`` family (``--families lowp``; not in the default run) times,
 per case, fastmm's int8 -> int32 product (``dtype=np.int32``), its bfloat16
@@ -48,7 +53,8 @@ PEERS = ("mkl",)
 FAMILY_HELP = {
     "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
     "nn": "dense-layer shapes: batch m in {1, 32, 64, 256, 4096}, "
-          "(in k, out n) in 64 .. 4096",
+          "(in k, out n) in 64 .. 4096, and the memory-bound 32 x 4096 @ "
+          "4096 x 4096",
     "small": "n x n @ n x n, n = 2 .. 96",
     "matvec": "matrix @ vector and vector @ matrix",
     "stack": "stacks of small matrices, e.g. (10000, 8, 8) @ (10000, 8, 8)",
@@ -88,6 +94,8 @@ def family_cases(family, quick=False):
             # default run short by pairing it with the narrower layers only
             mkn = [(m, k, n) for m in (1, 32, 64, 256) for k, n in kn]
             mkn += [(4096, 64, 256), (4096, 512, 512), (4096, 1024, 1024)]
+            # memory-bound: a 64 MiB (float32) B streamed past 32 rows
+            mkn += [(32, 4096, 4096)]
         return [(f"{m}x{k} @ {k}x{n}", (m, k), (k, n), m) for m, k, n in mkn]
     if family == "small":
         ns = (4, 16, 64) if quick else (2, 3, 4, 8, 16, 32, 48, 64, 96)
@@ -218,6 +226,51 @@ def measure_peak(nthreads, seconds=0.02, rounds=5):
         best = max(best, sum(rates))
     return best, (f"{isa} FMA loop on {nthreads} thread(s), flops per "
                   f"thread CPU second")
+
+
+# ---------------------------------------------------------------- memory
+
+def traffic_bytes(shape_a, shape_b, dtype):
+    """The least memory traffic of a product: A and B read once, C written
+    once (bytes).  A product that streams an operand too large for the
+    caches can go no faster than this over the memory bandwidth."""
+    k = shape_a[-1]
+    m = shape_a[-2] if len(shape_a) > 1 else 1
+    n = shape_b[-1] if len(shape_b) > 1 else 1
+    batch = math.prod(np.broadcast_shapes(shape_a[:-2], shape_b[:-2]))
+    return np.dtype(dtype).itemsize * (math.prod(shape_a) + math.prod(shape_b)
+                                       + batch * m * n)
+
+
+def measure_bandwidth(nthreads, rounds=3):
+    """Memory read bandwidth in GB/s on ``nthreads`` cores, and how.
+
+    Each of ``nthreads`` Python threads sums its own float64 array (numpy
+    drops the GIL in the loop), together four times the last-level cache
+    (64-512 MiB), so the data come from memory; best of ``rounds``, each
+    timed by wall clock from the first start to the last end.  This is
+    what streaming an operand (a few rows times a large B) is bound by.
+    """
+    import threading
+    from fastmm._cpu import read_caches
+    caches = read_caches()
+    llc = max((c.size for c in caches.values() if c is not None and c.size),
+              default=32 << 20)
+    total = min(max(4 * llc, 64 << 20), 512 << 20)
+    parts = [np.ones(total // nthreads // 8) for _ in range(nthreads)]
+    for x in parts:
+        x.sum()                              # pages touched, code warm
+    best = 0.0
+    for _ in range(rounds):
+        workers = [threading.Thread(target=x.sum) for x in parts]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, total / (time.perf_counter() - t0) / 1e9)
+    return best, (f"sum of {total >> 20} MiB of float64 on {nthreads} "
+                  f"thread(s), 4x the last-level cache")
 
 
 # ---------------------------------------------------------------- timing
@@ -370,8 +423,8 @@ def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0,
     got = fastmm.matmul(a, b)
     error = check_result(np.asarray(got), want, a, b)
     flops = flop_count(shape_a, shape_b)
-    res = {"flops": flops, "error": error, "fastmm": None, "numpy": None,
-           "stable": None}
+    res = {"flops": flops, "bytes": traffic_bytes(shape_a, shape_b, dtype),
+           "error": error, "fastmm": None, "numpy": None, "stable": None}
     for peer in peers:
         res.update({peer.name: None, f"{peer.name}_error": None,
                     f"{peer.name}_skipped": None})
@@ -702,6 +755,8 @@ def run(args):
             peaks[t] = (args.peak * t, "given with --peak (per core) x threads")
         else:
             peaks[t] = measure_peak(t)
+    bandwidth = ({t: measure_bandwidth(t) for t in thread_counts}
+                 if set(families) - {"lowp"} else {})
 
     # numpy's BLAS named before a peer loads: threadpoolctl would list both
     print(f"fastmm {fastmm.__version__} vs numpy {np.__version__}, "
@@ -724,6 +779,9 @@ def run(args):
     for t, (peak, how) in peaks.items():
         shown = f"{peak:.0f} GFLOP/s float32, {peak / 2:.0f} float64" if peak else "n/a"
         print(f"FMA peak, {t} thread(s): {shown} ({how})")
+    for t, (bw, how) in bandwidth.items():
+        print(f"memory bandwidth, {t} thread(s): {bw:.1f} GB/s read ({how}); "
+              f"GB/s below: A and B read and C written once per product")
     print("numpy baseline: np.dot for 1-D/2-D, np.matmul for stacks"
           + "".join(f"; {p.label}: cblas_?gemm, ?gemm_batch_strided for stacks"
                     for p in peers)
@@ -764,7 +822,7 @@ def run(args):
         if peak and dt == "float64":
             peak /= 2
         res.update(family=fam, label=label, size=size, dtype=dt, threads=t,
-                   peak=peak)
+                   peak=peak, bandwidth=bandwidth.get(t, (None,))[0])
         rows.append(res)
     progress.close()
     names = [p.name for p in peers]
@@ -803,7 +861,8 @@ def print_table(rows, peers=()):
     header = (f"{'family':<7} {'shape':<26} {'dtype':<8} {'thr':>3} "
               f"{'fastmm GF/s':>11} {'numpy GF/s':>10} {'vs numpy':>8} "
               + "".join(f"{name + ' GF/s':>10} {'vs ' + name:>8} " for name in peers)
-              + f"{'fastmm %pk':>10} {'numpy %pk':>9}")
+              + f"{'fastmm %pk':>10} {'numpy %pk':>9} {'fastmm GB/s':>11} "
+              f"{'%bw':>4}")
     print("\n" + header)
     print("-" * len(header))
     for r in rows:
@@ -828,8 +887,12 @@ def print_table(rows, peers=()):
                 cells += f"{'n/a':>10} {'':>8} "
                 if r.get(name + "_skipped"):
                     notes.append(f"{name}: {r[name + '_skipped']}")
+        gbs = r["fastmm"] * r["bytes"] / r["flops"]
+        bw = (f"{100 * gbs / r['bandwidth']:3.0f}%" if r.get("bandwidth")
+              else f"{'n/a':>4}")
         print(head + f"{r['fastmm']:11.2f} {r['numpy']:10.2f} "
-              f"{r['fastmm'] / r['numpy']:7.2f}x {cells}{pf} {pn}")
+              f"{r['fastmm'] / r['numpy']:7.2f}x {cells}{pf} {pn} "
+              f"{gbs:11.2f} {bw}")
         for note in notes:
             print(" " * len(head) + note)
 

@@ -36,8 +36,12 @@
 #define FMM_SMALL_KC 256
 /* Length of a strided vector the dot form copies onto the stack. */
 #define FMM_SMALL_STACK_ELEMS 4096
-/* Columns of C one "axpy" pass accumulates in L1. */
-#define FMM_VM_CHUNK 1024
+/* Columns of C one "axpy" pass accumulates (16 KiB of float32, 32 KiB of
+ * float64).  A row of the matrix is read in runs of this many elements:
+ * 1024 (4 KiB runs, one page each) left the prefetchers behind, and
+ * 4096 x 4096 and 8192 x 8192 vector @ matrix read their matrix at 17-20
+ * GB/s; 4096 reads it at 21-27 (Zen 4, 1 thread; 8192 was no better). */
+#define FMM_VM_CHUNK 4096
 
 /* Loops over a register block must unroll fully, or the accumulators
  * acc[i][v] (indexed by the loop counter) are kept in memory. */
