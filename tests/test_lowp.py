@@ -211,6 +211,31 @@ def test_int8_out(kinds):
     assert fastmm.matmul(a, b, out=(out,), dtype=I32) is out
 
 
+@pytest.mark.parametrize("nt", [1, 2])
+def test_edge_rows_write_only_inside_out(lowp_kernel, nt):
+    # every strip height below MR over whole NR-column panels: the kernels
+    # write C's first rows directly, so the rows after out's last one, in
+    # the same buffer, must keep their values (int8, and bf16 via precision)
+    k, n = 70, 2 * NR
+    for r in range(1, MR):
+        m = MR + r
+        a, b = ints((m, k), I8, r), ints((k, n), I8, r + 1)
+        base = np.full((m + MR + 1, n), -7, I32)
+        out = base[1:m + 1]
+        with forced_threads(nt) as seen:
+            fastmm.matmul(a, b, out=out, dtype=I32)
+        assert_ran(seen, "lowp", nt)
+        np.testing.assert_array_equal(out, np.matmul(a, b, dtype=I32))
+        assert (base[0] == -7).all() and (base[m + 1:] == -7).all()
+        af, bf = random((m, 2 * k), F32, r), random((2 * k, n), F32, r + 1)
+        fbase = np.full((m + MR + 1, n), 5.0, F32)
+        fout = fbase[1:m + 1]
+        with forced_threads(nt):
+            fastmm.matmul(af, bf, out=fout, precision="bf16")
+        check_bf16_product(fout, round_bf16(af), round_bf16(bf))
+        assert (fbase[0] == 5).all() and (fbase[m + 1:] == 5).all()
+
+
 @pytest.mark.parametrize("kinds", INT_KINDS, ids=INT_IDS)
 def test_int8_out_overlapping_an_input(kinds):
     # out's bytes are A's (or B's): the result must be that of the inputs

@@ -276,14 +276,17 @@ static void fmm_lp_pack_b(const char *src, ptrdiff_t rs, ptrdiff_t cs,
     }
 }
 
-/* ---- micro-kernels: C tile (MR x NR, row stride ldc) from `groups` groups
- * of packed A and B; acc != 0 adds to C.  int8: + rowc[i] + colc[j]. ---- */
+/* ---- micro-kernels: the first `rows` rows (<= MR) of a C tile (MR x NR,
+ * row stride ldc) from `groups` groups of packed A and B; acc != 0 adds to
+ * C.  int8: + rowc[i] + colc[j].  Rows past `rows` are neither read nor
+ * written. ---- */
 
 static void fmm_i8_ukr_ref(ptrdiff_t groups, const uint32_t *a,
                            const uint32_t *b, int32_t *c, ptrdiff_t ldc,
-                           int acc, const int32_t *rowc, const int32_t *colc)
+                           int acc, const int32_t *rowc, const int32_t *colc,
+                           int rows)
 {
-    for (int i = 0; i < FMM_LP_MR; i++)
+    for (int i = 0; i < rows; i++)
         for (int j = 0; j < FMM_LP_NR; j++) {
             uint32_t s = (uint32_t)rowc[i] + (uint32_t)colc[j];
             for (ptrdiff_t g = 0; g < groups; g++) {
@@ -299,9 +302,9 @@ static void fmm_i8_ukr_ref(ptrdiff_t groups, const uint32_t *a,
 
 static void fmm_bf_ukr_ref(ptrdiff_t groups, const uint32_t *a,
                            const uint32_t *b, float *c, ptrdiff_t ldc,
-                           int acc)
+                           int acc, int rows)
 {
-    for (int i = 0; i < FMM_LP_MR; i++)
+    for (int i = 0; i < rows; i++)
         for (int j = 0; j < FMM_LP_NR; j++) {
             float s = acc ? c[i * ldc + j] : 0.0f;
             for (ptrdiff_t g = 0; g < groups; g++) {
@@ -332,102 +335,61 @@ static void fmm_bf_ukr_ref(ptrdiff_t groups, const uint32_t *a,
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y))
 #define FMM_DPBF16(acc, x, y) \
     __asm__("vdpbf16ps %2, %1, %0" : "+v"(acc) : "v"(x), "v"(y))
-#define FMM_LP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) \
-    X(10) X(11)
-#define FMM_LP_DECL(T, ZERO)                                                  \
-    T c0_0 = ZERO, c0_1 = ZERO, c1_0 = ZERO, c1_1 = ZERO, c2_0 = ZERO,       \
-      c2_1 = ZERO, c3_0 = ZERO, c3_1 = ZERO, c4_0 = ZERO, c4_1 = ZERO,       \
-      c5_0 = ZERO, c5_1 = ZERO, c6_0 = ZERO, c6_1 = ZERO, c7_0 = ZERO,       \
-      c7_1 = ZERO, c8_0 = ZERO, c8_1 = ZERO, c9_0 = ZERO, c9_1 = ZERO,       \
-      c10_0 = ZERO, c10_1 = ZERO, c11_0 = ZERO, c11_1 = ZERO;
 
 /* C tile prefetch, as the float kernels do (kernels/avx512.h): on entry,
  * and again this many groups before the end, since the streamed panels
  * evict the lines meanwhile (both ends of each 128-byte row). */
 #define FMM_LP_C_AHEAD 64
-static inline void fmm_lp_prefetch_c(const void *c, ptrdiff_t ldc)
+static inline void fmm_lp_prefetch_c(const void *c, ptrdiff_t ldc, int rows)
 {
     const char *ci = (const char *)c;
-    for (int i = 0; i < FMM_LP_MR; i++, ci += 4 * ldc) {
+    for (int i = 0; i < rows; i++, ci += 4 * ldc) {
         _mm_prefetch(ci, _MM_HINT_T0);
         _mm_prefetch(ci + 4 * FMM_LP_NR - 1, _MM_HINT_T0);
     }
 }
 
+/* The kernels for 4, 8 and 12 rows of C, from one body (lowp_body.h): the
+ * last strip of an A block often has fewer than 12 rows (m = 32 and 64 end
+ * in 8 and 4), and the 12-row kernel spent a full strip's dot products on
+ * it (int8 32 x 1024 @ 1024 x 1024 took as long as 36 rows). */
+#define FMM_LP_ROWS(X) X(0) X(1) X(2) X(3)
+#define FMM_LP_I8 fmm_i8_ukr_vnni_4
+#define FMM_LP_BF fmm_bf_ukr_avx512_4
+#include "lowp_body.h"
+#define FMM_LP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define FMM_LP_I8 fmm_i8_ukr_vnni_8
+#define FMM_LP_BF fmm_bf_ukr_avx512_8
+#include "lowp_body.h"
+#define FMM_LP_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) \
+    X(10) X(11)
+#define FMM_LP_I8 fmm_i8_ukr_vnni_12
+#define FMM_LP_BF fmm_bf_ukr_avx512_12
+#include "lowp_body.h"
+
 FMM_TARGET_VNNI static void
 fmm_i8_ukr_vnni(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
                 int32_t *c, ptrdiff_t ldc, int acc_c, const int32_t *rowc,
-                const int32_t *colc)
+                const int32_t *colc, int rows)
 {
-    FMM_LP_DECL(__m512i, _mm512_setzero_si512())
-    fmm_lp_prefetch_c(c, ldc);
-    for (ptrdiff_t g = 0; g < groups; g++) {
-        if (g == groups - FMM_LP_C_AHEAD)
-            fmm_lp_prefetch_c(c, ldc);
-        __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
-#define FMM_I8_STEP(i)                                                        \
-        {                                                                     \
-            __m512i ai = _mm512_set1_epi32((int)a[i]);                        \
-            FMM_DPBUSD(c##i##_0, ai, b0);                                     \
-            FMM_DPBUSD(c##i##_1, ai, b1);                                     \
-        }
-        FMM_LP_ROWS(FMM_I8_STEP)
-#undef FMM_I8_STEP
-        a += FMM_LP_MR;
-        b += FMM_LP_NR;
-    }
-    __m512i col0 = _mm512_loadu_si512(colc), col1 = _mm512_loadu_si512(colc + 16);
-#define FMM_I8_STORE(i)                                                       \
-    {                                                                         \
-        int32_t *ci = c + (i) * ldc;                                          \
-        __m512i r = _mm512_set1_epi32(rowc[i]);                               \
-        __m512i r0 = _mm512_add_epi32(c##i##_0, _mm512_add_epi32(r, col0));   \
-        __m512i r1 = _mm512_add_epi32(c##i##_1, _mm512_add_epi32(r, col1));   \
-        if (acc_c) {                                                          \
-            r0 = _mm512_add_epi32(r0, _mm512_loadu_si512(ci));                \
-            r1 = _mm512_add_epi32(r1, _mm512_loadu_si512(ci + 16));           \
-        }                                                                     \
-        _mm512_storeu_si512(ci, r0);                                          \
-        _mm512_storeu_si512(ci + 16, r1);                                     \
-    }
-    FMM_LP_ROWS(FMM_I8_STORE)
-#undef FMM_I8_STORE
+    if (rows <= 4)
+        fmm_i8_ukr_vnni_4(groups, a, b, c, ldc, acc_c, rowc, colc, rows);
+    else if (rows <= 8)
+        fmm_i8_ukr_vnni_8(groups, a, b, c, ldc, acc_c, rowc, colc, rows);
+    else
+        fmm_i8_ukr_vnni_12(groups, a, b, c, ldc, acc_c, rowc, colc, rows);
 }
 
 FMM_TARGET_BF16 static void
 fmm_bf_ukr_avx512(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
-                  float *c, ptrdiff_t ldc, int acc_c)
+                  float *c, ptrdiff_t ldc, int acc_c, int rows)
 {
-    FMM_LP_DECL(__m512, _mm512_setzero_ps())
-    fmm_lp_prefetch_c(c, ldc);
-    for (ptrdiff_t g = 0; g < groups; g++) {
-        if (g == groups - FMM_LP_C_AHEAD)
-            fmm_lp_prefetch_c(c, ldc);
-        __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16);
-#define FMM_BF_STEP(i)                                                        \
-        {                                                                     \
-            __m512i ai = _mm512_set1_epi32((int)a[i]);                        \
-            FMM_DPBF16(c##i##_0, ai, b0);                                     \
-            FMM_DPBF16(c##i##_1, ai, b1);                                     \
-        }
-        FMM_LP_ROWS(FMM_BF_STEP)
-#undef FMM_BF_STEP
-        a += FMM_LP_MR;
-        b += FMM_LP_NR;
-    }
-#define FMM_BF_STORE(i)                                                       \
-    {                                                                         \
-        float *ci = c + (i) * ldc;                                            \
-        __m512 r0 = c##i##_0, r1 = c##i##_1;                                  \
-        if (acc_c) {                                                          \
-            r0 = _mm512_add_ps(r0, _mm512_loadu_ps(ci));                      \
-            r1 = _mm512_add_ps(r1, _mm512_loadu_ps(ci + 16));                 \
-        }                                                                     \
-        _mm512_storeu_ps(ci, r0);                                             \
-        _mm512_storeu_ps(ci + 16, r1);                                        \
-    }
-    FMM_LP_ROWS(FMM_BF_STORE)
-#undef FMM_BF_STORE
+    if (rows <= 4)
+        fmm_bf_ukr_avx512_4(groups, a, b, c, ldc, acc_c, rows);
+    else if (rows <= 8)
+        fmm_bf_ukr_avx512_8(groups, a, b, c, ldc, acc_c, rows);
+    else
+        fmm_bf_ukr_avx512_12(groups, a, b, c, ldc, acc_c, rows);
 }
 
 static int fmm_lp_os_avx512(void)
@@ -465,9 +427,9 @@ static int fmm_cpu_has_bf16_512(void)
  * "generic"; each dtype falls back on its own ---- */
 typedef void (*fmm_i8_ukr_t)(ptrdiff_t, const uint32_t *, const uint32_t *,
                              int32_t *, ptrdiff_t, int, const int32_t *,
-                             const int32_t *);
+                             const int32_t *, int);
 typedef void (*fmm_bf_ukr_t)(ptrdiff_t, const uint32_t *, const uint32_t *,
-                             float *, ptrdiff_t, int);
+                             float *, ptrdiff_t, int, int);
 
 typedef struct {
     const char *i8_name, *bf_name;
@@ -740,24 +702,25 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
                                          (jc + jr) * P->cs_c) * csz;
                         const uint32_t *ap = a_packed + ir * groups;
                         const uint32_t *bp = b_packed + jr * groups;
-                        int whole = mr == FMM_LP_MR && nr == FMM_LP_NR &&
-                                    P->cs_c == 1;
-                        int acc = pc > 0;
-                        if (whole) {
+                        /* whole columns: C itself, its first mr rows */
+                        int direct = nr == FMM_LP_NR && P->cs_c == 1;
+                        int acc = pc > 0, rows = (int)mr;
+                        if (direct) {
                             if (P->bf16)
                                 K->bf(groups, ap, bp, (float *)cij, P->rs_c,
-                                      acc);
+                                      acc, rows);
                             else
                                 K->i8(groups, ap, bp, (int32_t *)cij, P->rs_c,
-                                      acc, rowc + ir, colc + jr);
+                                      acc, rowc + ir, colc + jr, rows);
                             continue;
                         }
-                        /* edge tile or strided C: through a private tile */
+                        /* edge columns or strided C: through a private tile */
                         if (P->bf16)
-                            K->bf(groups, ap, bp, (float *)tile, FMM_LP_NR, 0);
+                            K->bf(groups, ap, bp, (float *)tile, FMM_LP_NR, 0,
+                                  rows);
                         else
                             K->i8(groups, ap, bp, (int32_t *)tile, FMM_LP_NR, 0,
-                                  rowc + ir, colc + jr);
+                                  rowc + ir, colc + jr, rows);
                         for (ptrdiff_t i = 0; i < mr; i++)
                             for (ptrdiff_t j = 0; j < nr; j++) {
                                 uint32_t *dst = (uint32_t *)(
