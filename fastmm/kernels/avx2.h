@@ -107,30 +107,14 @@
 #define FMM_ROWS 1
 #include "avx2_body.h"
 
-FMM_TARGET_AVX2 static void
-fmm_sgemm_avx2_rows(ptrdiff_t k, float alpha, const float *a, const float *b,
-                    float beta, float *c, ptrdiff_t ldc, int rows)
-{
-    if (rows <= 2)
-        fmm_sgemm_avx2_2x16_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else if (rows <= 4)
-        fmm_sgemm_avx2_4x16_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else
-        fmm_sgemm_avx2_6x16_rows(k, alpha, a, b, beta, c, ldc, rows);
-}
-
-FMM_TARGET_AVX2 static void
-fmm_dgemm_avx2_rows(ptrdiff_t k, double alpha, const double *a,
-                    const double *b, double beta, double *c, ptrdiff_t ldc,
-                    int rows)
-{
-    if (rows <= 2)
-        fmm_dgemm_avx2_2x8_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else if (rows <= 4)
-        fmm_dgemm_avx2_4x8_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else
-        fmm_dgemm_avx2_6x8_rows(k, alpha, a, b, beta, c, ldc, rows);
-}
+FMM_DEFINE_ROWS_DISPATCH(fmm_sgemm_avx2_rows, FMM_TARGET_AVX2, float, 2,
+                         fmm_sgemm_avx2_2x16_rows, 4,
+                         fmm_sgemm_avx2_4x16_rows,
+                         fmm_sgemm_avx2_6x16_rows)
+FMM_DEFINE_ROWS_DISPATCH(fmm_dgemm_avx2_rows, FMM_TARGET_AVX2, double, 2,
+                         fmm_dgemm_avx2_2x8_rows, 4,
+                         fmm_dgemm_avx2_4x8_rows,
+                         fmm_dgemm_avx2_6x8_rows)
 
 #define FMM_HAVE_AVX2_KERNELS 1
 #define FMM_AVX2_S_NR (8 * FMM_AVX2_S_NV)

@@ -142,30 +142,14 @@
 #define FMM_ROWS 1
 #include "avx512_body.h"
 
-FMM_TARGET_AVX512 static void
-fmm_sgemm_avx512_rows(ptrdiff_t k, float alpha, const float *a, const float *b,
-                      float beta, float *c, ptrdiff_t ldc, int rows)
-{
-    if (rows <= 4)
-        fmm_sgemm_avx512_4x32_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else if (rows <= 8)
-        fmm_sgemm_avx512_8x32_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else
-        fmm_sgemm_avx512_12x32_rows(k, alpha, a, b, beta, c, ldc, rows);
-}
-
-FMM_TARGET_AVX512 static void
-fmm_dgemm_avx512_rows(ptrdiff_t k, double alpha, const double *a,
-                      const double *b, double beta, double *c, ptrdiff_t ldc,
-                      int rows)
-{
-    if (rows <= 4)
-        fmm_dgemm_avx512_4x16_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else if (rows <= 8)
-        fmm_dgemm_avx512_8x16_rows(k, alpha, a, b, beta, c, ldc, rows);
-    else
-        fmm_dgemm_avx512_12x16_rows(k, alpha, a, b, beta, c, ldc, rows);
-}
+FMM_DEFINE_ROWS_DISPATCH(fmm_sgemm_avx512_rows, FMM_TARGET_AVX512, float, 4,
+                         fmm_sgemm_avx512_4x32_rows, 8,
+                         fmm_sgemm_avx512_8x32_rows,
+                         fmm_sgemm_avx512_12x32_rows)
+FMM_DEFINE_ROWS_DISPATCH(fmm_dgemm_avx512_rows, FMM_TARGET_AVX512, double, 4,
+                         fmm_dgemm_avx512_4x16_rows, 8,
+                         fmm_dgemm_avx512_8x16_rows,
+                         fmm_dgemm_avx512_12x16_rows)
 
 #define FMM_HAVE_AVX512_KERNELS 1
 #define FMM_AVX512_S_NR (16 * FMM_AVX512_S_NV)

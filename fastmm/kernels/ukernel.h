@@ -48,6 +48,20 @@ typedef void (*fmm_dgemm_rows_t)(ptrdiff_t k, double alpha, const double *a,
                                  const double *b, double beta, double *c,
                                  ptrdiff_t ldc, int rows);
 
+/* An edge-row kernel that hands `rows` to the narrowest of three bodies
+ * (heights R1 < R2 < MR) able to hold them. */
+#define FMM_DEFINE_ROWS_DISPATCH(NAME, TARGET, T, R1, K1, R2, K2, K3)          \
+    TARGET static void NAME(ptrdiff_t k, T alpha, const T *a, const T *b,      \
+                            T beta, T *c, ptrdiff_t ldc, int rows)             \
+    {                                                                          \
+        if (rows <= (R1))                                                      \
+            K1(k, alpha, a, b, beta, c, ldc, rows);                            \
+        else if (rows <= (R2))                                                 \
+            K2(k, alpha, a, b, beta, c, ldc, rows);                            \
+        else                                                                   \
+            K3(k, alpha, a, b, beta, c, ldc, rows);                            \
+    }
+
 /* One row of the dispatch table: a kernel family for one instruction set. */
 typedef struct {
     const char *name;          /* "generic", "avx2", "avx512" */
