@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm.driver._unpacked import select_small_kernel
+from fastmm.driver import _threads
+from fastmm.driver._unpacked import select_small_kernel, stack_limits
 from conftest import assert_ran, forced_threads
 
 ISAS = ["avx512", "avx2", "generic"]
@@ -236,6 +237,41 @@ def test_stacks(isa, dtype):
             _check(out, a, b, dtype)
             f = np.asfortranarray(_rand(rng, (200, 7, 7), dtype))
             _check(fastmm.matmul(f, f), f, f, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stacks_of_one_block_products(isa, dtype):
+    """Every product shape the stack kernels take whole, and one past each
+    edge, in both forms (B's rows contiguous, or A's columns: C^T = B^T A^T),
+    over a broadcast two-dimensional batch split between two threads; written
+    into a view whose neighbouring elements must stay untouched."""
+    rows, cols = stack_limits()
+    cols = cols[np.dtype(dtype).name]
+    if isa == "generic":
+        assert (rows, cols) == (0, 0)
+        rows, cols = 3, 4
+    rng = np.random.default_rng(11)
+    # (one row or column is a matrix-vector product: not a stack kernel's)
+    ns = sorted({2, 3, cols // 4, cols // 4 + 1, cols // 2, cols // 2 + 1,
+                 cols - 1, cols, cols + 1} - {0, 1})
+    for m, n in itertools.product(range(2, rows + 2), ns):
+        k = int(rng.integers(1, 12))
+        a = _rand(rng, (5, 1, m, k), dtype)
+        b = _rand(rng, (7, n, k), dtype)
+        for bt in (b.transpose(0, 2, 1),                 # rows of B strided
+                   np.ascontiguousarray(b.transpose(0, 2, 1))):
+            big = np.full((5, 7, m + 2, n + 2), -7.0, dtype)
+            out = big[:, :, 1:-1, 1:-1]
+            out[...] = np.nan
+            # one product under a thread's share, the stack over two
+            with fastmm.threads(2), _threads.record() as seen, \
+                    _threads.parallel_threshold(3.0 * m * n * k):
+                fastmm.matmul(a, bt, out=out)
+            assert_ran(seen, "small_batch", 2)
+            _check(out, a, bt, dtype)
+            rim = big.copy()
+            rim[:, :, 1:-1, 1:-1] = -7.0
+            assert (rim == -7.0).all(), (m, n, k)
 
 
 def test_select_small_kernel_falls_back():

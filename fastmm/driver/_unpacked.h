@@ -28,7 +28,28 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
         *lo = n;
 }
 
-#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS)                                 \
+/* Moves a position in a batch of nb dimensions `steps` products on (no more
+ * than what is left of the innermost dimension), carrying into the outer
+ * ones; off[] holds the element offsets of A, B and C, bs[] their batch
+ * strides. */
+static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
+                                  ptrdiff_t *idx, const ptrdiff_t *bs[3],
+                                  ptrdiff_t steps, ptrdiff_t off[3])
+{
+    for (int d = nb - 1; d >= 0; d--) {
+        for (int o = 0; o < 3; o++)
+            off[o] += steps * bs[o][d];
+        idx[d] += steps;
+        if (idx[d] < shape[d])
+            return;
+        for (int o = 0; o < 3; o++)
+            off[o] -= shape[d] * bs[o][d];
+        idx[d] = 0;
+        steps = 1;
+    }
+}
+
+#define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, STACK, STACK_COLS)             \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
     static void P##_scale(ptrdiff_t m, ptrdiff_t n, T beta, T *c,              \
                           ptrdiff_t rs_c, ptrdiff_t cs_c)                      \
@@ -158,7 +179,9 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
     }                                                                          \
                                                                                \
     /* Products [lo, hi) of a broadcast batch: the batch index is carried   \
-     * forward digit by digit, not divided out for every product. */         \
+     * forward digit by digit, not divided out for every product.  Products  \
+     * of one register block go to the stack kernel a run of the innermost   \
+     * batch dimension at a time, so each costs little more than its FMAs. */\
     static void P##_batch_part(ptrdiff_t lo, ptrdiff_t hi, int form, int nb,  \
                                const ptrdiff_t *shape, const ptrdiff_t *bs_a, \
                                const ptrdiff_t *bs_b, const ptrdiff_t *bs_c,  \
@@ -167,55 +190,64 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
                                const T *b, ptrdiff_t rs_b, ptrdiff_t cs_b,    \
                                T beta, T *c, ptrdiff_t rs_c, ptrdiff_t cs_c)  \
     {                                                                          \
-        ptrdiff_t idx[FMM_MAX_BATCH_DIMS], rem = lo;                           \
+        const fmm_small_t *tab = &fmm_small;                                   \
+        const ptrdiff_t *bs[3] = {bs_a, bs_b, bs_c};                           \
+        ptrdiff_t idx[FMM_MAX_BATCH_DIMS], off[3] = {0, 0, 0}, rem = lo;       \
+        const int in = nb - 1;                                                 \
         for (int d = nb - 1; d >= 0; d--) {                                    \
             idx[d] = rem % shape[d];                                           \
             rem /= shape[d];                                                   \
-            a += idx[d] * bs_a[d];                                             \
-            b += idx[d] * bs_b[d];                                             \
-            c += idx[d] * bs_c[d];                                             \
+            for (int o = 0; o < 3; o++)                                        \
+                off[o] += idx[d] * bs[o][d];                                   \
         }                                                                      \
-        for (ptrdiff_t t = lo; t < hi; t++) {                                  \
-            const T *an = a, *bn = b;                                          \
-            T *cn = c;                                                         \
-            for (int d = nb - 1; d >= 0; d--) {                                \
-                an += bs_a[d];                                                 \
-                bn += bs_b[d];                                                 \
-                cn += bs_c[d];                                                 \
-                if (++idx[d] < shape[d])                                       \
-                    break;                                                     \
-                an -= shape[d] * bs_a[d];                                      \
-                bn -= shape[d] * bs_b[d];                                      \
-                cn -= shape[d] * bs_c[d];                                      \
-                idx[d] = 0;                                                    \
+        ptrdiff_t rows = form == 0 ? m : n, cols = form == 0 ? n : m;          \
+        int stack = form != 2 && rows <= tab->stack_rows &&                    \
+                    cols <= tab->STACK_COLS;                                   \
+        for (ptrdiff_t t = lo; t < hi;) {                                      \
+            if (stack) {                                                       \
+                ptrdiff_t run = shape[in] - idx[in];                           \
+                run = run < hi - t ? run : hi - t;                             \
+                if (form == 0)                                                 \
+                    tab->STACK(run, m, n, k, alpha, a + off[0], rs_a, cs_a,    \
+                               bs_a[in], b + off[1], rs_b, bs_b[in], beta,     \
+                               c + off[2], rs_c, cs_c, bs_c[in]);              \
+                else                                                           \
+                    tab->STACK(run, n, m, k, alpha, b + off[1], cs_b, rs_b,    \
+                               bs_b[in], a + off[0], cs_a, bs_a[in], beta,     \
+                               c + off[2], cs_c, rs_c, bs_c[in]);              \
+                fmm_batch_step(nb, shape, idx, bs, run, off);                  \
+                t += run;                                                      \
+                continue;                                                      \
             }                                                                  \
-            if (t + 1 < hi) {                                                  \
+            const T *an = a + off[0], *bn = b + off[1];                        \
+            T *cn = c + off[2];                                                \
+            fmm_batch_step(nb, shape, idx, bs, 1, off);                        \
+            if (++t < hi) {                                                    \
                 /* the next product's operands come from L3 or memory: ask  \
                  * for them now, to arrive while this one computes */         \
-                if (an != a)                                                   \
-                    fmm_prefetch_part(an, m, k, rs_a, cs_a, sizeof(T), 0, 1);  \
-                if (bn != b)                                                   \
-                    fmm_prefetch_part(bn, k, n, rs_b, cs_b, sizeof(T), 0, 1);  \
+                if (a + off[0] != an)                                          \
+                    fmm_prefetch_part(a + off[0], m, k, rs_a, cs_a,            \
+                                      sizeof(T), 0, 1);                        \
+                if (b + off[1] != bn)                                          \
+                    fmm_prefetch_part(b + off[1], k, n, rs_b, cs_b,            \
+                                      sizeof(T), 0, 1);                        \
             }                                                                  \
             if (form == 0)                                                     \
-                fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta,   \
-                               c, rs_c, cs_c);                                 \
+                tab->KERN(m, n, k, alpha, an, rs_a, cs_a, bn, rs_b, beta, cn,  \
+                          rs_c, cs_c);                                         \
             else if (form == 1)                                                \
-                fmm_small.KERN(n, m, k, alpha, b, cs_b, rs_b, a, cs_a, beta,   \
-                               c, cs_c, rs_c);                                 \
+                tab->KERN(n, m, k, alpha, bn, cs_b, rs_b, an, cs_a, beta, cn,  \
+                          cs_c, rs_c);                                         \
             else                                                               \
-                P(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, \
-                  cs_c, 1);                                                    \
-            a = an;                                                            \
-            b = bn;                                                            \
-            c = cn;                                                            \
+                P(m, n, k, alpha, an, rs_a, cs_a, bn, rs_b, cs_b, beta, cn,    \
+                  rs_c, cs_c, 1);                                              \
         }                                                                      \
     }                                                                          \
                                                                                \
     /* `count` products of a broadcast batch (batch strides bs_*, 0 where an   \
      * operand is broadcast, over nb <= FMM_MAX_BATCH_DIMS dims of `shape`),   \
-     * split over nt threads; returns the team size.  The form is chosen once, so a tiny product      \
-     * costs little more than its FMAs. */                                     \
+     * split over nt threads; returns the team size.  The form is chosen once  \
+     * for the batch. */                                     \
     static int P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,      \
                           const ptrdiff_t *bs_a, const ptrdiff_t *bs_b,        \
                           const ptrdiff_t *bs_c, ptrdiff_t m, ptrdiff_t n,     \
@@ -253,7 +285,9 @@ static inline void fmm_share(ptrdiff_t n, ptrdiff_t quantum, int tid, int nt,
 #define FMM_OMP_PARALLEL(nt)
 #endif
 
-FMM_SMALL_DRIVER(fmm_small_sgemm, float, s, vm_s, dots_s)
-FMM_SMALL_DRIVER(fmm_small_dgemm, double, d, vm_d, dots_d)
+FMM_SMALL_DRIVER(fmm_small_sgemm, float, s, vm_s, dots_s, stack_s,
+                 stack_cols_s)
+FMM_SMALL_DRIVER(fmm_small_dgemm, double, d, vm_d, dots_d, stack_d,
+                 stack_cols_d)
 
 #endif

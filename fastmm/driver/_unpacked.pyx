@@ -36,6 +36,7 @@ cdef extern from "driver/_unpacked.h" nogil:
         Py_ssize_t cs_b, double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
         int nt)
     const char* fmm_small_init(const char* isa)
+    void fmm_small_stack_limits(int* rows, int* cols_s, int* cols_d)
 
 
 cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -102,6 +103,14 @@ def select_small_kernel(name=None):
 def small_kernel():
     """The ISA of the unpacked path's kernels in use."""
     return _in_use
+
+
+def stack_limits():
+    """The largest product (rows, {dtype name: columns}) that the kernels in
+    use run a stack of in one call, a block per product ((0, 0): none)."""
+    cdef int rows, cols_s, cols_d
+    fmm_small_stack_limits(&rows, &cols_s, &cols_d)
+    return rows, {"float32": cols_s, "float64": cols_d}
 
 
 # FASTMM_KERNEL names the packed path's kernel family; the families share

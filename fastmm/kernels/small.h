@@ -15,6 +15,10 @@
  *                        B^T A^T) and B is small or used by one row block;
  *                        otherwise from KC x 128-byte panels of B copied
  *                        onto the stack (any strides, no cache-set conflicts).
+ *   stack_[sd]           `count` products at fixed batch strides, each one
+ *                        register block: the block is chosen once, so a
+ *                        4 x 4 product costs ~5-10 ns, not the ~27 of a call
+ *                        per product (Zen 4).
  *   m == 1 or n == 1     matrix-vector, bandwidth-bound: "axpy" form (rows
  *                        of the matrix contiguous, streamed four at a time)
  *                        or "dot" form (the matrix's other axis contiguous).
@@ -47,16 +51,30 @@
  * acc[i][v] (indexed by the loop counter) are kept in memory. */
 #define FMM_UNROLL _Pragma("GCC unroll 16")
 
-/* Cases of the row-tail switch in the ISA loops (R rows, 1 or 2 vectors). */
-#define FMM_SMALL_CASE(BLK, R)                                                 \
+/* Cases of the row-tail switch in the ISA loops (R rows, 1 or 2 vectors),
+ * each block run by LOOP: once (FMM_ONCE), or for every product of a stack
+ * (FMM_OVER_STACK), so the block is chosen once per stack, not per product. */
+#define FMM_SMALL_CASE(BLK, R, LOOP)                                           \
     case 2 * R:                                                                \
-        BLK(R, 1, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
-            last);                                                             \
+        LOOP BLK(R, 1, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c,     \
+                 cs_c, last);                                                  \
         break;                                                                 \
     case 2 * R + 1:                                                            \
-        BLK(R, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
-            last);                                                             \
+        LOOP BLK(R, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c,     \
+                 cs_c, last);                                                  \
         break;
+#define FMM_ONCE
+#define FMM_OVER_STACK                                                         \
+    for (ptrdiff_t t = 0; t < count; t++, ai += bs_a, bj += bs_b, ci += bs_c)
+
+/* The stack entry's signature: `count` products at fixed batch strides bs_*
+ * (elements, 0 for a broadcast operand), B with unit column stride, each
+ * product one register block (m <= stack_rows, n <= stack_cols_[sd]). */
+#define FMM_SMALL_STACK_ARGS(T)                                                \
+    ptrdiff_t count, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,           \
+        const T *ai, ptrdiff_t rs_a, ptrdiff_t cs_a, ptrdiff_t bs_a,           \
+        const T *bj, ptrdiff_t rs_b, ptrdiff_t bs_b, T beta, T *ci,            \
+        ptrdiff_t rs_c, ptrdiff_t cs_c, ptrdiff_t bs_c
 
 #ifdef FMM_X86
 #include "small_avx512.h"
@@ -260,10 +278,17 @@ typedef void (*fmm_dots_d_fn)(ptrdiff_t, ptrdiff_t, double, const double *,
                               ptrdiff_t, const double *, double, double *,
                               ptrdiff_t);
 
+typedef void (*fmm_stack_s_fn)(FMM_SMALL_STACK_ARGS(float));
+typedef void (*fmm_stack_d_fn)(FMM_SMALL_STACK_ARGS(double));
+
 typedef struct {
     const char *isa;
     fmm_small_s_fn s;
     fmm_small_d_fn d;
+    /* stacks of products of at most stack_rows x stack_cols_[sd] (0: none) */
+    fmm_stack_s_fn stack_s;
+    fmm_stack_d_fn stack_d;
+    int stack_rows, stack_cols_s, stack_cols_d;
     fmm_vm_s_fn vm_s;
     fmm_vm_d_fn vm_d;
     fmm_dots_s_fn dots_s;
@@ -271,15 +296,17 @@ typedef struct {
 } fmm_small_t;
 
 static const fmm_small_t fmm_small_generic = {
-    "generic", fmm_small_s_ref, fmm_small_d_ref, fmm_vm_s_base,
-    fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
+    "generic", fmm_small_s_ref, fmm_small_d_ref, NULL, NULL, 0, 0, 0,
+    fmm_vm_s_base, fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
 #ifdef FMM_X86
 static const fmm_small_t fmm_small_avx2 = {
-    "avx2", fmm_small_s_avx2, fmm_small_d_avx2, fmm_vm_s_avx2,
-    fmm_vm_d_avx2, fmm_dots_s_avx2, fmm_dots_d_avx2};
+    "avx2", fmm_small_s_avx2, fmm_small_d_avx2, fmm_stack_s_avx2,
+    fmm_stack_d_avx2, 6, 16, 8, fmm_vm_s_avx2, fmm_vm_d_avx2,
+    fmm_dots_s_avx2, fmm_dots_d_avx2};
 static const fmm_small_t fmm_small_avx512 = {
-    "avx512", fmm_small_s_avx512, fmm_small_d_avx512, fmm_vm_s_avx512,
-    fmm_vm_d_avx512, fmm_dots_s_avx512, fmm_dots_d_avx512};
+    "avx512", fmm_small_s_avx512, fmm_small_d_avx512, fmm_stack_s_avx512,
+    fmm_stack_d_avx512, 8, 32, 16, fmm_vm_s_avx512, fmm_vm_d_avx512,
+    fmm_dots_s_avx512, fmm_dots_d_avx512};
 #endif
 
 /* The table in use: switched with one atomic store (fmm_small_init) while
@@ -288,6 +315,15 @@ static const fmm_small_t *fmm_small_active = &fmm_small_generic;
 #define fmm_small \
     (*(const fmm_small_t *)fmm_load_config( \
         (const void *const *)&fmm_small_active))
+
+/* The products the stack kernels in use take whole (0 x 0: none). */
+static void fmm_small_stack_limits(int *rows, int *cols_s, int *cols_d)
+{
+    const fmm_small_t *tab = &fmm_small;
+    *rows = tab->stack_rows;
+    *cols_s = tab->stack_cols_s;
+    *cols_d = tab->stack_cols_d;
+}
 
 /* isa: "avx2" or "generic" cap the ISA at that; anything else (or NULL)
  * picks the best the CPU runs.  Returns the name in use. */

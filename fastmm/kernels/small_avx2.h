@@ -72,6 +72,11 @@ static const int fmm_small_avx2_masks[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
 FMM_SMALL_AVX2_BLOCK(fmm_sblk_avx2, float, __m256, 8, ps, _mm256_maskload_ps)
 FMM_SMALL_AVX2_BLOCK(fmm_dblk_avx2, double, __m256d, 4, pd, _mm256_maskload_pd)
 
+#define FMM_SMALL_AVX2_CASES(BLK, LOOP)                                        \
+    FMM_SMALL_CASE(BLK, 6, LOOP) FMM_SMALL_CASE(BLK, 5, LOOP)                  \
+    FMM_SMALL_CASE(BLK, 4, LOOP) FMM_SMALL_CASE(BLK, 3, LOOP)                  \
+    FMM_SMALL_CASE(BLK, 2, LOOP) FMM_SMALL_CASE(BLK, 1, LOOP)
+
 /* 6 rows by 2 vectors (12 of the 16 ymm registers hold C). */
 #define FMM_SMALL_AVX2_LOOPS(NAME, BLK, T, L)                                  \
     static FMM_T256 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
@@ -89,9 +94,7 @@ FMM_SMALL_AVX2_BLOCK(fmm_dblk_avx2, double, __m256d, 4, pd, _mm256_maskload_pd)
                 const T *ai = a + i * rs_a;                                    \
                 T *ci = cj + i * rs_c;                                         \
                 switch ((m - i < 6 ? m - i : 6) * 2 + nv - 1) {                \
-                FMM_SMALL_CASE(BLK, 6) FMM_SMALL_CASE(BLK, 5)                  \
-                FMM_SMALL_CASE(BLK, 4) FMM_SMALL_CASE(BLK, 3)                  \
-                FMM_SMALL_CASE(BLK, 2) FMM_SMALL_CASE(BLK, 1)                  \
+                    FMM_SMALL_AVX2_CASES(BLK, FMM_ONCE)                        \
                 }                                                              \
             }                                                                  \
         }                                                                      \
@@ -99,5 +102,19 @@ FMM_SMALL_AVX2_BLOCK(fmm_dblk_avx2, double, __m256d, 4, pd, _mm256_maskload_pd)
 
 FMM_SMALL_AVX2_LOOPS(fmm_small_s_avx2, fmm_sblk_avx2, float, 8)
 FMM_SMALL_AVX2_LOOPS(fmm_small_d_avx2, fmm_dblk_avx2, double, 4)
+
+/* A stack of products of at most 6 rows by 2 vectors: one block each. */
+#define FMM_SMALL_AVX2_STACK(NAME, BLK, T, L)                                  \
+    static FMM_T256 void NAME(FMM_SMALL_STACK_ARGS(T))                         \
+    {                                                                          \
+        int nv = n > L ? 2 : 1;                                                \
+        int last = (int)(n - (nv - 1) * L);                                    \
+        switch (m * 2 + nv - 1) {                                              \
+            FMM_SMALL_AVX2_CASES(BLK, FMM_OVER_STACK)                          \
+        }                                                                      \
+    }
+
+FMM_SMALL_AVX2_STACK(fmm_stack_s_avx2, fmm_sblk_avx2, float, 8)
+FMM_SMALL_AVX2_STACK(fmm_stack_d_avx2, fmm_dblk_avx2, double, 4)
 
 #endif

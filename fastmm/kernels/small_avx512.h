@@ -4,9 +4,10 @@
  * with masked loads for the column tail, and broadcasts A's elements through
  * any strides, so nothing is packed and nothing is allocated.
  *
- * Two widths: 512-bit for wide C, and 256-bit (AVX-512VL masks) when C has at
- * most 8 float / 4 double columns, since Zen 4 runs a ymm FMA twice as often
- * as a half-empty zmm one.
+ * Three widths: 512-bit for wide C, and 256- or 128-bit (AVX-512VL masks)
+ * when C has at most 8 or 4 float (4 or 2 double) columns, since Zen 4 runs a
+ * ymm FMA twice as often as a half-empty zmm one, and a full vector is stored
+ * without a mask (masked stores are slow on AMD).
  */
 #ifndef FASTMM_SMALL_AVX512_H
 #define FASTMM_SMALL_AVX512_H
@@ -25,6 +26,7 @@
         ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b, T beta,    \
         T *c, ptrdiff_t rs_c, ptrdiff_t cs_c, MT last)                         \
     {                                                                          \
+        const MT full = (MT)((1u << L) - 1);                                   \
         V acc[8][2];                                                           \
         FMM_UNROLL                                                             \
         for (int i = 0; i < MR; i++)                                           \
@@ -35,7 +37,7 @@
             V bv[2];                                                           \
             FMM_UNROLL                                                         \
             for (int v = 0; v < NV; v++)                                       \
-                bv[v] = v == NV - 1 && last != (MT)-1                          \
+                bv[v] = v == NV - 1 && last != full                            \
                     ? PFX##_maskz_loadu_##SFX(last, b + p * rs_b + v * L)      \
                     : PFX##_loadu_##SFX(b + p * rs_b + v * L);                 \
             FMM_UNROLL                                                         \
@@ -51,14 +53,14 @@
         for (int i = 0; i < MR; i++) {                                         \
             FMM_UNROLL                                                         \
             for (int v = 0; v < NV; v++) {                                     \
-                MT mk = v == NV - 1 ? last : (MT)-1;                           \
+                MT mk = v == NV - 1 ? last : full;                             \
                 T *cv = c + i * rs_c + v * L * cs_c;                           \
                 V r = PFX##_mul_##SFX(va, acc[i][v]);                          \
                 if (cs_c == 1) {                                               \
                     if (beta != 0) /* beta == 0: C is never read */            \
                         r = PFX##_fmadd_##SFX(                                 \
                             vb, PFX##_maskz_loadu_##SFX(mk, cv), r);           \
-                    if (mk == (MT)-1) /* AMD: masked stores are slower */      \
+                    if (mk == full) /* AMD: masked stores are slower */        \
                         PFX##_storeu_##SFX(cv, r);                             \
                     else                                                       \
                         PFX##_mask_storeu_##SFX(cv, mk, r);                    \
@@ -81,6 +83,10 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_z, double, __m512d,
                        8, __mmask8, _mm512, pd)
 FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_y, double, __m256d,
                        4, __mmask8, _mm256, pd)
+FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_x, float, __m128,
+                       4, __mmask8, _mm, ps)
+FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_x, double, __m128d,
+                       2, __mmask8, _mm, pd)
 
 /* The loops over C's blocks: NV*L columns by 8 rows, with the row tail
  * dispatched to a block of exactly its height. */
@@ -94,31 +100,34 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_y, double, __m256d,
             ptrdiff_t nr = n - j < 2 * L ? n - j : 2 * L;                      \
             int nv = nr > L ? 2 : 1;                                           \
             int tail = (int)(nr - (nv - 1) * L);                               \
-            MT last = (MT)(tail >= (int)(8 * sizeof(MT)) ? (MT)-1              \
-                                                  : (MT)((1u << tail) - 1));   \
+            MT last = (MT)((1u << tail) - 1);                                  \
             const T *bj = b + j;                                               \
             T *cj = c + j * cs_c;                                              \
             for (ptrdiff_t i = 0; i < m; i += 8) {                             \
                 const T *ai = a + i * rs_a;                                    \
                 T *ci = cj + i * rs_c;                                         \
                 switch ((m - i < 8 ? m - i : 8) * 2 + nv - 1) {                \
-                FMM_SMALL_CASE(BLK, 8) FMM_SMALL_CASE(BLK, 7)                  \
-                FMM_SMALL_CASE(BLK, 6) FMM_SMALL_CASE(BLK, 5)                  \
-                FMM_SMALL_CASE(BLK, 4) FMM_SMALL_CASE(BLK, 3)                  \
-                FMM_SMALL_CASE(BLK, 2) FMM_SMALL_CASE(BLK, 1)                  \
+                    FMM_SMALL_AVX512_CASES(BLK, FMM_ONCE)                      \
                 }                                                              \
             }                                                                  \
         }                                                                      \
     }
-#define FMM_SMALL_CASE(BLK, R)                                                 \
-    case 2 * R:                                                                \
-        BLK(R, 1, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
-            last);                                                             \
-        break;                                                                 \
-    case 2 * R + 1:                                                            \
-        BLK(R, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,    \
-            last);                                                             \
-        break;
+#define FMM_SMALL_AVX512_CASES(BLK, LOOP)                                      \
+    FMM_SMALL_CASE(BLK, 8, LOOP) FMM_SMALL_CASE(BLK, 7, LOOP)                  \
+    FMM_SMALL_CASE(BLK, 6, LOOP) FMM_SMALL_CASE(BLK, 5, LOOP)                  \
+    FMM_SMALL_CASE(BLK, 4, LOOP) FMM_SMALL_CASE(BLK, 3, LOOP)                  \
+    FMM_SMALL_CASE(BLK, 2, LOOP) FMM_SMALL_CASE(BLK, 1, LOOP)
+
+/* A stack of products of at most 8 rows by 2 vectors: one block each. */
+#define FMM_SMALL_AVX512_STACK(NAME, BLK, T, L, MT)                            \
+    static FMM_T512 void NAME(FMM_SMALL_STACK_ARGS(T))                         \
+    {                                                                          \
+        int nv = n > L ? 2 : 1;                                                \
+        MT last = (MT)((1u << (n - (nv - 1) * L)) - 1);                        \
+        switch (m * 2 + nv - 1) {                                              \
+            FMM_SMALL_AVX512_CASES(BLK, FMM_OVER_STACK)                        \
+        }                                                                      \
+    }
 
 FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_z, fmm_sblk_avx512_z, float,
                        16, __mmask16)
@@ -128,36 +137,55 @@ FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_z, fmm_dblk_avx512_z, double,
                        8, __mmask8)
 FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_y, fmm_dblk_avx512_y, double,
                        4, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_x, fmm_sblk_avx512_x, float,
+                       4, __mmask8)
+FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_x, fmm_dblk_avx512_x, double,
+                       2, __mmask8)
+FMM_SMALL_AVX512_STACK(fmm_stack_s_avx512_z, fmm_sblk_avx512_z, float,
+                       16, __mmask16)
+FMM_SMALL_AVX512_STACK(fmm_stack_s_avx512_y, fmm_sblk_avx512_y, float,
+                       8, __mmask8)
+FMM_SMALL_AVX512_STACK(fmm_stack_s_avx512_x, fmm_sblk_avx512_x, float,
+                       4, __mmask8)
+FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_z, fmm_dblk_avx512_z, double,
+                       8, __mmask8)
+FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_y, fmm_dblk_avx512_y, double,
+                       4, __mmask8)
+FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_x, fmm_dblk_avx512_x, double,
+                       2, __mmask8)
 
-/* Entry points (B with unit column stride): narrow C takes the ymm body. */
-static FMM_T512 void fmm_small_s_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                                        float alpha, const float *a,
-                                        ptrdiff_t rs_a, ptrdiff_t cs_a,
-                                        const float *b, ptrdiff_t rs_b,
-                                        float beta, float *c, ptrdiff_t rs_c,
-                                        ptrdiff_t cs_c)
-{
-    if (n <= 8)
-        fmm_small_s_avx512_y(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                             rs_c, cs_c);
-    else
-        fmm_small_s_avx512_z(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                             rs_c, cs_c);
-}
+/* Entry points (B with unit column stride): narrow C takes a narrower body. */
+#define FMM_SMALL_AVX512_ENTRY(NAME, ARGS, CALL, X, Y, Z, T)                   \
+    static FMM_T512 void NAME(ARGS)                                            \
+    {                                                                          \
+        if (n <= 16 / (int)sizeof(T))                                          \
+            X CALL;                                                            \
+        else if (n <= 32 / (int)sizeof(T))                                     \
+            Y CALL;                                                            \
+        else                                                                   \
+            Z CALL;                                                            \
+    }
+#define FMM_SMALL_ARGS(T)                                                      \
+    ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,                \
+        ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b, T beta,    \
+        T *c, ptrdiff_t rs_c, ptrdiff_t cs_c
+#define FMM_SMALL_CALL                                                         \
+    (m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c, rs_c, cs_c)
+#define FMM_STACK_CALL                                                         \
+    (count, m, n, k, alpha, ai, rs_a, cs_a, bs_a, bj, rs_b, bs_b, beta, ci,    \
+     rs_c, cs_c, bs_c)
 
-static FMM_T512 void fmm_small_d_avx512(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                                        double alpha, const double *a,
-                                        ptrdiff_t rs_a, ptrdiff_t cs_a,
-                                        const double *b, ptrdiff_t rs_b,
-                                        double beta, double *c, ptrdiff_t rs_c,
-                                        ptrdiff_t cs_c)
-{
-    if (n <= 4)
-        fmm_small_d_avx512_y(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                             rs_c, cs_c);
-    else
-        fmm_small_d_avx512_z(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                             rs_c, cs_c);
-}
+FMM_SMALL_AVX512_ENTRY(fmm_small_s_avx512, FMM_SMALL_ARGS(float),
+                       FMM_SMALL_CALL, fmm_small_s_avx512_x,
+                       fmm_small_s_avx512_y, fmm_small_s_avx512_z, float)
+FMM_SMALL_AVX512_ENTRY(fmm_small_d_avx512, FMM_SMALL_ARGS(double),
+                       FMM_SMALL_CALL, fmm_small_d_avx512_x,
+                       fmm_small_d_avx512_y, fmm_small_d_avx512_z, double)
+FMM_SMALL_AVX512_ENTRY(fmm_stack_s_avx512, FMM_SMALL_STACK_ARGS(float),
+                       FMM_STACK_CALL, fmm_stack_s_avx512_x,
+                       fmm_stack_s_avx512_y, fmm_stack_s_avx512_z, float)
+FMM_SMALL_AVX512_ENTRY(fmm_stack_d_avx512, FMM_SMALL_STACK_ARGS(double),
+                       FMM_STACK_CALL, fmm_stack_d_avx512_x,
+                       fmm_stack_d_avx512_y, fmm_stack_d_avx512_z, double)
 
 #endif
