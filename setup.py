@@ -26,11 +26,13 @@ int main(void) {
 }
 """
 
-# The compiled modules, by folder: the drivers (the loops, no ISA code), the
-# numpy-facing front ends, the dense-layer ops.  Kernels are C headers
+# The compiled modules, by folder: the drivers (the loops, no ISA code; the
+# packed kernels in force live in driver/_context), the numpy-facing front
+# ends, the dense-layer ops.  Kernels are C headers
 # (fastmm/kernels/) compiled into the modules that include them.
-MODULES = ["driver/_threads", "driver/_packed", "driver/_unpacked",
-           "_linalg", "_blas", "_lowp", "nn/_ops", "nn/_fastpath"]
+MODULES = ["driver/_threads", "driver/_context", "driver/_packed",
+           "driver/_unpacked", "_linalg", "_blas", "_lowp", "nn/_ops",
+           "nn/_fastpath"]
 
 
 def openmp_flags(compiler):

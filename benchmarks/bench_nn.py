@@ -120,8 +120,8 @@ class LinearBackward(_Pinned):
 
 def main():
     _, nn = _fastmm_nn()
-    from fastmm.driver import _packed
-    print(f"kernel: {_packed.kernel_info()['name']}; float32; best of "
+    from fastmm.driver import _context
+    print(f"kernel: {_context.kernel_info()['name']}; float32; best of "
           f"blocks timed apart; speedup = numpy time / fastmm time")
     print(f"{'benchmark':<16}{'shape (m,k->n)':<18}{'threads':>8}"
           f"{'fastmm ms':>11}{'numpy ms':>10}{'speedup':>9}")

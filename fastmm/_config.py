@@ -1,7 +1,7 @@
 """The build and run-time configuration fastmm reports (show_config, info)."""
 import platform
 
-from fastmm.driver import _packed, _unpacked, _threads
+from fastmm.driver import _context, _packed, _unpacked, _threads
 from fastmm import _lowp
 from fastmm._cpu import read_caches
 
@@ -37,9 +37,9 @@ def config():
         "cpu_features": cpu_features(),
         "caches": {f"L{lvl}": f"{c.size // 1024} KiB, {c.ways}-way"
                    for lvl, c in sorted(caches.items())},
-        "kernels_compiled": _packed.compiled_kernels(),
-        "kernels_supported": _packed.available_kernels(),
-        "kernel": _packed.kernel_info(),
+        "kernels_compiled": _context.compiled_kernels(),
+        "kernels_supported": _context.available_kernels(),
+        "kernel": _context.kernel_info(),
         "config": _row_info(),
         "small_kernel": _unpacked.small_kernel(),
         "lowp_kernels": _lowp.lowp_kernels(),

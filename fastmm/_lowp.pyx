@@ -53,7 +53,7 @@ KINDS = {"int8": FMM_SRC_I8, "uint8": FMM_SRC_U8, "bfloat16": FMM_SRC_BF16,
 
 def select_lowp(name):
     """Follow kernel family ``name`` ("avx512": VNNI / BF16 where the CPU has
-    them; anything else: portable C).  fastmm.driver._packed.select_kernel
+    them; anything else: portable C).  fastmm.driver._context.select_kernel
     calls it."""
     cdef bytes key = name.encode()
     fmm_lp_select(key)
@@ -96,5 +96,5 @@ def gemm_lowp(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, str kind_a,
     return c
 
 
-from fastmm.driver._packed import kernel_info as _kernel_info
+from fastmm.driver._context import kernel_info as _kernel_info
 select_lowp(_kernel_info()["name"])

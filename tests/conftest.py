@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm.driver import _packed, _threads
+from fastmm.driver import _context, _threads
 
 
 def select_kernel(name):
     """Use kernel family ``name`` (None: the default) on every path; the
     unpacked small-product path must follow the packed one."""
-    chosen = _packed.select_kernel(name)
+    chosen = _context.select_kernel(name)
     from fastmm.driver import _unpacked
     assert _unpacked.small_kernel() == chosen
     return chosen
 
 
-@pytest.fixture(params=_packed.available_kernels())
+@pytest.fixture(params=_context.available_kernels())
 def kernel(request):
     """Run the test once per kernel family this CPU supports."""
     name = select_kernel(request.param)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm.driver import _packed, _unpacked, _threads
+from fastmm.driver import _context, _packed, _unpacked, _threads
 from fastmm import _linalg, config
 from fastmm.config.registry import ROWS, Signature, parse_signature, select
 from conftest import assert_close, random, reference
@@ -75,14 +75,14 @@ def test_every_row_names_a_compiled_kernel_family():
     names = [row.name for row, _, _ in ROWS]
     assert len(names) == len(set(names))
     for row, _, _ in ROWS:
-        assert row.isa in _packed.compiled_kernels()
+        assert row.isa in _context.compiled_kernels()
         assert row.flops_per_thread > 0 and row.small_mnk >= 0
 
 
 def test_the_row_in_force_drives_every_path():
     cur = config.current()
     row = cur["row"]
-    assert cur["isa"] == _packed.kernel_info()["name"] == _unpacked.small_kernel()
+    assert cur["isa"] == _context.kernel_info()["name"] == _unpacked.small_kernel()
     assert _linalg.routing() == {"small_mnk": row.small_mnk,
                                  "skinny_m": row.skinny_m,
                                  "narrow_n": row.narrow_n,
@@ -91,7 +91,7 @@ def test_the_row_in_force_drives_every_path():
     assert _threads.flops_per_thread() == row.flops_per_thread
     assert _packed.pack_prefetch() == tuple(row.pack_prefetch)
     blocks = config.blocks_for(row, cur["isa"])
-    info = _packed.kernel_info()
+    info = _context.kernel_info()
     for dt in ("float32", "float64"):
         mc, kc, nc = blocks[dt]
         assert (info[dt]["KC"], info[dt]["NC"] >= 1) == (kc, True)
@@ -122,12 +122,12 @@ def _products_are_right():
 
 @pytest.mark.parametrize("row", [r for r, _, _ in ROWS], ids=lambda r: r.name)
 def test_every_runnable_row_gives_correct_results(row):
-    if row.isa not in _packed.available_kernels():
+    if row.isa not in _context.available_kernels():
         pytest.skip(f"this CPU cannot run {row.isa}")
     saved = config.current()
     try:
         config.apply(row, "test", "test")
-        assert _packed.kernel_info()["name"] == row.isa == _unpacked.small_kernel()
+        assert _context.kernel_info()["name"] == row.isa == _unpacked.small_kernel()
         _products_are_right()
     finally:
         config.apply(saved["row"], saved["reason"], saved["source"])

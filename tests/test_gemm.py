@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import fastmm
-from fastmm.driver import _packed, _threads
+from fastmm.driver import _context, _packed, _threads
 from fastmm import _linalg
 from conftest import (assert_close, assert_ran, forced_threads, layouts,
                       out_layouts, random, reference, select_kernel)
@@ -23,7 +23,7 @@ DTYPES = [np.float32, np.float64]
 
 
 def blocks(dtype):
-    return _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]
+    return _context.kernel_info()["float32" if dtype == np.float32 else "float64"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -356,7 +356,7 @@ def products(draw):
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
-@given(products(), st.sampled_from(_packed.available_kernels()))
+@given(products(), st.sampled_from(_context.available_kernels()))
 def test_hypothesis_matmul(case, kname):
     a, b, out = case
     select_kernel(kname)
@@ -400,17 +400,17 @@ def test_subnormals_are_kept(kernel, dtype):
 
 
 def test_kernel_selection():
-    names = _packed.available_kernels()
+    names = _context.available_kernels()
     assert names and names[-1] == "generic"
-    assert set(names) <= set(_packed.compiled_kernels())
-    assert _packed.kernel_info()["name"] == names[0]        # best by default
+    assert set(names) <= set(_context.compiled_kernels())
+    assert _context.kernel_info()["name"] == names[0]        # best by default
     with pytest.warns(RuntimeWarning, match="unknown kernel"):
-        assert _packed.select_kernel("no-such-kernel") == names[0]
-    _packed.select_kernel(None)
+        assert _context.select_kernel("no-such-kernel") == names[0]
+    _context.select_kernel(None)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, FASTMM_KERNEL="generic", PYTHONPATH=root)
     out = subprocess.run([sys.executable, "-c",
-                          "from fastmm.driver import _packed; print(_packed.kernel_info()['name'])"],
+                          "from fastmm.driver import _context; print(_context.kernel_info()['name'])"],
                          env=env, cwd=root, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "generic"

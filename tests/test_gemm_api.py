@@ -173,8 +173,8 @@ def test_overwrite_c(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_c_overlapping_inputs(dtype):
     # k past KC, so C is written while parts of A or B are still unread
-    from fastmm.driver import _packed
-    k = _packed.kernel_info()[np.dtype(dtype).name]["KC"] + 5
+    from fastmm.driver import _context
+    k = _context.kernel_info()[np.dtype(dtype).name]["KC"] + 5
     a = random((20, k), dtype, 1)
     b = random((k, k), dtype, 2)
     ref = 2 * reference(a, b) + np.asarray(a, np.longdouble)

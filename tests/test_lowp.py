@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm.driver import _packed
+from fastmm.driver import _context
 from fastmm import _lowp
 from conftest import (assert_ran, forced_threads, layouts, random,
                       select_kernel)
@@ -286,7 +286,7 @@ def strided(draw, x):
 @given(st.data(), st.integers(0, 40), st.integers(0, 40),
        st.sampled_from([0, 1, 3, 4, 5, 63, I8_KC - 1, I8_KC + 5]),
        st.sampled_from(range(len(INT_KINDS))),
-       st.sampled_from(_packed.available_kernels()), st.sampled_from([1, 2]))
+       st.sampled_from(_context.available_kernels()), st.sampled_from([1, 2]))
 def test_hypothesis_int8(data, m, n, k, kinds, kname, nt):
     ta, tb = INT_KINDS[kinds]
     a = data.draw(strided(ints((m, k), ta, m + 7 * n)))

@@ -346,7 +346,7 @@ def test_operator_module_and_method_forms():
 
 def test_show_config(capsys):
     from fastmm import _config
-    from fastmm.driver import _packed
+    from fastmm.driver import _context
     fastmm.show_config()
     text = capsys.readouterr().out
     cfg = _config.config()
@@ -354,7 +354,7 @@ def test_show_config(capsys):
     assert cfg["num_threads"] == fastmm.get_num_threads()
     assert cfg["kernel"]["name"] in cfg["kernels_supported"]
     assert set(cfg["kernels_supported"]) <= set(cfg["kernels_compiled"])
-    assert cfg["kernels_supported"] == _packed.available_kernels()
+    assert cfg["kernels_supported"] == _context.available_kernels()
     assert "generic" in cfg["kernels_compiled"]
     for dt in ("float32", "float64"):
         blk = cfg["kernel"][dt]

@@ -8,7 +8,7 @@ import pytest
 
 import fastmm
 import fastmm.nn as nn
-from fastmm.driver import _packed
+from fastmm.driver import _context
 from conftest import assert_ran, forced_threads, out_layouts
 
 ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu",
@@ -196,7 +196,7 @@ def test_forward_packed_epilogue(shape, act, dtype):
     (PACKED_CASES) and 2 (PACKED_CASES_2, which must match 1 bit for bit)."""
     m, k, n = shape
     if k == 600:
-        assert k > _packed.kernel_info()[np.dtype(dtype).name]["KC"]
+        assert k > _context.kernel_info()[np.dtype(dtype).name]["KC"]
     x, w, b, _ = data(m, k, n, dtype, seed=12)
     z = x.astype(np.float64) @ w.astype(np.float64)
     refs = {"no bias": ref_act(z, act)}

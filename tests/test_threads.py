@@ -357,8 +357,8 @@ def test_kernel_switch_while_other_threads_multiply():
     out = run_python("""
         import threading, time
         import numpy as np, fastmm
-        from fastmm.driver import _packed
-        names = _packed.available_kernels()
+        from fastmm.driver import _context
+        names = _context.available_kernels()
         rng = np.random.default_rng(0)
         shapes = [(150, 170, 130), (40, 30, 20), (300, 64, 200), (97, 301, 129)]
         jobs = []
@@ -387,12 +387,12 @@ def test_kernel_switch_while_other_threads_multiply():
         switches = 0
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
-            _packed.select_kernel(names[switches % len(names)])
+            _context.select_kernel(names[switches % len(names)])
             switches += 1
         stop.set()
         for t in workers:
             t.join()
-        _packed.select_kernel(None)
+        _context.select_kernel(None)
         print(len(bad), switches > 10)
     """, timeout=60)
     assert out == "0 True", out

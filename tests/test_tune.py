@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm.driver import _packed, _threads
+from fastmm.driver import _context, _threads
 from fastmm import _linalg
 from fastmm.config import (apply, current, registry, select, signature,
                            tuned)
@@ -41,10 +41,10 @@ def env_with(**changes):
 
 # what a fresh interpreter has in force, as JSON on stdout
 SHOW = ("import json, warnings; warnings.simplefilter('always'); "
-        "import fastmm; from fastmm import _linalg; from fastmm.driver import _packed, _threads; "
+        "import fastmm; from fastmm import _linalg; from fastmm.driver import _context, _packed, _threads; "
         "from fastmm.config import current; c = current(); "
         "print(json.dumps({'source': c['source'], 'row': c['row'].name, "
-        "'measured': c['row'].measured, 'kernel': _packed.kernel_info(), "
+        "'measured': c['row'].measured, 'kernel': _context.kernel_info(), "
         "'routing': _linalg.routing(), "
         "'flops_per_thread': _threads.flops_per_thread(), "
         "'pack_prefetch': _packed.pack_prefetch()}))")
@@ -88,7 +88,7 @@ def test_tune_writes_a_valid_file_within_its_budget(tuned_run):
     assert data["fastmm_version"] == fastmm.__version__
     sig = signature()
     assert data["signature"] == tuned.signature_dict(sig)
-    builtin, _ = select(sig, _packed.available_kernels())
+    builtin, _ = select(sig, _context.available_kernels())
     assert data["base_row"] == builtin.name
     assert set(data["row"]) == set(tuned.FIELDS)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
@@ -153,7 +153,7 @@ def test_a_corrupt_file_at_import_warns_and_keeps_the_built_in_row(tmp_path):
 @pytest.fixture
 def sig_row():
     sig = signature()
-    return sig, select(sig, _packed.available_kernels())[0]
+    return sig, select(sig, _context.available_kernels())[0]
 
 
 def valid_doc(sig, row, **row_changes):
@@ -308,7 +308,7 @@ SHAPES = [(1, 7, 5), (5, 7, 1), (13, 17, 11), (65, 33, 70), (130, 129, 131),
 def test_products_are_right_under_a_tuned_row(dtype):
     before = current()
     row = before["row"]
-    mr = _packed.kernel_shapes(row.isa)
+    mr = _context.kernel_shapes(row.isa)
     # odd blocks (edge tiles in every loop), routing and threading
     odd = row.with_(blocks={"float32": (3 * mr["float32"][0], 40,
                                         2 * mr["float32"][1]),
@@ -320,7 +320,7 @@ def test_products_are_right_under_a_tuned_row(dtype):
         assert current()["source"] == "tuned file test"
         assert _linalg.routing()["small_mnk"] == 50 ** 3
         assert _threads.flops_per_thread() == 1e4
-        assert _packed.kernel_info()["float32"]["KC"] == 40
+        assert _context.kernel_info()["float32"]["KC"] == 40
         for i, (m, k, n) in enumerate(SHAPES):
             a, b = random((m, k), dtype, i), random((k, n), dtype, i + 50)
             with fastmm.threads(2):

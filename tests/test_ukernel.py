@@ -1,7 +1,7 @@
 """Every micro-kernel against the contract in fastmm/kernels/ukernel.h.
 
 Each test runs once per kernel family this CPU supports and per dtype, calling
-the kernel directly (fastmm.driver._packed.run_ukernel) on packed panels, or through
+the kernel directly (fastmm.driver._context.run_ukernel) on packed panels, or through
 fastmm.matmul with that family selected for the edge tiles the driver builds.
 """
 import os
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import fastmm
-from fastmm.driver import _packed
+from fastmm.driver import _context, _packed
 
-KERNELS = _packed.available_kernels()
+KERNELS = _context.available_kernels()
 DTYPES = [np.float32, np.float64]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(params=KERNELS)
 def kernel_name(request):
     """Select one kernel family for the test; restore the default afterwards."""
-    assert _packed.select_kernel(request.param) == request.param
+    assert _context.select_kernel(request.param) == request.param
     try:
         yield request.param
     finally:
-        _packed.select_kernel(None)
+        _context.select_kernel(None)
 
 
 @pytest.fixture(params=DTYPES, ids=["float32", "float64"])
@@ -37,7 +37,7 @@ def dtype(request):
 
 def tile_shape(dtype):
     """(MR, NR) of the selected kernel family for dtype."""
-    info = _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]
+    info = _context.kernel_info()["float32" if dtype == np.float32 else "float64"]
     return info["MR"], info["NR"]
 
 
@@ -45,7 +45,7 @@ def run(name, alpha, a, b, beta, c):
     """C := alpha * A @ B + beta * C through the kernel; A is MR x k, B k x NR."""
     a_packed = np.ascontiguousarray(a.T)    # a_packed[p, i] = A[i, p]
     b_packed = np.ascontiguousarray(b)      # b_packed[p, j] = B[p, j]
-    return _packed.run_ukernel(name, a.shape[1], alpha, a_packed, b_packed,
+    return _context.run_ukernel(name, a.shape[1], alpha, a_packed, b_packed,
                              beta, c)
 
 
@@ -77,9 +77,9 @@ def test_edge_row_kernels(kernel_name, dtype):
     # kernel reads the MR-row panel layout but reads and writes only the
     # first `rows` rows of C (the driver hands it C itself)
     mr, nr = tile_shape(dtype)
-    if not _packed.has_edge_rows(kernel_name, dtype.name):
+    if not _context.has_edge_rows(kernel_name, dtype.name):
         with pytest.raises(ValueError, match="no edge-row kernel"):
-            _packed.run_ukernel(kernel_name, 1, 1, np.zeros((1, mr), dtype),
+            _context.run_ukernel(kernel_name, 1, 1, np.zeros((1, mr), dtype),
                                 np.zeros((1, nr), dtype), 0,
                                 np.zeros((mr, nr), dtype), rows=1)
         pytest.skip(f"{kernel_name} has no edge-row kernel")
@@ -92,12 +92,12 @@ def test_edge_row_kernels(kernel_name, dtype):
             c = c0.copy()
             if beta == 0:
                 c[:rows] = np.nan          # never read when beta == 0
-            _packed.run_ukernel(kernel_name, k, 1.5, np.ascontiguousarray(a.T),
+            _context.run_ukernel(kernel_name, k, 1.5, np.ascontiguousarray(a.T),
                                 b, beta, c, rows=rows)
             assert_within_bound(c[:rows], a[:rows], b, 1.5, beta, c0[:rows])
             np.testing.assert_array_equal(c[rows:], c0[rows:])
     with pytest.raises(ValueError, match="rows"):
-        _packed.run_ukernel(kernel_name, k, 1, np.ascontiguousarray(a.T), b,
+        _context.run_ukernel(kernel_name, k, 1, np.ascontiguousarray(a.T), b,
                             0, c, rows=mr + 1)
 
 
@@ -203,7 +203,7 @@ def test_nan_inf_propagate(kernel_name, dtype, case):
 def test_run_ukernel_rejects_bad_shapes(dtype):
     name = KERNELS[0]
     with pytest.raises(ValueError):
-        _packed.run_ukernel(name, 4, 1, np.zeros((4, 3), dtype),
+        _context.run_ukernel(name, 4, 1, np.zeros((4, 3), dtype),
                           np.zeros((4, 3), dtype), 0, np.zeros((3, 3), dtype))
 
 
@@ -227,7 +227,7 @@ def test_edge_tiles_through_matmul(kernel_name, dtype):
 def test_edge_tiles_across_k_blocks(kernel_name, dtype):
     """Edge tiles accumulate correctly over several KC blocks (beta = 1 path)."""
     mr, nr = tile_shape(dtype)
-    kc = _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
+    kc = _context.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
     k = 2 * kc + 3
     for m, n in ((3 * mr + 1, 5 * nr + nr - 1), (4 * mr, 4 * nr), (mr - 1, 1)):
         a = random((m, k), dtype, m)
@@ -257,7 +257,7 @@ def test_edge_tiles_through_the_packed_driver(kernel_name, dtype, nthreads):
     column-major A and B, strided), C in either order, straight into the
     packed driver whatever matmul's routing would pick."""
     mr, nr = tile_shape(dtype)
-    kc = _packed.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
+    kc = _context.kernel_info()["float32" if dtype == np.float32 else "float64"]["KC"]
     shapes = [(1, 1, 1), (mr - 1, 3, nr + 1), (mr + 1, kc + 1, 2 * nr - 1),
               (3 * mr + 5, 5, nr), (2 * mr, 2 * kc + 7, 3 * nr + 3)]
     for m, k, n in shapes:
@@ -298,14 +298,14 @@ def _import_with_kernel(value):
     env = dict(os.environ, FASTMM_KERNEL=value,
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     code = ("import warnings, fastmm\n"
-            "from fastmm.driver import _packed\n"
-            "print(_packed.kernel_info()['name'])\n")
+            "from fastmm.driver import _context\n"
+            "print(_context.kernel_info()['name'])\n")
     return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def _unsupported_kernels():
-    return [k for k in _packed.compiled_kernels() if k not in KERNELS]
+    return [k for k in _context.compiled_kernels() if k not in KERNELS]
 
 
 @pytest.mark.parametrize("value", ["no-such-kernel"] + _unsupported_kernels())
@@ -326,6 +326,6 @@ def test_kernel_env_picks_a_supported_kernel():
 def test_select_kernel_warns_and_falls_back():
     try:
         with pytest.warns(RuntimeWarning, match="unavailable"):
-            assert _packed.select_kernel("no-such-kernel") == KERNELS[0]
+            assert _context.select_kernel("no-such-kernel") == KERNELS[0]
     finally:
-        _packed.select_kernel(None)
+        _context.select_kernel(None)

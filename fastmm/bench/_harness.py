@@ -764,7 +764,7 @@ def run(args):
     peers = load_peers(args.peers)
     for peer in peers:
         print(f"peer {peer.label}: {peer.describe()}")
-    from fastmm.driver import _packed
+    from fastmm.driver import _context
     if "lowp" in families:
         from fastmm._lowp import lowp_kernels
         lp = lowp_kernels()
@@ -772,7 +772,7 @@ def run(args):
               f"bfloat16 -> float32 {lp['bfloat16']}; ml_dtypes: "
               + ("installed" if bfloat16_type() else "not installed (no "
                  "bfloat16-operand timings)"))
-    print(f"fastmm kernel: {_packed.kernel_info()['name']}; threads: "
+    print(f"fastmm kernel: {_context.kernel_info()['name']}; threads: "
           f"{', '.join(map(str, thread_counts))} (every library pinned to the "
           f"same count); best of {args.repeats}"
           + ("" if args.repeats > 1 else " (one round: stability not checked)"))

@@ -19,12 +19,12 @@ def blocks_for(row, isa=None):
     """{"float32": (MC, KC, NC), "float64": ...} for ``row`` on kernel
     family ``isa`` (default: the row's): its explicit blocks, else its rule
     over this machine's caches."""
-    from fastmm.driver import _packed
+    from fastmm.driver import _context
     from fastmm._cpu import block_sizes
     isa = isa or row.isa
     if row.blocks and isa == row.isa:
         return {dt: tuple(row.blocks[dt]) for dt in ("float32", "float64")}
-    shapes = _packed.kernel_shapes(isa)
+    shapes = _context.kernel_shapes(isa)
     return {dt: block_sizes(mr, nr, size, kc_max=row.kc_max,
                             b_panel_l2_fraction=row.b_panel_l2_fraction)
             for dt, (mr, nr), size in (("float32", shapes["float32"], 4),
@@ -35,19 +35,19 @@ def apply(row=None, reason=None, source="built-in"):
     """Put ``row`` (default: the registry's choice for this CPU, or the
     tuned file's, see fastmm.config.tuned) in force in every compiled
     module: kernel family, block sizes, routing and threading thresholds."""
-    from fastmm.driver import _packed, _threads
+    from fastmm.driver import _context, _packed, _threads
     from fastmm import _linalg
     if row is None:
         sig = signature()
-        row, reason = select(sig, _packed.available_kernels())
+        row, reason = select(sig, _context.available_kernels())
         from fastmm.config import tuned
         found = tuned.load(sig, row)
         if found is not None:
             row, source = found
     forced = os.environ.get("FASTMM_KERNEL") or None
-    isa = _packed.select_kernel(forced or row.isa)
+    isa = _context.select_kernel(forced or row.isa)
     blocks = blocks_for(row, isa)
-    _packed.set_blocking(isa, blocks["float32"], blocks["float64"])
+    _context.set_blocking(isa, blocks["float32"], blocks["float64"])
     _packed.set_short_n(row.short_n)
     _packed.set_pack_prefetch(*row.pack_prefetch)
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,

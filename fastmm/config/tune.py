@@ -261,14 +261,14 @@ def geomean(values):
 def installer(row):
     """A callable that puts ``row`` in force in the compiled modules, as
     fastmm.config.apply does (without FASTMM_KERNEL and the bookkeeping)."""
-    from fastmm.driver import _packed, _threads
+    from fastmm.driver import _context, _packed, _threads
     from fastmm import _linalg
     from fastmm.config import blocks_for
     blocks = blocks_for(row)
 
     def install():
-        _packed.set_blocking(row.isa, blocks["float32"], blocks["float64"])
-        _packed.select_kernel(row.isa)
+        _context.set_blocking(row.isa, blocks["float32"], blocks["float64"])
+        _context.select_kernel(row.isa)
         _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                             row.shallow_k, row.skinny_kn)
         _threads.set_flops_per_thread(row.flops_per_thread)
@@ -290,9 +290,9 @@ def _cell(e):
 # ---- (a) kernel family ----
 
 def stage_kernel(s, row, out):
-    from fastmm.driver import _packed
+    from fastmm.driver import _context
     from fastmm.config import blocks_for
-    families = _packed.available_kernels()
+    families = _context.available_kernels()
     installer(row)()
     probe = {dt: s.probe(256, dt) for dt in DTYPES}
     # the other families: assumed 3x slower on average (generic is ~5x)
@@ -302,8 +302,8 @@ def stage_kernel(s, row, out):
         blocks = blocks_for(row, fam)
 
         def setup(fam=fam, blocks=blocks):
-            _packed.set_blocking(fam, blocks["float32"], blocks["float64"])
-            _packed.select_kernel(fam)
+            _context.set_blocking(fam, blocks["float32"], blocks["float64"])
+            _context.select_kernel(fam)
         for dt in DTYPES:
             entries.append(Entry(dt, fam, ("kernel", fam), setup, (n, n, n),
                                  dt, keep=fam == row.isa,
@@ -358,12 +358,12 @@ def block_candidates(builtin, mr, itemsize, l2_bytes):
 
 
 def stage_blocks(s, row, out):
-    from fastmm.driver import _packed
+    from fastmm.driver import _context
     from fastmm._cpu import read_caches
     from fastmm.config import blocks_for
     isa, l2 = row.isa, read_caches()[2].size
     builtin = blocks_for(row)
-    shapes = _packed.kernel_shapes(isa)
+    shapes = _context.kernel_shapes(isa)
     cands = {dt: block_candidates(builtin[dt], shapes[dt][0], size, l2)
              for dt, size in (("float32", 4), ("float64", 8))}
     installer(row)()
@@ -375,7 +375,7 @@ def stage_blocks(s, row, out):
             blocks = dict(builtin, **{dt: cand})
 
             def setup(blocks=blocks):
-                _packed.set_blocking(isa, blocks["float32"], blocks["float64"])
+                _context.set_blocking(isa, blocks["float32"], blocks["float64"])
             entries.append(Entry(dt, "x".join(map(str, cand)),
                                  ("blocks", dt, cand), setup, (n, n, n), dt,
                                  keep=cand == builtin[dt],
@@ -741,12 +741,12 @@ def run(seconds=120.0, output=None, dry_run=False, stream=None,
     from threadpoolctl import threadpool_limits
 
     import fastmm
-    from fastmm.driver import _packed, _threads
+    from fastmm.driver import _context, _threads
     from fastmm.bench._progress import Progress
     from fastmm.config import apply, current, select, signature, tuned
     stream = stream or sys.stdout
     sig = signature()
-    builtin, reason = select(sig, _packed.available_kernels())
+    builtin, reason = select(sig, _context.available_kernels())
     before = current()
     bar = Progress(100, prefix="tune ") if progress else None
     s = Search(seconds, bar)

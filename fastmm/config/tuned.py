@@ -230,9 +230,9 @@ def measured_text(measured):
 
 
 def _runnable():
-    from fastmm.driver import _packed
-    return {isa: _packed.kernel_shapes(isa)
-            for isa in _packed.available_kernels()}
+    from fastmm.driver import _context
+    return {isa: _context.kernel_shapes(isa)
+            for isa in _context.available_kernels()}
 
 
 def load(sig, row, file=None):

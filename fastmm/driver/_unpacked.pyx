@@ -92,7 +92,7 @@ def select_small_kernel(name=None):
     """Use the unpacked path's kernels for ISA ``name`` ("avx512", "avx2" or
     "generic"; None: the best this CPU runs).  Returns the name in use: a
     name this CPU cannot run falls back to the best one it can.
-    fastmm.driver._packed.select_kernel calls this too, so one call switches
+    fastmm.driver._context.select_kernel calls this too, so one call switches
     both."""
     global _in_use
     cdef bytes key = name.encode() if name else b""

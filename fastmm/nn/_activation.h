@@ -248,7 +248,7 @@ FMM_SOFTMAX_ROW(fmm_softmax_row_f64_base, , double, exp)
 
 /* 2: AVX-512, 1: AVX2+FMA, 0: baseline; -1 until chosen.  Each module that
  * includes this header has its own copy, set by fmm_act_select from the one
- * decision (fastmm.driver._packed.select_kernel, following fastmm.config's
+ * decision (fastmm.driver._context.select_kernel, following fastmm.config's
  * row). */
 static int fmm_act_isa = -1;
 

@@ -36,12 +36,12 @@ cnp.import_array()
 
 def _select_activation_isa(name):
     """This module's copy of the activation routines' ISA choice (see
-    fastmm.driver._packed.select_kernel, which calls it)."""
+    fastmm.driver._context.select_kernel, which calls it)."""
     cdef bytes key = name.encode()
     return fmm_act_select(key).decode()
 
 
-from fastmm.driver._packed import kernel_info as _kernel_info
+from fastmm.driver._context import kernel_info as _kernel_info
 _select_activation_isa(_kernel_info()["name"])
 
 cdef enum:

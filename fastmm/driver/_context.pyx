@@ -1,0 +1,273 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The kernels and block sizes in force: BLIS's "context" for the packed
+driver's loops (driver/_packed.pyx), which read it once per product through
+``active_blocking``.
+
+The kernel families are compiled here, from kernels/dispatch.h's table; one
+of them is in force, chosen once at import (FASTMM_KERNEL, or the best this
+CPU runs) and switched by ``select_kernel``, which switches the unpacked
+path, the low-precision kernels and the activations with it.  fastmm.config
+applies its row's block sizes through ``set_blocking``.
+"""
+from libc.stdlib cimport malloc, free
+
+from fastmm.nn._epilogue cimport fmm_act_select
+
+cdef extern from "kernels/dispatch.h" nogil:
+    ctypedef void (*fmm_sgemm_ukr_t)(Py_ssize_t k, float alpha, const float* a,
+                                     const float* b, float beta, float* c,
+                                     Py_ssize_t ldc)
+    ctypedef void (*fmm_dgemm_ukr_t)(Py_ssize_t k, double alpha, const double* a,
+                                     const double* b, double beta, double* c,
+                                     Py_ssize_t ldc)
+    ctypedef void (*fmm_sgemm_rows_t)(Py_ssize_t k, float alpha,
+                                      const float* a, const float* b,
+                                      float beta, float* c, Py_ssize_t ldc,
+                                      int rows)
+    ctypedef void (*fmm_dgemm_rows_t)(Py_ssize_t k, double alpha,
+                                      const double* a, const double* b,
+                                      double beta, double* c, Py_ssize_t ldc,
+                                      int rows)
+    ctypedef struct fmm_kernel_t:
+        const char* name
+        int (*cpu_supports)()
+        int s_mr, s_nr
+        fmm_sgemm_ukr_t sgemm
+        int d_mr, d_nr
+        fmm_dgemm_ukr_t dgemm
+        fmm_sgemm_rows_t sgemm_rows
+        fmm_dgemm_rows_t dgemm_rows
+    const fmm_kernel_t* fmm_kernels
+    int fmm_kernel_count()
+    int FMM_MAX_TILE
+
+cdef extern from "driver/_parallel.h" nogil:
+    const void* fmm_load_config(const void* const* slot)
+    void fmm_publish_config(const void** slot, const void* cfg)
+
+
+# One kernel family with its blocking for both dtypes.  Each is filled once
+# and never written again; select_kernel and set_blocking publish a pointer
+# to one with a single atomic store, and a product reads that pointer once,
+# so a switch while other threads multiply can never mix two families' MR,
+# NR, block sizes and kernels in one product.  A replaced Config is not
+# freed (a product may still be reading it): a few hundred bytes per
+# set_blocking call, which only the configuration and the tuner make.
+cdef struct Config:
+    const fmm_kernel_t* kernel
+    Blocking s
+    Blocking d
+
+# per kernel family, the Config in force for it; replaced (never modified)
+# by set_blocking
+cdef const Config* _family_cfg[8]
+cdef const Config* _active = NULL
+
+
+cdef inline const Config* _config() noexcept nogil:
+    return <const Config*>fmm_load_config(<const void* const*>&_active)
+
+
+cdef const Blocking* active_blocking(bint f64) noexcept nogil:
+    cdef const Config* cfg = _config()
+    return &cfg.d if f64 else &cfg.s
+
+
+# ---- kernel selection (once at import; FASTMM_KERNEL or select_kernel) ----
+
+def available_kernels():
+    """Names of the kernel families this CPU can run, best first."""
+    return [fmm_kernels[i].name.decode() for i in range(fmm_kernel_count())
+            if fmm_kernels[i].cpu_supports()]
+
+
+def compiled_kernels():
+    """Names of all kernel families in this build, best first."""
+    return [fmm_kernels[i].name.decode() for i in range(fmm_kernel_count())]
+
+
+def select_kernel(name=None):
+    """Use kernel family ``name`` (None: the best this CPU supports).
+
+    Returns the name chosen.  A family this CPU cannot run, or one this build
+    lacks, falls back to the best supported one with a RuntimeWarning.
+    """
+    import warnings
+    supported = available_kernels()
+    if name is None or name == "":
+        name = supported[0]
+    elif name not in supported:
+        known = compiled_kernels()
+        why = ("this CPU lacks its instructions" if name in known
+               else f"unknown kernel; choose from {known}")
+        warnings.warn(f"fastmm: kernel {name!r} unavailable ({why}); "
+                      f"using {supported[0]!r}", RuntimeWarning, stacklevel=2)
+        name = supported[0]
+    fmm_publish_config(<const void**>&_active, _family_cfg[_family(name)])
+    # the unpacked small-product path and the activations share the ISA
+    # names: one decision switches all three
+    import sys
+    for module, select in (("fastmm.driver._unpacked", "select_small_kernel"),
+                           ("fastmm._lowp", "select_lowp"),
+                           ("fastmm._linalg", "_select_activation_isa"),
+                           ("fastmm.nn._ops", "_select_activation_isa")):
+        # a module still importing sets its copy from kernel_info() itself
+        fn = getattr(sys.modules.get(module), select, None)
+        if fn is not None:
+            fn(name)
+    cdef bytes key = name.encode()
+    fmm_act_select(key)
+    return name
+
+
+cdef int _family(str name) except -1:
+    cdef int i
+    for i in range(fmm_kernel_count()):
+        if fmm_kernels[i].name.decode() == name:
+            return i
+    raise ValueError(f"unknown kernel family {name!r}; this build has "
+                     f"{compiled_kernels()}")
+
+
+def set_blocking(name, float32, float64):
+    """Use cache block sizes (MC, KC, NC) per dtype for kernel family
+    ``name`` from now on (fastmm.config applies its row's; the tuner tries
+    candidates).  MC and NC are rounded down to multiples of the kernel's
+    MR and NR.  Safe while other threads multiply."""
+    cdef int i = _family(name)
+    cdef Config* cfg = <Config*>malloc(sizeof(Config))
+    if cfg == NULL:
+        raise MemoryError()
+    cfg.kernel = &fmm_kernels[i]
+    try:
+        _fill_blocking(&cfg.s, cfg.kernel.s_mr, cfg.kernel.s_nr,
+                       <void*>cfg.kernel.sgemm, float32)
+        _fill_blocking(&cfg.d, cfg.kernel.d_mr, cfg.kernel.d_nr,
+                       <void*>cfg.kernel.dgemm, float64)
+        cfg.s.ukr_rows = <void*>cfg.kernel.sgemm_rows
+        cfg.d.ukr_rows = <void*>cfg.kernel.dgemm_rows
+    except BaseException:
+        free(cfg)
+        raise
+    _family_cfg[i] = cfg
+    if _active != NULL and _active.kernel == cfg.kernel:
+        fmm_publish_config(<const void**>&_active, cfg)
+
+
+cdef int _fill_blocking(Blocking* blk, int mr, int nr, void* ukr,
+                        sizes) except -1:
+    mc, kc, nc = (int(x) for x in sizes)
+    if min(mc, kc, nc) < 1 or max(mc, kc, nc) > 1 << 20:
+        raise ValueError(f"block sizes must lie in [1, 2**20], got {sizes}")
+    blk.MR, blk.NR, blk.ukr = mr, nr, ukr
+    blk.MC = max(mr, mc // mr * mr)
+    blk.KC = kc
+    blk.NC = max(nr, nc // nr * nr)
+    return 0
+
+
+cdef void _fill_configs():
+    from fastmm._cpu import block_sizes
+    cdef int i
+    cdef const fmm_kernel_t* k
+    if fmm_kernel_count() > 8:
+        raise ImportError("fastmm: more kernel families than _family_cfg holds")
+    for i in range(fmm_kernel_count()):
+        k = &fmm_kernels[i]
+        set_blocking(k.name.decode(), block_sizes(k.s_mr, k.s_nr, 4),
+                     block_sizes(k.d_mr, k.d_nr, 8))
+
+
+def kernel_shapes(name):
+    """{"float32": (MR, NR), "float64": (MR, NR)} of kernel family ``name``."""
+    cdef const fmm_kernel_t* k = &fmm_kernels[_family(name)]
+    return {"float32": (k.s_mr, k.s_nr), "float64": (k.d_mr, k.d_nr)}
+
+
+def kernel_info():
+    """The kernel family in use and its register and cache block sizes."""
+    cdef const Config* cfg = _config()
+    return {"name": cfg.kernel.name.decode(), "float32": _blocking_dict(&cfg.s),
+            "float64": _blocking_dict(&cfg.d)}
+
+
+cdef dict _blocking_dict(const Blocking* blk):
+    return {"MR": blk.MR, "NR": blk.NR, "MC": blk.MC, "KC": blk.KC,
+            "NC": blk.NC}
+
+
+def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c,
+                rows=None):
+    """Call kernel family ``name``'s micro-kernel once (for tests).
+
+    a_packed: (k, MR), b_packed: (k, NR), c: (MR, NR) with unit column stride;
+    all of one dtype, float32 or float64.  Updates c in place.  ``rows``
+    (1..MR): call the family's edge-row kernel instead, which may touch only
+    c's first ``rows`` rows; ValueError if the family has none.
+    """
+    import numpy as np
+    cdef int i
+    cdef const fmm_kernel_t* kern = NULL
+    for i in range(fmm_kernel_count()):
+        if fmm_kernels[i].name.decode() == name:
+            kern = &fmm_kernels[i]
+    if kern == NULL or not kern.cpu_supports():
+        raise ValueError(f"kernel {name!r} is not available on this CPU")
+    dtype = c.dtype
+    if dtype not in (np.float32, np.float64):
+        raise TypeError("run_ukernel works on float32 or float64")
+    cdef int mr = kern.s_mr if dtype == np.float32 else kern.d_mr
+    cdef int nr = kern.s_nr if dtype == np.float32 else kern.d_nr
+    if k < 1 or a_packed.shape != (k, mr) or b_packed.shape != (k, nr) \
+            or c.shape != (mr, nr) or c.strides[1] != c.itemsize:
+        raise ValueError(f"shapes must be ({k}, {mr}), ({k}, {nr}), ({mr}, {nr})")
+    # the contract promises the kernel 64-byte aligned panels
+    ap = _aligned_copy(np, a_packed, dtype)
+    bp = _aligned_copy(np, b_packed, dtype)
+    cdef float[:, ::1] sa, sb
+    cdef double[:, ::1] da, db
+    cdef float[:, :] sc
+    cdef double[:, :] dc
+    cdef int r = mr if rows is None else rows
+    if rows is not None:
+        if (kern.sgemm_rows if dtype == np.float32 else kern.dgemm_rows) == NULL:
+            raise ValueError(f"kernel {name!r} has no edge-row kernel")
+        if not 1 <= r <= mr:
+            raise ValueError(f"rows must lie in [1, {mr}], got {rows}")
+    if dtype == np.float32:
+        sa, sb, sc = ap, bp, c
+        if rows is None:
+            kern.sgemm(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
+                       c.strides[0] // 4)
+        else:
+            kern.sgemm_rows(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
+                            c.strides[0] // 4, r)
+    else:
+        da, db, dc = ap, bp, c
+        if rows is None:
+            kern.dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
+                       c.strides[0] // 8)
+        else:
+            kern.dgemm_rows(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
+                            c.strides[0] // 8, r)
+    return c
+
+
+def has_edge_rows(name, dtype):
+    """Whether kernel family ``name`` has an edge-row kernel for dtype."""
+    cdef const fmm_kernel_t* k = &fmm_kernels[_family(name)]
+    return (k.sgemm_rows if dtype == "float32" else k.dgemm_rows) != NULL
+
+
+def _aligned_copy(np, arr, dtype):
+    nbytes = arr.size * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    out = raw[start:start + nbytes].view(dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+import os as _os
+_fill_configs()
+select_kernel(_os.environ.get("FASTMM_KERNEL") or None)
