@@ -125,6 +125,26 @@ def test_thread_grids(kernel, shape, nt):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nt", [1, 2])
+def test_packed_rows_over_several_a_blocks(dtype, nt):
+    """m past MC: the rows go in A blocks of even size (one either side of
+    each multiple of MC, and a remainder under one MR strip), through the
+    packed driver itself, with the rows beside C left untouched."""
+    b_ = blocks(dtype)
+    mc, mr, nr = b_["MC"], b_["MR"], b_["NR"]
+    for i, m in enumerate([mc + 1, 2 * mc - 1, 2 * mc + 1, 2 * mc + mr + 3]):
+        n, k = nr + 3, 20
+        a = random((m, k), dtype, 50 + i)
+        b = random((k, n), dtype, 60 + i)
+        big = np.full((m + 2, n), -3.0, dtype)
+        with fastmm.threads(nt), _threads.record() as seen:
+            _packed.run_packed(1.0, a, b, 0.0, big[1:-1], nthreads=nt)
+        assert_ran(seen, "packed", nt)
+        assert_close(big[1:-1], reference(a, b), a, b)
+        assert (big[0] == -3.0).all() and (big[-1] == -3.0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_stacks(nthreads, dtype):
     # many small products run one per thread; few large ones share threads;
     # length-1 and missing batch axes broadcast (zero batch strides)
