@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 import pytest
 
+import fastmm
 import fastmm.nn as nn
 from fastmm.nn import quantized as qz
 from conftest import assert_ran, forced_threads
@@ -84,6 +85,42 @@ def test_quantize_rows_bound_and_grid():
     nonzero = np.abs(x).max(1) > 0
     assert (np.abs(x_q[nonzero].astype(int)).max(1) == 127).all()
     assert s_x[3] == 0 and not x_q[3].any()
+
+
+def _numpy_quantize_rows(x):
+    """The scheme of quantize_rows in numpy float32 operations."""
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(len(x), np.float32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        inv = np.float32(127) / amax
+        scale = amax / np.float32(127)
+        inv[~np.isfinite(inv)] = 0
+        y = x * inv[:, None]
+    bad = ~np.isfinite(x).all(axis=1)
+    y[bad] = 0
+    scale[bad] = np.nan
+    return np.rint(y).astype(np.int8), scale
+
+
+def test_quantize_rows_equals_numpy_float32():
+    """The compiled quantizer is numpy's float32 arithmetic bit for bit: ties
+    round to even, NaN and infinite rows, zero, tiny and subnormal rows, row
+    lengths around its 16 lanes, a strided input."""
+    rng = np.random.default_rng(5)
+    for k in (0, 1, 15, 16, 17, 40, 300):
+        x = rng.standard_normal((12, k)).astype(np.float32)
+        x[1] = 0
+        if k:
+            x[2, k // 2] = np.nan
+            x[3, -1] = -np.inf
+            x[4] = np.float32(1e-38) * np.sign(x[4])     # 127 / max overflows
+            x[5] = np.float32(3e-45)                       # subnormal
+            x[6] = np.arange(k, dtype=np.float32) - k / 2  # exact halves
+            x[7] = x[7].max() - x[7]                       # extreme first
+        for xs in (x, np.repeat(x, 2, axis=1)[:, ::2]):
+            x_q, s_x = qz.quantize_rows(xs)
+            want_q, want_s = _numpy_quantize_rows(np.ascontiguousarray(xs))
+            assert np.array_equal(x_q, want_q), k
+            assert np.array_equal(s_x, want_s, equal_nan=True), k
 
 
 def test_quantize_weight_bound_and_grid():
@@ -374,3 +411,77 @@ def test_float64_model_and_empty_input():
     with pytest.raises(ValueError, match="features"):
         q.predict(x[:, :4])
     assert "QuantizedSequential('int8'" in repr(q)
+
+
+# ---- the fused write-back (driver/_lowp.h) ----
+
+@pytest.mark.parametrize("mode", qz.MODES)
+@pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu",
+                                        "sigmoid", "gelu"])
+@pytest.mark.parametrize("nt", [1, 2])
+def test_write_back_fused_equals_separate_passes(mode, activation, nt):
+    """The low-precision driver's epilogue on each finished tile gives, bit
+    for bit, what a product followed by numpy's dequantize, bias and
+    fastmm.nn's activation gives: edge rows and columns, k past one int8 k
+    block (1024), with and without bias, and a strided output (through the
+    scalar write-back)."""
+    from fastmm import _lowp
+    from fastmm.driver import _threads
+    from fastmm.nn import _ops
+    code = _ops.CODES[activation]
+    x, w, b = _data((29, 1100, 45), seed=12)
+    b32 = b.astype(np.float32)
+    if mode == "int8":
+        w_q, s_w = qz.quantize_weight(w)
+        x_q, s_x = qz.quantize_rows(x)
+        plain = np.matmul(x_q, w_q, dtype=np.int32).astype(np.float32)
+        plain = plain * s_x[:, None] * s_w
+        args = (x_q, w_q, "int8", "int8")
+        scales = dict(row_scale=s_x, col_scale=s_w)
+    else:
+        w_bits = qz._to_bf16_bits(w)
+        plain = np.empty((29, 45), np.float32)
+        _lowp.gemm_lowp(x, w_bits, plain, "float32", "bfloat16")
+        args = (x, w_bits, "float32", "bfloat16")
+        scales = {}
+    for bias in (None, b32):
+        want = plain if bias is None else plain + bias
+        want = nn.activate(want, activation) if code else want
+        contiguous = np.full((29, 45), np.nan, np.float32)
+        big = np.full((29, 90), -5.0, np.float32)
+        for y in (contiguous, big[:, ::2]):
+            with fastmm.threads(nt), _threads.record() as seen, \
+                    _threads.parallel_threshold(0):
+                _lowp.gemm_lowp(args[0], args[1], y, args[2], args[3],
+                                bias=bias, act=code, slope=0.01, **scales)
+            assert_ran(seen, "lowp", nt)
+            if code in (0, _ops.CODES["relu"], _ops.CODES["leaky_relu"]) \
+                    or y is contiguous:
+                assert np.array_equal(y, want), (activation, bias is None)
+            else:
+                # strided: the scalar activation, without the vector code's
+                # FMA contractions (gelu's erfc polynomial: up to ~4e-6)
+                np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-30)
+        assert (big[:, 1::2] == -5.0).all()
+
+
+def test_write_back_arguments_are_checked():
+    from fastmm import _lowp
+    a = np.ones((3, 4), np.int8)
+    b = np.ones((4, 5), np.int8)
+    s3, s5 = np.ones(3, np.float32), np.ones(5, np.float32)
+    y = np.empty((3, 5), np.float32)
+    with pytest.raises(ValueError, match="go together"):
+        _lowp.gemm_lowp(a, b, y, "int8", "int8", row_scale=s3)
+    with pytest.raises(TypeError, match="float32 output"):
+        _lowp.gemm_lowp(a, b, np.empty((3, 5), np.int32), "int8", "int8",
+                        row_scale=s3, col_scale=s5)
+    with pytest.raises(ValueError, match="5 elements"):
+        _lowp.gemm_lowp(a, b, y, "int8", "int8", row_scale=s3,
+                        col_scale=s3)
+    with pytest.raises(ValueError, match="activation code"):
+        _lowp.gemm_lowp(a, b, y, "int8", "int8", row_scale=s3,
+                        col_scale=s5, act=64)
+    _lowp.gemm_lowp(a, b, y, "int8", "int8", row_scale=s3, col_scale=s5,
+                    bias=s5)
+    assert (y == 5.0).all()

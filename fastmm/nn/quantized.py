@@ -32,17 +32,12 @@ are rounded to bfloat16 while the kernel packs them (the same rounding as
 ``fastmm.matmul(x, w, precision="bf16")``), the products accumulate in
 float32, and bias + activation follow.
 
-The write-back: the low-precision kernels have no epilogue yet (the float32
-and float64 layers of fastmm.nn add bias and activation to each tile inside
-the GEMM).  Here dequantize, bias and activation run after the product as
-numpy ufuncs with ``out=`` (no temporaries) plus the activation routine that
-fastmm.nn.activate uses, applied in place; they go over the output a block of
-rows at a time, so each block is read from memory once and the later steps
-find it in cache.  Softmax runs on whole rows, as in Sequential.  These
-passes, and the per-row quantization of int8 inputs, are numpy calls: for
-small layers (a 64-128-10 network) they cost more than the product, and
-float32 inference is faster; the low-precision modes pay off on layers of
-several hundred inputs and outputs and up.
+The write-back is fused, as in the float32 and float64 layers of fastmm.nn:
+the low-precision driver (driver/_lowp.h) dequantizes, adds the bias and
+applies the activation to each tile of the output right after the tile's
+last k block, while it is in L1; int8 sums become float32 in the output's
+own memory, so no int32 array is made.  Softmax needs whole rows and runs
+after the product, as in Sequential.
 """
 import json
 import math
@@ -63,9 +58,6 @@ _F32 = np.dtype(np.float32)
 _WEIGHT_DTYPE = {"int8": np.dtype(np.int8), "bf16": np.dtype(np.uint16)}
 # The longest int8 dot product whose int32 sum cannot overflow.
 _INT8_MAX_K = (2 ** 31 - 1) // (127 * 127)
-# Rows per block of the write-back: a block of the output (and of the int32
-# product) of about this many bytes stays in L2 between the numpy passes.
-_BLOCK_BYTES = 1 << 17
 
 
 def _check_mode(mode):
@@ -73,10 +65,6 @@ def _check_mode(mode):
         raise ValueError(f"unknown quantization mode {mode!r}; valid: "
                          f"{', '.join(map(repr, MODES))}")
     return mode
-
-
-def _rows_per_block(cols):
-    return max(1, _BLOCK_BYTES // (4 * max(cols, 1)))
 
 
 def _to_bf16_bits(w):
@@ -108,41 +96,24 @@ def quantize_rows(x, x_q=None, scale=None):
     """(x_q int8, s_x float32): per-row symmetric quantization of a float32
     (batch, features) array, written into ``x_q`` and ``scale`` if given.
 
-    s_x = max|x[i]| / 127 and x_q = round(x * (127 / max|x[i]|)): the
-    rounding error |x - s_x x_q| is at most s_x * (1/2 + 2**-15) (half a
-    step, plus float32's roundings of 127 / max, of the product and of s_x:
-    about 381 * 2**-24).  A zero row (or one too
-    small for a finite inverse scale) quantizes to zeros; a row with a NaN or
-    an infinity to zeros with s_x = NaN, so its output row is NaN.
+    s_x = max|x[i]| / 127 and x_q = round(x * (127 / max|x[i]|)) in
+    float32, rounded half to even: the rounding error |x - s_x x_q| is at
+    most s_x * (1/2 + 2**-15) (half a step, plus float32's roundings of
+    127 / max, of the product and of s_x: about 381 * 2**-24).  A zero row
+    (or one too small for a finite inverse scale) quantizes to zeros; a row
+    with a NaN or an infinity to zeros with s_x = NaN, so its output row is
+    NaN.  One pass of compiled code per row (driver/_lowp.h).
     """
     x = np.asarray(x)
     if x.ndim != 2 or x.dtype != _F32:
         raise ValueError(f"quantize_rows takes a 2-D float32 array, got "
                          f"{x.dtype} of shape {x.shape}")
+    if x.shape[1] > 1 and x.strides[1] != 4 or x.strides[0] % 4:
+        x = np.ascontiguousarray(x)
     m, k = x.shape
     x_q = np.empty((m, k), np.int8) if x_q is None else x_q
     scale = np.empty(m, _F32) if scale is None else scale
-    rows = _rows_per_block(k)
-    t = np.empty((min(m, rows), k), _F32)
-    # rows block by block: |x| and its row maxima, then x * inverse scale,
-    # rounded and cast to int8, each pass over a block still in cache
-    for i0 in range(0, m, rows):
-        i1 = min(i0 + rows, m)
-        xb, tb = x[i0:i1], t[:i1 - i0]
-        np.abs(xb, out=tb)
-        amax = np.max(tb, axis=1) if k else np.zeros(i1 - i0, _F32)
-        finite = np.isfinite(amax)
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            inv = np.float32(127) / amax
-            np.divide(amax, np.float32(127), out=scale[i0:i1])
-            inv[~np.isfinite(inv)] = 0  # zero or tiny rows: all zeros
-            np.multiply(xb, inv[:, None], out=tb)
-        if not finite.all():
-            tb[~finite] = 0             # NaN * 0 would reach the int8 cast
-            scale[i0:i1][~finite] = np.nan
-        # |x * fl(127 / max)| <= 127 (1 + 2**-24)**2 < 127.5: no clip needed
-        np.rint(tb, out=x_q[i0:i1], casting="unsafe")
-    return x_q, scale
+    return _lowp.quantize_rows(x, x_q, scale)
 
 
 class QuantizedDense:
@@ -189,26 +160,21 @@ class QuantizedDense:
                              f"{self.in_features}), got {x.shape}")
         m, n = len(x), self.out_features
         y = np.empty((m, n), _F32)
+        # dequantize, bias and activation run on each tile of y as the
+        # kernels finish it; softmax needs whole rows and follows
+        softmax = self.activation == "softmax"
+        act = 0 if softmax else self._code
         if self.mode == "int8":
             x_q, s_x = quantize_rows(x)
-            acc = np.empty((m, n), np.int32)
-            _lowp.gemm_lowp(x_q, self.W, acc, "int8", "int8")
+            _lowp.gemm_lowp(x_q, self.W, y, "int8", "int8", row_scale=s_x,
+                            col_scale=self.scale, bias=self.b, act=act,
+                            slope=self.slope)
         else:
             # x rounded to bfloat16 while packed, W read as bfloat16 bits
-            _lowp.gemm_lowp(x, self.W, y, "float32", "bfloat16")
-        rows = _rows_per_block(n)
-        for i0 in range(0, m, rows):
-            i1 = min(i0 + rows, m)
-            yb = y[i0:i1]
-            if self.mode == "int8":
-                # dequantize: int32 -> float32 inside the ufunc's buffer
-                np.multiply(acc[i0:i1], s_x[i0:i1, None], out=yb,
-                            dtype=_F32)
-                np.multiply(yb, self.scale, out=yb)
-            if self.b is not None:
-                np.add(yb, self.b, out=yb)
-            if self.activation != "identity":
-                _ops.apply_activation(yb, yb, self._code, self.slope)
+            _lowp.gemm_lowp(x, self.W, y, "float32", "bfloat16", bias=self.b,
+                            act=act, slope=self.slope)
+        if softmax:
+            _ops.apply_activation(y, y, self._code, self.slope)
         return y
 
     __call__ = forward
