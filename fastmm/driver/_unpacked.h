@@ -247,7 +247,7 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
     /* `count` products of a broadcast batch (batch strides bs_*, 0 where an   \
      * operand is broadcast, over nb <= FMM_MAX_BATCH_DIMS dims of `shape`),   \
      * split over nt threads; returns the team size.  The form is chosen once  \
-     * for the batch. */                                     \
+     * for the batch. */                                                       \
     static int P##_batch(ptrdiff_t count, int nb, const ptrdiff_t *shape,      \
                           const ptrdiff_t *bs_a, const ptrdiff_t *bs_b,        \
                           const ptrdiff_t *bs_c, ptrdiff_t m, ptrdiff_t n,     \
