@@ -53,12 +53,17 @@
 
 /* Cases of the row-tail switch in the ISA loops (R rows, 1 or 2 vectors),
  * each block run by LOOP: once (FMM_ONCE), or for every product of a stack
- * (FMM_OVER_STACK), so the block is chosen once per stack, not per product. */
-#define FMM_SMALL_CASE(BLK, R, LOOP)                                           \
+ * (FMM_OVER_STACK), so the block is chosen once per stack, not per product.
+ * A body entered only when C fits one vector takes the one-vector cases
+ * alone (FMM_SMALL_CASE_1V): every case is an inlined block, and a dead one
+ * still costs compile time. */
+#define FMM_SMALL_CASE_1V(BLK, R, LOOP)                                        \
     case 2 * R:                                                                \
         LOOP BLK(R, 1, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c,     \
                  cs_c, last);                                                  \
-        break;                                                                 \
+        break;
+#define FMM_SMALL_CASE(BLK, R, LOOP)                                           \
+    FMM_SMALL_CASE_1V(BLK, R, LOOP)                                            \
     case 2 * R + 1:                                                            \
         LOOP BLK(R, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c,     \
                  cs_c, last);                                                  \

@@ -4,10 +4,11 @@
  * with masked loads for the column tail, and broadcasts A's elements through
  * any strides, so nothing is packed and nothing is allocated.
  *
- * Three widths: 512-bit for wide C, and 256- or 128-bit (AVX-512VL masks)
- * when C has at most 8 or 4 float (4 or 2 double) columns, since Zen 4 runs a
- * ymm FMA twice as often as a half-empty zmm one, and a full vector is stored
- * without a mask (masked stores are slow on AMD).
+ * Three widths: 512-bit for wide C, and 256-bit (AVX-512VL masks) when C
+ * has at most 8 float / 4 double columns, since Zen 4 runs a ymm FMA twice as
+ * often as a half-empty zmm one; stacks also take 128-bit for at most 4 / 2
+ * columns, so a full vector is stored without a mask (masked stores are slow
+ * on AMD).
  */
 #ifndef FASTMM_SMALL_AVX512_H
 #define FASTMM_SMALL_AVX512_H
@@ -90,7 +91,7 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_x, double, __m128d,
 
 /* The loops over C's blocks: NV*L columns by 8 rows, with the row tail
  * dispatched to a block of exactly its height. */
-#define FMM_SMALL_AVX512_LOOPS(NAME, BLK, T, L, MT)                            \
+#define FMM_SMALL_AVX512_LOOPS(NAME, BLK, T, L, MT, CASE)                      \
     static FMM_T512 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \
                               const T *b, ptrdiff_t rs_b, T beta, T *c,        \
@@ -107,52 +108,50 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_x, double, __m128d,
                 const T *ai = a + i * rs_a;                                    \
                 T *ci = cj + i * rs_c;                                         \
                 switch ((m - i < 8 ? m - i : 8) * 2 + nv - 1) {                \
-                    FMM_SMALL_AVX512_CASES(BLK, FMM_ONCE)                      \
+                    FMM_SMALL_AVX512_CASES(CASE, BLK, FMM_ONCE)                \
                 }                                                              \
             }                                                                  \
         }                                                                      \
     }
-#define FMM_SMALL_AVX512_CASES(BLK, LOOP)                                      \
-    FMM_SMALL_CASE(BLK, 8, LOOP) FMM_SMALL_CASE(BLK, 7, LOOP)                  \
-    FMM_SMALL_CASE(BLK, 6, LOOP) FMM_SMALL_CASE(BLK, 5, LOOP)                  \
-    FMM_SMALL_CASE(BLK, 4, LOOP) FMM_SMALL_CASE(BLK, 3, LOOP)                  \
-    FMM_SMALL_CASE(BLK, 2, LOOP) FMM_SMALL_CASE(BLK, 1, LOOP)
+#define FMM_SMALL_AVX512_CASES(CASE, BLK, LOOP)                                \
+    CASE(BLK, 8, LOOP) CASE(BLK, 7, LOOP) CASE(BLK, 6, LOOP)                   \
+    CASE(BLK, 5, LOOP) CASE(BLK, 4, LOOP) CASE(BLK, 3, LOOP)                   \
+    CASE(BLK, 2, LOOP) CASE(BLK, 1, LOOP)
 
 /* A stack of products of at most 8 rows by 2 vectors: one block each. */
-#define FMM_SMALL_AVX512_STACK(NAME, BLK, T, L, MT)                            \
+#define FMM_SMALL_AVX512_STACK(NAME, BLK, T, L, MT, CASE)                      \
     static FMM_T512 void NAME(FMM_SMALL_STACK_ARGS(T))                         \
     {                                                                          \
         int nv = n > L ? 2 : 1;                                                \
         MT last = (MT)((1u << (n - (nv - 1) * L)) - 1);                        \
         switch (m * 2 + nv - 1) {                                              \
-            FMM_SMALL_AVX512_CASES(BLK, FMM_OVER_STACK)                        \
+            FMM_SMALL_AVX512_CASES(CASE, BLK, FMM_OVER_STACK)                  \
         }                                                                      \
     }
 
+/* The zmm bodies take C one or two vectors wide; the narrower ones only run
+ * where C fits one vector (the entry points below), and the xmm one only in
+ * stacks (a single product that small is all call overhead). */
 FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_z, fmm_sblk_avx512_z, float,
-                       16, __mmask16)
+                       16, __mmask16, FMM_SMALL_CASE)
 FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_y, fmm_sblk_avx512_y, float,
-                       8, __mmask8)
+                       8, __mmask8, FMM_SMALL_CASE_1V)
 FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_z, fmm_dblk_avx512_z, double,
-                       8, __mmask8)
+                       8, __mmask8, FMM_SMALL_CASE)
 FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_y, fmm_dblk_avx512_y, double,
-                       4, __mmask8)
-FMM_SMALL_AVX512_LOOPS(fmm_small_s_avx512_x, fmm_sblk_avx512_x, float,
-                       4, __mmask8)
-FMM_SMALL_AVX512_LOOPS(fmm_small_d_avx512_x, fmm_dblk_avx512_x, double,
-                       2, __mmask8)
+                       4, __mmask8, FMM_SMALL_CASE_1V)
 FMM_SMALL_AVX512_STACK(fmm_stack_s_avx512_z, fmm_sblk_avx512_z, float,
-                       16, __mmask16)
+                       16, __mmask16, FMM_SMALL_CASE)
 FMM_SMALL_AVX512_STACK(fmm_stack_s_avx512_y, fmm_sblk_avx512_y, float,
-                       8, __mmask8)
+                       8, __mmask8, FMM_SMALL_CASE_1V)
 FMM_SMALL_AVX512_STACK(fmm_stack_s_avx512_x, fmm_sblk_avx512_x, float,
-                       4, __mmask8)
+                       4, __mmask8, FMM_SMALL_CASE_1V)
 FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_z, fmm_dblk_avx512_z, double,
-                       8, __mmask8)
+                       8, __mmask8, FMM_SMALL_CASE)
 FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_y, fmm_dblk_avx512_y, double,
-                       4, __mmask8)
+                       4, __mmask8, FMM_SMALL_CASE_1V)
 FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_x, fmm_dblk_avx512_x, double,
-                       2, __mmask8)
+                       2, __mmask8, FMM_SMALL_CASE_1V)
 
 /* Entry points (B with unit column stride): narrow C takes a narrower body. */
 #define FMM_SMALL_AVX512_ENTRY(NAME, ARGS, CALL, X, Y, Z, T)                   \
@@ -176,10 +175,10 @@ FMM_SMALL_AVX512_STACK(fmm_stack_d_avx512_x, fmm_dblk_avx512_x, double,
      rs_c, cs_c, bs_c)
 
 FMM_SMALL_AVX512_ENTRY(fmm_small_s_avx512, FMM_SMALL_ARGS(float),
-                       FMM_SMALL_CALL, fmm_small_s_avx512_x,
+                       FMM_SMALL_CALL, fmm_small_s_avx512_y,
                        fmm_small_s_avx512_y, fmm_small_s_avx512_z, float)
 FMM_SMALL_AVX512_ENTRY(fmm_small_d_avx512, FMM_SMALL_ARGS(double),
-                       FMM_SMALL_CALL, fmm_small_d_avx512_x,
+                       FMM_SMALL_CALL, fmm_small_d_avx512_y,
                        fmm_small_d_avx512_y, fmm_small_d_avx512_z, double)
 FMM_SMALL_AVX512_ENTRY(fmm_stack_s_avx512, FMM_SMALL_STACK_ARGS(float),
                        FMM_STACK_CALL, fmm_stack_s_avx512_x,
