@@ -86,11 +86,22 @@ def _run(x1, x2, out, result, compute, kind1, kind2):
         if (not isinstance(out, np.ndarray) or out.shape != shape
                 or out.dtype != result or not out.flags.writeable):
             return NotImplemented            # numpy's casting or error
-    c = np.empty(batch + (m, n), compute)
+    direct = (out is not None and result == compute and out.flags.aligned
+              and not np.may_share_memory(out, x1)
+              and not np.may_share_memory(out, x2))
+    if direct:
+        # straight into out (a view with the dimensions of 1-D operands
+        # put back), not through a temporary copied over it
+        c = np.expand_dims(out, -1) if b.ndim == 1 else out
+        c = np.expand_dims(c, -2) if a.ndim == 1 else c
+    else:
+        c = np.empty(batch + (m, n), compute)
     a3 = np.broadcast_to(a2, batch + a2.shape[-2:])
     b3 = np.broadcast_to(b2, batch + b2.shape[-2:])
     for idx in np.ndindex(*batch):
         _lowp.gemm_lowp(a3[idx], b3[idx], c[idx], kind1, kind2)
+    if direct:
+        return out
     c = c.reshape(shape)
     if result != compute:
         c = c.astype(result)                 # float32 -> bfloat16, nearest even

@@ -236,6 +236,32 @@ def test_edge_rows_write_only_inside_out(lowp_kernel, nt):
         assert (fbase[0] == 5).all() and (fbase[m + 1:] == 5).all()
 
 
+def test_out_is_written_in_place():
+    """An out= of the result's dtype receives the product directly: no
+    temporary of its size is allocated and copied over it (numpy's arrays
+    are traced by tracemalloc), for int8, bfloat16 precision and a 1-D
+    operand."""
+    import tracemalloc
+    a, b = ints((64, 256), I8, 3), ints((256, 512), I8, 4)
+    af, bf = random((64, 256), F32, 5), random((256, 512), F32, 6)
+    cases = [(a, b, np.empty((64, 512), I32), dict(dtype=I32)),
+             (af, bf, np.empty((64, 512), F32), dict(precision="bf16")),
+             (a[0], ints((256, 8192), I8, 7), np.empty(8192, I32),
+              dict(dtype=I32))]
+    for x, y, out, kw in cases:
+        want = fastmm.matmul(x, y, **kw)
+        out[...] = 0
+        tracemalloc.start()
+        try:
+            got = fastmm.matmul(x, y, out=out, **kw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert got is out
+        assert np.array_equal(out, want)
+        assert peak < out.nbytes // 2, (kw, peak, out.nbytes)
+
+
 @pytest.mark.parametrize("kinds", INT_KINDS, ids=INT_IDS)
 def test_int8_out_overlapping_an_input(kinds):
     # out's bytes are A's (or B's): the result must be that of the inputs
