@@ -118,6 +118,40 @@ class LinearBackward(_Pinned):
     track_speedup.unit = "x (numpy time / fastmm time)"
 
 
+class QuantizedForward(_Pinned):
+    """A quantized relu layer's forward (int8: rows quantized, exact int32
+    products, dequantize + bias + relu fused in the write-back; bf16) beside
+    the float32 layer's fused forward."""
+    params = (["int8", "bf16"], SHAPES, THREADS)
+    param_names = ["mode", "shape", "threads"]
+
+    def setup(self, mode, shape, threads):
+        super().setup(shape, threads)
+        if not hasattr(self.nn, "quantize"):
+            raise NotImplementedError("fastmm.nn.quantize unavailable")
+        layer = self.nn.Dense(*self.w.shape, "relu")
+        layer.W[...] = self.w
+        layer.b[...] = self.b
+        self.layer = self.nn.quantize(self.nn.Sequential([layer]),
+                                      mode).layers[0]
+
+    def teardown(self, mode, shape, threads):
+        super().teardown(shape, threads)
+
+    def time_quantized(self, mode, shape, threads):
+        self.layer.forward(self.x)
+
+    def time_float32(self, mode, shape, threads):
+        self.nn.linear(self.x, self.w, self.b, "relu")
+
+    def track_vs_float32(self, mode, shape, threads):
+        t_f32, t_q = best_times([
+            lambda: self.nn.linear(self.x, self.w, self.b, "relu"),
+            lambda: self.layer.forward(self.x)])
+        return rounded(t_f32 / t_q)
+    track_vs_float32.unit = "x (float32 layer time / quantized layer time)"
+
+
 def main():
     _, nn = _fastmm_nn()
     from fastmm.driver import _context
