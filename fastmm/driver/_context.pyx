@@ -14,29 +14,16 @@ from libc.stdlib cimport malloc, free
 from fastmm.nn._epilogue cimport fmm_act_select
 
 cdef extern from "kernels/dispatch.h" nogil:
-    ctypedef void (*fmm_sgemm_ukr_t)(Py_ssize_t k, float alpha, const float* a,
-                                     const float* b, float beta, float* c,
-                                     Py_ssize_t ldc)
-    ctypedef void (*fmm_dgemm_ukr_t)(Py_ssize_t k, double alpha, const double* a,
-                                     const double* b, double beta, double* c,
-                                     Py_ssize_t ldc)
-    ctypedef void (*fmm_sgemm_rows_t)(Py_ssize_t k, float alpha,
-                                      const float* a, const float* b,
-                                      float beta, float* c, Py_ssize_t ldc,
-                                      int rows)
-    ctypedef void (*fmm_dgemm_rows_t)(Py_ssize_t k, double alpha,
-                                      const double* a, const double* b,
-                                      double beta, double* c, Py_ssize_t ldc,
-                                      int rows)
+    # the kernel signatures are _context.pxd's (ukernel.h's contract)
     ctypedef struct fmm_kernel_t:
         const char* name
         int (*cpu_supports)()
         int s_mr, s_nr
-        fmm_sgemm_ukr_t sgemm
+        sgemm_ukr_t sgemm
         int d_mr, d_nr
-        fmm_dgemm_ukr_t dgemm
-        fmm_sgemm_rows_t sgemm_rows
-        fmm_dgemm_rows_t dgemm_rows
+        dgemm_ukr_t dgemm
+        sgemm_rows_t sgemm_rows
+        dgemm_rows_t dgemm_rows
     const fmm_kernel_t* fmm_kernels
     int fmm_kernel_count()
     int FMM_MAX_TILE
