@@ -123,6 +123,31 @@ def test_skinny_with_copied_panels(isa, dtype):
         _check(out, a, b, dtype)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocks_in_either_order_write_c_exactly(isa, dtype):
+    # The register blocks are walked a row block at a time when B is a few
+    # KiB (kernels/small.h, FMM_SMALL_ROWS_FIRST_BYTES: 16 KiB), a column
+    # slice at a time when it is larger; both must reach every block of C,
+    # row and column tails included, once, and nothing beside C.
+    rng = np.random.default_rng(11)
+    item = np.dtype(dtype).itemsize
+    for m, k in [(7, 5), (9, 16), (23, 37), (33, 40)]:
+        for b_bytes in (2048, 8192, 15 * 1024, 40 * 1024, 100 * 1024):
+            n = max(1, b_bytes // (item * k))
+            for n in (n, n + 3):
+                a = _rand(rng, (m, k), dtype)
+                b = _rand(rng, (k, n), dtype)
+                big = np.full((m + 2, n + 5), np.nan, dtype)
+                out = big[1:-1, 2:-3]
+                fastmm.matmul(a, b, out=out)
+                _check(out, a, b, dtype)
+                assert np.isnan(big[[0, -1]]).all()
+                assert np.isnan(big[:, [0, 1, -3, -2, -1]]).all()
+                c = _rand(rng, (m, n), dtype)
+                _check(fastmm.gemm(2.0, a, b, 0.5, c), a, b, dtype, 2.0, 0.5,
+                       c)
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_out_with_nan_is_not_read(isa, dtype):
     rng = np.random.default_rng(4)

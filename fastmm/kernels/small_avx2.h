@@ -77,25 +77,22 @@ FMM_SMALL_AVX2_BLOCK(fmm_dblk_avx2, double, __m256d, 4, pd, _mm256_maskload_pd)
     FMM_SMALL_CASE(BLK, 4, LOOP) FMM_SMALL_CASE(BLK, 3, LOOP)                  \
     FMM_SMALL_CASE(BLK, 2, LOOP) FMM_SMALL_CASE(BLK, 1, LOOP)
 
-/* 6 rows by 2 vectors (12 of the 16 ymm registers hold C). */
+/* 6 rows by 2 vectors (12 of the 16 ymm registers hold C), in the order
+ * fmm_small_next_block picks. */
 #define FMM_SMALL_AVX2_LOOPS(NAME, BLK, T, L)                                  \
     static FMM_T256 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \
                               const T *b, ptrdiff_t rs_b, T beta, T *c,        \
                               ptrdiff_t rs_c, ptrdiff_t cs_c)                  \
     {                                                                          \
-        for (ptrdiff_t j = 0; j < n; j += 2 * L) {                             \
+        FMM_SMALL_FOR_BLOCKS(m, n, k, T, 6, 2 * L) {                           \
             ptrdiff_t nr = n - j < 2 * L ? n - j : 2 * L;                      \
             int nv = nr > L ? 2 : 1;                                           \
             int last = (int)(nr - (nv - 1) * L);                               \
-            const T *bj = b + j;                                               \
-            T *cj = c + j * cs_c;                                              \
-            for (ptrdiff_t i = 0; i < m; i += 6) {                             \
-                const T *ai = a + i * rs_a;                                    \
-                T *ci = cj + i * rs_c;                                         \
-                switch ((m - i < 6 ? m - i : 6) * 2 + nv - 1) {                \
-                    FMM_SMALL_AVX2_CASES(BLK, FMM_ONCE)                        \
-                }                                                              \
+            const T *bj = b + j, *ai = a + i * rs_a;                           \
+            T *ci = c + j * cs_c + i * rs_c;                                   \
+            switch ((m - i < 6 ? m - i : 6) * 2 + nv - 1) {                    \
+                FMM_SMALL_AVX2_CASES(BLK, FMM_ONCE)                            \
             }                                                                  \
         }                                                                      \
     }

@@ -89,27 +89,24 @@ FMM_SMALL_AVX512_BLOCK(fmm_sblk_avx512_x, float, __m128,
 FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_x, double, __m128d,
                        2, __mmask8, _mm, pd)
 
-/* The loops over C's blocks: NV*L columns by 8 rows, with the row tail
- * dispatched to a block of exactly its height. */
+/* The loops over C's blocks: 8 rows by NV*L columns, in the order
+ * fmm_small_next_block picks, with the row tail dispatched to a block of
+ * exactly its height. */
 #define FMM_SMALL_AVX512_LOOPS(NAME, BLK, T, L, MT, CASE)                      \
     static FMM_T512 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \
                               const T *b, ptrdiff_t rs_b, T beta, T *c,        \
                               ptrdiff_t rs_c, ptrdiff_t cs_c)                  \
     {                                                                          \
-        for (ptrdiff_t j = 0; j < n; j += 2 * L) {                             \
+        FMM_SMALL_FOR_BLOCKS(m, n, k, T, 8, 2 * L) {                           \
             ptrdiff_t nr = n - j < 2 * L ? n - j : 2 * L;                      \
             int nv = nr > L ? 2 : 1;                                           \
             int tail = (int)(nr - (nv - 1) * L);                               \
             MT last = (MT)((1u << tail) - 1);                                  \
-            const T *bj = b + j;                                               \
-            T *cj = c + j * cs_c;                                              \
-            for (ptrdiff_t i = 0; i < m; i += 8) {                             \
-                const T *ai = a + i * rs_a;                                    \
-                T *ci = cj + i * rs_c;                                         \
-                switch ((m - i < 8 ? m - i : 8) * 2 + nv - 1) {                \
-                    FMM_SMALL_AVX512_CASES(CASE, BLK, FMM_ONCE)                \
-                }                                                              \
+            const T *bj = b + j, *ai = a + i * rs_a;                           \
+            T *ci = c + j * cs_c + i * rs_c;                                   \
+            switch ((m - i < 8 ? m - i : 8) * 2 + nv - 1) {                    \
+                FMM_SMALL_AVX512_CASES(CASE, BLK, FMM_ONCE)                    \
             }                                                                  \
         }                                                                      \
     }
