@@ -237,6 +237,37 @@ def test_threaded_skinny_and_gemv(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_threaded_vector_matrix_over_row_blocks(isa, dtype):
+    # x^T B with B's rows under 16 KiB and at least 64 rows a thread is
+    # shared by blocks of B's rows, each thread's sum added afterwards
+    # (driver/_unpacked.h, FMM_VM_SPLIT_*); A x with A's columns contiguous
+    # is the same product transposed.  Shapes on both sides of the rule.
+    rng = np.random.default_rng(12)
+    item = np.dtype(dtype).itemsize
+    for n, k in [(3, 128), (50, 129), (16384 // item - 1, 300),
+                 (16384 // item, 300), (700, 127), (9, 1000)]:
+        x = _rand(rng, (1, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        c = _rand(rng, (1, n), dtype)
+        with forced_threads(2) as seen:
+            got = fastmm.matmul(x, b)
+            big = np.full((3, 2 * n + 1), np.nan, dtype)
+            out = big[1:2, 1::2]                    # strided, NaN: not read
+            fastmm.matmul(x, b, out=out)
+            g = fastmm.gemm(-0.5, x, b, 2.0, c)
+            col = fastmm.matmul(np.asfortranarray(b.T), x[0])
+            colc = fastmm.gemm(1.5, np.asfortranarray(b.T), x.T, -1.0,
+                               np.ascontiguousarray(c.T))
+        assert_ran(seen, "small", 2)
+        _check(got, x, b, dtype)
+        _check(out, x, b, dtype)
+        assert np.isnan(big[[0, 2]]).all() and np.isnan(big[1, ::2]).all()
+        _check(g, x, b, dtype, -0.5, 2.0, c)
+        _check(col, b.T, x[0], dtype)
+        _check(colc, b.T, x.T, dtype, 1.5, -1.0, c.T)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_stacks(isa, dtype):
     rng = np.random.default_rng(8)
     for nthreads in (1, 2):

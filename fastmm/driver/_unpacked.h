@@ -11,6 +11,7 @@
 #include "kernels/small.h"
 #include "driver/_parallel.h"
 #include "driver/_prefetch.h"
+#include <stdlib.h>
 
 /* Batch dimensions a stack may have (numpy's limit on dimensions). */
 #define FMM_MAX_BATCH_DIMS 64
@@ -48,6 +49,11 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
         steps = 1;
     }
 }
+
+/* Threads share x^T B by blocks of B's rows (each at least this many rows)
+ * when B's rows are shorter than FMM_VM_SPLIT_BYTES, else by columns. */
+#define FMM_VM_SPLIT_ROWS 64
+#define FMM_VM_SPLIT_BYTES (16 * 1024)
 
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, STACK, STACK_COLS)             \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
@@ -150,6 +156,48 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
         }                                                                      \
     }                                                                          \
                                                                                \
+    /* x^T M (M: k x n, rows rs_m apart and contiguous) over nt > 1 threads \
+     * by blocks of M's rows, for short rows: split by columns, each thread  \
+     * would read runs of a few KiB a row apart, which the prefetchers       \
+     * follow poorly; whole rows make one contiguous stream per thread.      \
+     * Each thread sums its block privately and the sums are added in        \
+     * thread order.  Returns the team size, or 0 when the rule does not     \
+     * apply (or no memory) and the column split is to be used. */           \
+    static int P##_vm_rows(int nt, ptrdiff_t n, ptrdiff_t k, T alpha,          \
+                           const T *x, ptrdiff_t inc_x, const T *mat,          \
+                           ptrdiff_t rs_m, T beta, T *c, ptrdiff_t inc_c)      \
+    {                                                                          \
+        int team = 0;                                                          \
+        if (k < FMM_VM_SPLIT_ROWS * nt ||                                      \
+            n * (ptrdiff_t)sizeof(T) >= FMM_VM_SPLIT_BYTES)                    \
+            return 0;                                                          \
+        T *part = (T *)malloc((size_t)(nt - 1) * n * sizeof(T));               \
+        if (!part)                                                             \
+            return 0;                                                          \
+        FMM_OMP_PARALLEL(nt)                                                   \
+        {                                                                      \
+            ptrdiff_t lo, hi;                                                  \
+            int tid = fmm_thread_num(), tn = fmm_team_size();                  \
+            if (tid == 0)                                                      \
+                team = tn;                                                     \
+            fmm_share(k, 8, tid, tn, &lo, &hi);                                \
+            if (tid == 0) /* C := alpha x0^T M0 + beta C */                    \
+                fmm_small.VM(hi - lo, n, alpha, x, inc_x, mat, rs_m, beta, c,  \
+                             inc_c);                                           \
+            else if (lo < hi)                                                  \
+                fmm_small.VM(hi - lo, n, alpha, x + lo * inc_x, inc_x,         \
+                             mat + lo * rs_m, rs_m, (T)0,                      \
+                             part + (tid - 1) * n, 1);                         \
+            else                                                               \
+                memset(part + (tid - 1) * n, 0, n * sizeof(T));                \
+        }                                                                      \
+        for (int t = 0; t < team - 1; t++)                                     \
+            for (ptrdiff_t j = 0; j < n; j++)                                  \
+                c[j * inc_c] += part[t * n + j];                               \
+        free(part);                                                            \
+        return team;                                                           \
+    }                                                                          \
+                                                                               \
     /* Returns the number of threads that ran it. */                         \
     static int P(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha, const T *a,   \
                  ptrdiff_t rs_a, ptrdiff_t cs_a, const T *b, ptrdiff_t rs_b,   \
@@ -167,6 +215,19 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
             P##_part(0, 1, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, \
                      c, rs_c, cs_c);                                           \
             return 1;                                                          \
+        }                                                                      \
+        if (m == 1 && cs_b == 1 && n > 1) {                                    \
+            int vt = P##_vm_rows(nt, n, k, alpha, a, cs_a, b, rs_b, beta, c,   \
+                                 cs_c);                                        \
+            if (vt)                                                            \
+                return vt;                                                     \
+        }                                                                      \
+        if (n == 1 && rs_a == 1 && m > 1) { /* C's column = A x, A's columns   \
+                                               contiguous: x^T A^T */          \
+            int vt = P##_vm_rows(nt, m, k, alpha, b, rs_b, a, cs_a, beta, c,   \
+                                 rs_c);                                        \
+            if (vt)                                                            \
+                return vt;                                                     \
         }                                                                      \
         FMM_OMP_PARALLEL(nt)                                                   \
         {                                                                      \
