@@ -105,4 +105,4 @@ def show_config():
           + (f"; packed with a prefetch {ahead} rows ahead where B's rows "
              f"are >= {stride // 1024} KiB apart" if ahead else ""))
     print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "
-          f"of a product")
+          f"of a product (float32; a float64 flop counts twice)")

@@ -64,6 +64,11 @@ cdef double GEMV_COST = 8
 # one join, not the packed driver's barrier per k block: threads pay for
 # about STACK_COST times less work.
 cdef double STACK_COST = 8
+# The threads threshold counts float32 flops: a float64 flop takes two
+# (half the lanes a vector), so a float64 product pays for its threads at
+# half the flops.  (Zen 4, 2 threads against 1: float64 96^3 and
+# 64x64 @ 64x256 ran 1.5-1.8x faster, where float32 ones broke even.)
+cdef double F64_COST = 2
 
 
 def set_routing(small_mnk, skinny_m, narrow_n, shallow_k, skinny_kn):
@@ -141,7 +146,7 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     cdef int err = 0, team = 1
     cdef int* err_p = &err
     cdef int* team_p = &team
-    cdef double flops = 2.0 * m * n * k
+    cdef double flops = 2.0 * m * n * k * (F64_COST if real is double else 1)
     # matrix-vector products stream their matrix once (no reuse): a flop
     # costs about GEMV_COST times what it does in a GEMM, so threads pay
     # that much sooner

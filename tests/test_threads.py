@@ -645,3 +645,19 @@ def test_fork_before_any_threaded_product_keeps_threads():
         print(os.read(r, 100).decode())
     """, env_update={"OPENBLAS_NUM_THREADS": "1"})
     assert out == "2 0"
+
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="serial build")
+@pytest.mark.parametrize("shape", [(64, 64, 64), (200, 200, 200)])
+def test_float64_products_get_threads_at_half_the_flops(shape):
+    # the threshold counts float32 flops; a float64 flop takes two, so a
+    # product between the two thresholds runs on 2 threads in float64 only
+    m, k, n = shape
+    flops = 2.0 * m * n * k
+    with fastmm.threads(2), _threads.parallel_threshold(0.75 * flops):
+        for dtype, want in ((np.float32, 1), (np.float64, 2)):
+            a, b = random((m, k), dtype), random((k, n), dtype)
+            with _threads.record() as seen:
+                got = fastmm.matmul(a, b)
+            assert max(seen.values()) == want, (dtype, seen)
+            assert_close(got, reference(a, b), a, b)

@@ -41,8 +41,8 @@ class Row:
     kc_max: int = 512
     b_panel_l2_fraction: float = 1 / 16
     blocks: Optional[dict] = None
-    # threads: one per this many flops of a product (team start + barriers
-    # against the kernel's speed)
+    # threads: one per this many float32 flops of a product (team start +
+    # barriers against the kernel's speed); a float64 flop counts twice
     flops_per_thread: float = ZEN5_FLOPS_PER_THREAD
     # the unpacked path takes m*n*k up to small_mnk, m up to skinny_m rows,
     # k up to shallow_k, and n up to narrow_n columns (classifier heads:

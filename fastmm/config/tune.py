@@ -10,8 +10,9 @@ early leaves its time to the next ones):
                  block fills 0.5 / 0.75 / 0.9 of L2; NC the model's (1024², 1 thread)
   routing   15%  small_mnk and narrow_n: the unpacked path against the packed
                  driver on squares and on 512 x 512 @ 512 x n around the thresholds
-  threads   15%  flops_per_thread: the smallest square where 2 threads (forced)
-                 beat 1 by more than 5%
+  threads   15%  flops_per_thread: the smallest float32 square where 2 threads
+                 (forced) beat 1 by more than 5% (the threshold counts float32
+                 flops; a float64 product counts each flop twice)
   validation 10% the tuned row against the built-in on a few shapes (all
                  threads); if it loses by more than 3%, the built-in row stays
 
@@ -631,9 +632,11 @@ def stage_threads(s, row, out):
     sizes = _grid(per ** (1 / 3), 32, (0.4, 0.5, 0.6, 0.7, 0.8, 1, 1.2, 1.4,
                                        1.7, 2, 2.4), 16)
     entries = []
+    # float32 only: the threshold is in float32 flops, and float64 products
+    # reach it at half theirs (_linalg's F64_COST)
     for size in sizes:
         for way, n, force in (("1 thread", 1, False), ("2 threads", 2, True)):
-            for dt in DTYPES:
+            for dt in ("float32",):
                 entries.append(Entry(size, way, "threads", install,
                                      (size,) * 3, dt, threads=n, force=force,
                                      guess=2e-9 * size ** 3))
