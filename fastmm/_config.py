@@ -100,7 +100,7 @@ def show_config():
           f"(with k <= 256 or k*n <= {r['skinny_kn']}), n <= {r['narrow_n']}, "
           f"k <= {r['shallow_k']}, or a vector")
     ahead, stride = row["pack_prefetch"]
-    print(f"    packed path: per-thread B chunks when m <= MC and "
+    print(f"    packed path: per-thread B chunks when m <= 2 MC and "
           f"n >= {row['short_n']} or threads > 1"
           + (f"; packed with a prefetch {ahead} rows ahead where B's rows "
              f"are >= {stride // 1024} KiB apart" if ahead else ""))

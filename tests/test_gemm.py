@@ -518,11 +518,14 @@ def test_packed_short_m_chunks(kernel, nt):
     # reference: k over two KC blocks (beta = 1 on the second), m and n off
     # the tile edges, fewer column panels than threads, a strided and a
     # column-major B, beta != 0, and the fused bias + activation write-back.
-    shapes = [(5, 1100, 70), (37, 600, 200), (1, 40, 9), (13, 33, 31)]
+    # m = None: MC + 7 rows, past MC yet still one A block (up to 2 MC).
+    shapes = [(5, 1100, 70), (37, 600, 200), (1, 40, 9), (13, 33, 31),
+              (None, 600, 40)]
     saved = _packed.short_n()
     try:
-        for m, k, n in shapes:
+        for m_, k, n in shapes:
             for dtype in DTYPES:
+                m = m_ or blocks(dtype)["MC"] + 7
                 a = random((m, k), dtype, m)
                 b = random((k, 2 * n), dtype, n)[:, ::2]
                 c0 = random((m, n), dtype, k)
