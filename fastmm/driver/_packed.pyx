@@ -128,9 +128,8 @@ cdef inline bint _one_a_block(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
     # (see _gemm_thread), up to twice MC rows: such an A block overflows L2,
     # but B is then packed once and never goes through L3, where two A
     # blocks over a shared B panel stream the panel from L3 once each.
-    # Zen 4, m in (MC, 2 MC]: float64 256..384 x 1024 @ 1024 x 4096 +5-7%
-    # on 1 thread and +9-19% on 2, float32 400..768 rows +3-7%; level with
-    # k = 4096.
+    # Zen 4, m in (MC, 2 MC]: float64 256..320 x 1024 @ 1024 x 4096 +4-25%
+    # on 1 thread and +5-19% on 2, float32 512..700 rows +7-12% on 1.
     return m <= 2 * blk.MC and (n >= _short_n or nt > 1)
 
 

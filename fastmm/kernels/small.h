@@ -41,7 +41,7 @@
 /* A B up to this size (bytes) stays in L1 while the loops walk C's blocks a
  * row block at a time, so A, B and C are each read or written once, in
  * address order; a larger B is walked a column slice at a time, which keeps
- * that slice in L1 while A streams (fmm_small_next_block). */
+ * that slice in L1 while A streams (FMM_SMALL_FOR_BLOCKS). */
 #define FMM_SMALL_ROWS_FIRST_BYTES (16 * 1024)
 /* Length of a strided vector the dot form copies onto the stack. */
 #define FMM_SMALL_STACK_ELEMS 4096

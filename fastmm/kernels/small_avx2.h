@@ -78,7 +78,7 @@ FMM_SMALL_AVX2_BLOCK(fmm_dblk_avx2, double, __m256d, 4, pd, _mm256_maskload_pd)
     FMM_SMALL_CASE(BLK, 2, LOOP) FMM_SMALL_CASE(BLK, 1, LOOP)
 
 /* 6 rows by 2 vectors (12 of the 16 ymm registers hold C), in the order
- * fmm_small_next_block picks. */
+ * FMM_SMALL_FOR_BLOCKS picks. */
 #define FMM_SMALL_AVX2_LOOPS(NAME, BLK, T, L)                                  \
     static FMM_T256 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \

@@ -90,7 +90,7 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_x, double, __m128d,
                        2, __mmask8, _mm, pd)
 
 /* The loops over C's blocks: 8 rows by NV*L columns, in the order
- * fmm_small_next_block picks, with the row tail dispatched to a block of
+ * FMM_SMALL_FOR_BLOCKS picks, with the row tail dispatched to a block of
  * exactly its height. */
 #define FMM_SMALL_AVX512_LOOPS(NAME, BLK, T, L, MT, CASE)                      \
     static FMM_T512 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
