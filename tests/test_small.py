@@ -8,7 +8,8 @@ import pytest
 
 import fastmm
 from fastmm.driver import _threads
-from fastmm.driver._unpacked import select_small_kernel, stack_limits
+from fastmm.driver._unpacked import (select_small_kernel, stack_limits,
+                                     vm_row_splits)
 from conftest import assert_ran, forced_threads
 
 ISAS = ["avx512", "avx2", "generic"]
@@ -244,8 +245,11 @@ def test_threaded_vector_matrix_over_row_blocks(isa, dtype):
     # is the same product transposed.  Shapes on both sides of the rule.
     rng = np.random.default_rng(12)
     item = np.dtype(dtype).itemsize
-    for n, k in [(3, 128), (50, 129), (16384 // item - 1, 300),
-                 (16384 // item, 300), (700, 127), (9, 1000)]:
+    for n, k, rows in [(3, 128, True), (50, 129, True),
+                       (16384 // item - 1, 300, True),
+                       (16384 // item, 300, False), (700, 127, False),
+                       (9, 1000, True)]:
+        before = vm_row_splits()
         x = _rand(rng, (1, k), dtype)
         b = _rand(rng, (k, n), dtype)
         c = _rand(rng, (1, n), dtype)
@@ -259,6 +263,8 @@ def test_threaded_vector_matrix_over_row_blocks(isa, dtype):
             colc = fastmm.gemm(1.5, np.asfortranarray(b.T), x.T, -1.0,
                                np.ascontiguousarray(c.T))
         assert_ran(seen, "small", 2)
+        # the five products above: each by row blocks, or none of them
+        assert vm_row_splits() - before == (5 if rows else 0), (n, k)
         _check(got, x, b, dtype)
         _check(out, x, b, dtype)
         assert np.isnan(big[[0, 2]]).all() and np.isnan(big[1, ::2]).all()

@@ -54,6 +54,8 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
  * when B's rows are shorter than FMM_VM_SPLIT_BYTES, else by columns. */
 #define FMM_VM_SPLIT_ROWS 64
 #define FMM_VM_SPLIT_BYTES (16 * 1024)
+/* Test hook: products the calling thread ran by blocks of rows. */
+static __thread long fmm_vm_row_splits = 0;
 
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, STACK, STACK_COLS)             \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
@@ -195,6 +197,7 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
             for (ptrdiff_t j = 0; j < n; j++)                                  \
                 c[j * inc_c] += part[t * n + j];                               \
         free(part);                                                            \
+        fmm_vm_row_splits++;                                                   \
         return team;                                                           \
     }                                                                          \
                                                                                \

@@ -37,6 +37,7 @@ cdef extern from "driver/_unpacked.h" nogil:
         int nt)
     const char* fmm_small_init(const char* isa)
     void fmm_small_stack_limits(int* rows, int* cols_s, int* cols_d)
+    long fmm_vm_row_splits
 
 
 cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -111,6 +112,12 @@ def stack_limits():
     cdef int rows, cols_s, cols_d
     fmm_small_stack_limits(&rows, &cols_s, &cols_d)
     return rows, {"float32": cols_s, "float64": cols_d}
+
+
+def vm_row_splits():
+    """Test hook: how many vector @ matrix products the calling thread has
+    run split over threads by blocks of the matrix's rows."""
+    return fmm_vm_row_splits
 
 
 # FASTMM_KERNEL names the packed path's kernel family; the families share
