@@ -197,8 +197,10 @@ def test_nan_and_inf_propagate(isa, dtype):
 def test_matrix_vector(isa, dtype):
     rng = np.random.default_rng(6)
     # (13, 4133): y @ a crosses the vector @ matrix loop's 4096-column chunk
+    # (6, 29): k leaves one single-register step of the dot-product loop
+    # after its double steps on every ISA's register width
     for m, k in [(1, 1), (3, 2), (17, 33), (64, 1), (1, 100), (300, 257),
-                 (13, 4133)]:
+                 (13, 4133), (6, 29)]:
         a = _rand(rng, (m, k), dtype)
         x = _rand(rng, k, dtype)
         y = _rand(rng, m, dtype)

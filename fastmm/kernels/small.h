@@ -193,31 +193,53 @@ FMM_SMALL_REF(fmm_small_d_ref, double)
     }
 
 /* c[i] := alpha * dot(m[i, :], x) + beta * c[i], m's rows and x contiguous.
- * Lane-wise partial sums in a GCC vector extension type (one zmm, two ymm or
- * four xmm, by the target), two per row so FMA latency is hidden, four rows
- * at a time so x is loaded once per four rows; the lanes are then added as a
- * tree (a chain of adds would dominate short rows). */
+ * Lane-wise partial sums in a GCC vector extension type one register wide for
+ * the target (zmm, ymm, xmm: a wider type is split into several registers and
+ * the 8 sums plus the loads outgrow the 16 ymm/xmm registers, spilling every
+ * add), two per row so FMA latency is hidden, four rows at a time so x is
+ * loaded once per four rows; the lanes are then added as a tree (a chain of
+ * adds would dominate short rows). */
 typedef float fmm_v16s __attribute__((vector_size(64)));
 typedef double fmm_v8d __attribute__((vector_size(64)));
+typedef float fmm_v8s __attribute__((vector_size(32)));
+typedef double fmm_v4d __attribute__((vector_size(32)));
+typedef float fmm_v4s __attribute__((vector_size(16)));
+typedef double fmm_v2d __attribute__((vector_size(16)));
 
-/* Sum of the lanes, folding halves in registers (inlined into each ISA). */
-static inline __attribute__((always_inline)) float fmm_hsum_s(const fmm_v16s *p)
+/* Sum of the lanes, folding halves in registers down to two lanes (inlined
+ * into each ISA); each width halves into the next narrower type. */
+static inline __attribute__((always_inline)) float fmm_hsum_v4s(fmm_v4s v)
 {
-    fmm_v16s v = *p;
-    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2,
-                                 3, 4, 5, 6, 7);
-    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0,
-                                 1, 2, 3);
-    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2,
-                                 3, 0, 1);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
     return v[0] + v[1];
 }
-static inline __attribute__((always_inline)) double fmm_hsum_d(const fmm_v8d *p)
+static inline __attribute__((always_inline)) float fmm_hsum_v8s(fmm_v8s v)
 {
-    fmm_v8d v = *p;
-    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1);
+    fmm_v4s lo = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+    fmm_v4s hi = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    return fmm_hsum_v4s(lo + hi);
+}
+static inline __attribute__((always_inline)) float fmm_hsum_v16s(fmm_v16s v)
+{
+    fmm_v8s lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    fmm_v8s hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    return fmm_hsum_v8s(lo + hi);
+}
+static inline __attribute__((always_inline)) double fmm_hsum_v2d(fmm_v2d v)
+{
     return v[0] + v[1];
+}
+static inline __attribute__((always_inline)) double fmm_hsum_v4d(fmm_v4d v)
+{
+    fmm_v2d lo = __builtin_shufflevector(v, v, 0, 1);
+    fmm_v2d hi = __builtin_shufflevector(v, v, 2, 3);
+    return fmm_hsum_v2d(lo + hi);
+}
+static inline __attribute__((always_inline)) double fmm_hsum_v8d(fmm_v8d v)
+{
+    fmm_v4d lo = __builtin_shufflevector(v, v, 0, 1, 2, 3);
+    fmm_v4d hi = __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    return fmm_hsum_v4d(lo + hi);
 }
 
 #define FMM_DOTS(NAME, T, V, HSUM, ATTR)                                       \
@@ -257,7 +279,7 @@ static inline __attribute__((always_inline)) double fmm_hsum_d(const fmm_v8d *p)
             }                                                                  \
             for (int q = 0; q < nr; q++) {                                     \
                 V sq = s[q][0] + s[q][1];                                      \
-                T t = HSUM(&sq);                                               \
+                T t = HSUM(sq);                                               \
                 for (ptrdiff_t pp = p; pp < k; pp++)                           \
                     t += r[q][pp] * x[pp];                                     \
                 T *ci = c + (i + q) * inc_c;                                   \
@@ -268,17 +290,17 @@ static inline __attribute__((always_inline)) double fmm_hsum_d(const fmm_v8d *p)
 
 FMM_VM(fmm_vm_s_base, float, )
 FMM_VM(fmm_vm_d_base, double, )
-FMM_DOTS(fmm_dots_s_base, float, fmm_v16s, fmm_hsum_s, )
-FMM_DOTS(fmm_dots_d_base, double, fmm_v8d, fmm_hsum_d, )
+FMM_DOTS(fmm_dots_s_base, float, fmm_v4s, fmm_hsum_v4s, )
+FMM_DOTS(fmm_dots_d_base, double, fmm_v2d, fmm_hsum_v2d, )
 #ifdef FMM_X86
 FMM_VM(fmm_vm_s_avx2, float, FMM_TGT_AVX2)
 FMM_VM(fmm_vm_d_avx2, double, FMM_TGT_AVX2)
-FMM_DOTS(fmm_dots_s_avx2, float, fmm_v16s, fmm_hsum_s, FMM_TGT_AVX2)
-FMM_DOTS(fmm_dots_d_avx2, double, fmm_v8d, fmm_hsum_d, FMM_TGT_AVX2)
+FMM_DOTS(fmm_dots_s_avx2, float, fmm_v8s, fmm_hsum_v8s, FMM_TGT_AVX2)
+FMM_DOTS(fmm_dots_d_avx2, double, fmm_v4d, fmm_hsum_v4d, FMM_TGT_AVX2)
 FMM_VM(fmm_vm_s_avx512, float, FMM_TGT_AVX512)
 FMM_VM(fmm_vm_d_avx512, double, FMM_TGT_AVX512)
-FMM_DOTS(fmm_dots_s_avx512, float, fmm_v16s, fmm_hsum_s, FMM_TGT_AVX512)
-FMM_DOTS(fmm_dots_d_avx512, double, fmm_v8d, fmm_hsum_d, FMM_TGT_AVX512)
+FMM_DOTS(fmm_dots_s_avx512, float, fmm_v16s, fmm_hsum_v16s, FMM_TGT_AVX512)
+FMM_DOTS(fmm_dots_d_avx512, double, fmm_v8d, fmm_hsum_v8d, FMM_TGT_AVX512)
 #endif
 
 /* ---- run-time choice of the ISA ---- */
