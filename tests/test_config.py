@@ -27,7 +27,9 @@ RECORDED = {
     "amd-zen5": ("AuthenticAMD", 26, 2,
                  AVX512 + " avx512_bf16 avx512_vnni avx512_vbmi2 avx_vnni",
                  "zen5"),
-    "amd-zen3": ("AuthenticAMD", 25, 1, "avx avx2 fma", "zen-avx2"),
+    # AMD EPYC, Zen 3 (Milan), KVM guest seen on 2026-12-03 (shared/cpus)
+    "amd-zen3": ("AuthenticAMD", 25, 1, "avx avx2 fma f16c bmi2 vaes"
+                 " vpclmulqdq sha_ni", "zen-avx2"),
     "intel-icelake": ("GenuineIntel", 6, 106,
                       AVX512 + " avx512ifma avx512vbmi avx512_vbmi2"
                       " avx512_vnni", "icelake"),

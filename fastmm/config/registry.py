@@ -106,7 +106,20 @@ ROWS = [
      lambda s: s.vendor == "AuthenticAMD" and s.family == 0x19 and _avx512(s),
      "AMD family 25 with AVX-512"),
     (Row("zen-avx2", "AMD Zen 1-3: AVX2 + FMA", "avx2",
-         measured="not measured: generic AVX2 values"),
+         # Zen 3 (2 cores, KVM), 2 threads against 1, best of 3-4
+         # interleaved rounds: two threads were ahead by 1.5-1.9x from
+         # ~0.9 MFLOP (48 x 96 x 96, 80^3 float32; 64^3 float64); 3e5 puts
+         # the second thread at 0.6 MFLOP, near OpenBLAS's 64^3
+         flops_per_thread=3e5,
+         # the unpacked path beat the packed driver at m = k = 512 for
+         # n = 24..64 by 15-50% (float32) and 10-30% (float64) on 1 thread,
+         # level or ahead on 2: a 16-wide tile is half padding at n = 24
+         narrow_n=64,
+         # packing B chunks with rows 4 KiB and more apart, 4 rows ahead:
+         # +10-25% at m = 32..128, k = 512..4096, n = 1024..4096 (1 thread)
+         pack_prefetch=(4, 1 << 12),
+         measured="routing, threading and prefetch thresholds measured on "
+                  "2 Zen 3 cores (KVM); block sizes from the cache model"),
      lambda s: s.vendor in ("AuthenticAMD", "HygonGenuine") and _avx2(s),
      "AMD without AVX-512"),
     (Row("sapphirerapids", "Intel Sapphire Rapids and later: two 512-bit "
