@@ -419,12 +419,15 @@ def test_float64_model_and_empty_input():
 @pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu",
                                         "sigmoid", "gelu"])
 @pytest.mark.parametrize("nt", [1, 2])
-def test_write_back_fused_equals_separate_passes(mode, activation, nt):
+def test_write_back_fused_equals_separate_passes(kernel, mode, activation,
+                                                 nt):
     """The low-precision driver's epilogue on each finished tile gives, bit
     for bit, what a product followed by numpy's dequantize, bias and
     fastmm.nn's activation gives: edge rows and columns, k past one int8 k
     block (1024), with and without bias, and a strided output (through the
-    scalar write-back)."""
+    scalar write-back).  Under every kernel family: the portable bfloat16
+    kernel once started its sums from C while the strided path added C last,
+    and strided outputs differed in the last bit (CPUs without AVX512-BF16)."""
     from fastmm import _lowp
     from fastmm.driver import _threads
     from fastmm.nn import _ops

@@ -306,14 +306,18 @@ static void fmm_bf_ukr_ref(ptrdiff_t groups, const uint32_t *a,
 {
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < FMM_LP_NR; j++) {
-            float s = acc ? c[i * ldc + j] : 0.0f;
+            /* this block's sum first, C added last, as the AVX512-BF16
+             * kernel does: the driver's private-tile path (edge columns,
+             * strided C) adds the block to C the same way, so every layout
+             * of C gets the same bits */
+            float s = 0.0f;
             for (ptrdiff_t g = 0; g < groups; g++) {
                 uint32_t x = a[g * FMM_LP_MR + i], y = b[g * FMM_LP_NR + j];
                 s += fmm_bf16_to_f32((uint16_t)x) * fmm_bf16_to_f32((uint16_t)y)
                      + fmm_bf16_to_f32((uint16_t)(x >> 16)) *
                            fmm_bf16_to_f32((uint16_t)(y >> 16));
             }
-            c[i * ldc + j] = s;
+            c[i * ldc + j] = acc ? c[i * ldc + j] + s : s;
         }
 }
 
