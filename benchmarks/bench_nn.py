@@ -99,6 +99,45 @@ class LinearForward(_Pinned):
     track_speedup.unit = "x (numpy time / fastmm time)"
 
 
+# numpy's passes for the fused activations other than relu (gelu_tanh: the
+# tanh form, which numpy can write without scipy's erf)
+NUMPY_ACTIVATIONS = {
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "tanh": np.tanh,
+    "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(
+        np.float32(0.7978845608028654) * (z + np.float32(0.044715) * z ** 3))),
+}
+
+
+class LinearForwardActivations(_Pinned):
+    """act(x @ w + b) for sigmoid, tanh and gelu_tanh: the write-back's
+    vectorised polynomials against numpy's ufunc passes (the fused tile loops
+    once compiled to scalar code for AVX2 and ran behind numpy)."""
+    params = (sorted(NUMPY_ACTIVATIONS), SHAPES, THREADS)
+    param_names = ["activation", "shape", "threads"]
+
+    def setup(self, activation, shape, threads):
+        super().setup(shape, threads)
+
+    def teardown(self, activation, shape, threads):
+        super().teardown(shape, threads)
+
+    def _numpy(self, activation):
+        return NUMPY_ACTIVATIONS[activation](self.x @ self.w + self.b)
+
+    def time_fastmm(self, activation, shape, threads):
+        self.nn.linear(self.x, self.w, self.b, activation)
+
+    def time_numpy(self, activation, shape, threads):
+        self._numpy(activation)
+
+    def track_speedup(self, activation, shape, threads):
+        return rounded(_ratio(
+            lambda: self._numpy(activation),
+            lambda: self.nn.linear(self.x, self.w, self.b, activation))[0])
+    track_speedup.unit = "x (numpy time / fastmm time)"
+
+
 class LinearBackward(_Pinned):
     """relu layer's dx, dw, db: one pass + two transposed-view GEMMs vs
     numpy's g = dy * (y > 0); g @ w.T; x.T @ g; g.sum(0)."""
@@ -178,6 +217,21 @@ def main():
                     bench.teardown(shape, threads)
                 m, k, n = shape
                 print(f"{cls.__name__:<16}{f'{m}x{k}->{n}':<18}{threads:>8}"
+                      f"{t_fm * 1e3:>11.3f}{t_np * 1e3:>10.3f}{r:>8.2f}x")
+    for act in sorted(NUMPY_ACTIVATIONS):
+        for shape in ALL_SHAPES:
+            for threads in THREADS:
+                bench = LinearForwardActivations()
+                bench.setup(act, shape, threads)
+                try:
+                    r, t_np, t_fm = _ratio(
+                        lambda: bench._numpy(act),
+                        lambda: bench.nn.linear(bench.x, bench.w, bench.b,
+                                                act))
+                finally:
+                    bench.teardown(act, shape, threads)
+                m, k, n = shape
+                print(f"{act:<16}{f'{m}x{k}->{n}':<18}{threads:>8}"
                       f"{t_fm * 1e3:>11.3f}{t_np * 1e3:>10.3f}{r:>8.2f}x")
 
 

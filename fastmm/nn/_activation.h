@@ -180,9 +180,19 @@ FMM_INLINE double fmm_act_f64(double v, int act, double slope)
         }                                                                     \
     }
 
+/* GCC may not if-convert a select whose arm could raise a floating-point
+ * exception (p * 2^n in exp, e * s in sigmoid) unless the ISA can mask the
+ * arm: the AVX-512 loops vectorized, the AVX2 and baseline ones stayed
+ * scalar, and a fused tanh or sigmoid layer ran slower than numpy's
+ * separate passes on AVX2 CPUs.  Without trapping math both arms are
+ * computed and one is kept, which gives the same values; only the
+ * floating-point status flags (which nothing here reads) may differ. */
+#define FMM_ACT_NOTRAP __attribute__((optimize("no-trapping-math")))
+
 #define FMM_ACT_TILE(NAME, ATTR, T, ACT)                                      \
-    ATTR static void NAME(T *c, ptrdiff_t rs, ptrdiff_t mr, ptrdiff_t nr,     \
-                          const T *bias, int act, T slope)                    \
+    ATTR FMM_ACT_NOTRAP static void NAME(T *c, ptrdiff_t rs, ptrdiff_t mr,   \
+                                         ptrdiff_t nr, const T *bias, int act, \
+                                         T slope)                             \
     {                                                                         \
         FMM_ACT_TILE_BODY(T, ACT)                                             \
     }
@@ -196,7 +206,7 @@ FMM_INLINE double fmm_act_f64(double v, int act, double slope)
  */
 #define FMM_SM_L 16
 #define FMM_SOFTMAX_ROW(NAME, ATTR, T, EXP)                                   \
-    ATTR static void NAME(T *y, ptrdiff_t n)                                  \
+    ATTR FMM_ACT_NOTRAP static void NAME(T *y, ptrdiff_t n)                  \
     {                                                                         \
         T lane_max[FMM_SM_L], mx = y[0];                                      \
         double lane_sum[FMM_SM_L], total = 0;                                 \
