@@ -115,6 +115,10 @@ ROWS = [
          # n = 24..64 by 15-50% (float32) and 10-30% (float64) on 1 thread,
          # level or ahead on 2: a 16-wide tile is half padding at n = 24
          narrow_n=64,
+         # the unpacked path beat the packed driver on n^3 squares up to
+         # 192^3 (float32 +4-18% at n = 136..192, float64 +1-4%; 2 threads
+         # +5-12%); float64 lost 3% from 224^3
+         small_mnk=192 ** 3,
          # packing B chunks with rows 4 KiB and more apart, 4 rows ahead:
          # +10-25% at m = 32..128, k = 512..4096, n = 1024..4096 (1 thread)
          pack_prefetch=(4, 1 << 12),
