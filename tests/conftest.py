@@ -161,3 +161,17 @@ def out_layouts(shape, dtype):
     yield "strided", big[1:m + 1, ::2][:, :n]
     big = np.full((m, n), np.nan, dtype)
     yield "negative", big[::-1, ::-1]
+
+
+@contextlib.contextmanager
+def small_mnk(limit):
+    """The unpacked path's m*n*k limit set to ``limit`` (other routing
+    thresholds kept), for tests whose shapes were chosen on either side of
+    it, whatever this CPU's configuration row says; restored after."""
+    from fastmm import _linalg
+    saved = _linalg.routing()
+    _linalg.set_routing(**dict(saved, small_mnk=limit))
+    try:
+        yield
+    finally:
+        _linalg.set_routing(**saved)

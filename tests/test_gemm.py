@@ -17,7 +17,8 @@ import fastmm
 from fastmm.driver import _context, _packed, _threads
 from fastmm import _linalg
 from conftest import (assert_close, assert_ran, forced_threads, layouts,
-                      out_layouts, random, reference, select_kernel)
+                      out_layouts, random, reference, select_kernel,
+                      small_mnk)
 
 DTYPES = [np.float32, np.float64]
 
@@ -109,7 +110,8 @@ def test_thread_grids(kernel, shape, nt):
             f = fastmm.matmul(a, np.asfortranarray(b),
                               out=np.empty((m, n), dtype, order="F"))
         route = _linalg.routing()
-        unpacked = (m <= route["skinny_m"]
+        unpacked = (m * n * k <= route["small_mnk"]
+                    or m <= route["skinny_m"]
                     and (k <= 256 or k * n <= route["skinny_kn"])
                     or n <= route["narrow_n"])
         assert_ran(seen, "small" if unpacked else "packed", nt)
@@ -445,7 +447,7 @@ def test_nan_in_threaded_product(dtype):
     a[:, 5:7] = np.abs(a[:, 5:7]) + 0.5
     b[5, 140] = np.inf
     b[6, 140] = -np.inf        # column 140: inf - inf = NaN in every row
-    with forced_threads(2) as seen:
+    with forced_threads(2) as seen, small_mnk(128 ** 3):
         c = fastmm.matmul(a, b)
     assert_ran(seen, "packed", 2)
     want = np.isnan(np.dot(a.astype(np.float64), b.astype(np.float64)))

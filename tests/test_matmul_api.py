@@ -12,7 +12,7 @@ import pytest
 
 import fastmm
 from fastmm.driver import _threads
-from conftest import assert_close, assert_ran, random, reference
+from conftest import assert_close, assert_ran, random, reference, small_mnk
 
 FAST = (np.float32, np.float64)
 DTYPES = [np.bool_, np.int8, np.uint8, np.int32, np.int64, np.uint64,
@@ -230,7 +230,7 @@ def test_unaligned_operands_take_the_packed_kernels(dtype):
     a = random((130, 300), dtype, 1)
     b = random((300, 90), dtype, 2)
     ua, ub = _unaligned(a), _unaligned(b, 3)
-    with fastmm.threads(1), _threads.record() as seen:
+    with fastmm.threads(1), _threads.record() as seen, small_mnk(128 ** 3):
         c = fastmm.matmul(ua, ub)
     assert_ran(seen, "packed", 1)
     assert_close(c, reference(a, b), a, b)

@@ -16,7 +16,8 @@ import pytest
 
 import fastmm
 from fastmm.driver import _packed, _threads
-from conftest import assert_close, assert_ran, forced_threads, random, reference
+from conftest import (assert_close, assert_ran, forced_threads, random,
+                      reference, small_mnk)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -331,14 +332,16 @@ def test_stacks_of_mid_size_products_do_not_hang():
     # to the stack's team (a deadlock SIGINT could not stop).
     out = run_python("""
         import numpy as np, fastmm
+        from fastmm import _linalg
         from fastmm.driver import _threads
+        _linalg.set_routing(**dict(_linalg.routing(), small_mnk=128 ** 3))
         for count, n, nt in [(3, 150, 2), (5, 150, 2), (7, 140, 2), (4, 150, 3),
                              (5, 150, 3), (9, 150, 4)]:
             for dtype in (np.float32, np.float64):
                 a = np.random.default_rng(count).standard_normal((count, n, n))
                 a = a.astype(dtype)
-                # the threshold these shapes were chosen for, whatever
-                # this CPU's configuration row says
+                # the thresholds these shapes were chosen for (packed, one
+                # thread each), whatever this CPU's configuration row says
                 with fastmm.threads(nt), _threads.record() as seen, \
                         _threads.parallel_threshold(2 * 160 ** 3):
                     c = fastmm.matmul(a, a)
@@ -509,7 +512,7 @@ def test_scratch_fallback_allocation_is_freed():
 def test_release_buffers_frees_every_idle_threads_scratch():
     a = random((3, 150, 150), np.float64, 1)
     with fastmm.threads(2), _threads.record() as seen, \
-            _threads.parallel_threshold(2 * 160 ** 3):
+            _threads.parallel_threshold(2 * 160 ** 3), small_mnk(128 ** 3):
         want = fastmm.matmul(a, a)      # one product per pool thread
     assert seen.get("stack") == 2, seen
     assert fastmm.kept_buffer_bytes() > 0
