@@ -279,7 +279,7 @@ static inline __attribute__((always_inline)) double fmm_hsum_v8d(fmm_v8d v)
             }                                                                  \
             for (int q = 0; q < nr; q++) {                                     \
                 V sq = s[q][0] + s[q][1];                                      \
-                T t = HSUM(sq);                                               \
+                T t = HSUM(sq);                                                \
                 for (ptrdiff_t pp = p; pp < k; pp++)                           \
                     t += r[q][pp] * x[pp];                                     \
                 T *ci = c + (i + q) * inc_c;                                   \
