@@ -187,7 +187,11 @@ FMM_INLINE double fmm_act_f64(double v, int act, double slope)
  * separate passes on AVX2 CPUs.  Without trapping math both arms are
  * computed and one is kept, which gives the same values; only the
  * floating-point status flags (which nothing here reads) may differ. */
+#if defined(__GNUC__) && !defined(__clang__)
 #define FMM_ACT_NOTRAP __attribute__((optimize("no-trapping-math")))
+#else
+#define FMM_ACT_NOTRAP
+#endif
 
 #define FMM_ACT_TILE(NAME, ATTR, T, ACT)                                      \
     ATTR FMM_ACT_NOTRAP static void NAME(T *c, ptrdiff_t rs, ptrdiff_t mr,   \
