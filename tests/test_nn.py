@@ -700,3 +700,50 @@ def test_network_backward_returns_the_input_gradient():
     np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-8)
     net.forward(X)
     assert net.backward(grad, preactivation=pre, need_dx=False) is None
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "gelu_tanh", "softmax"])
+def test_float64_activation_polynomials_against_libm(kernel, act):
+    """float64 sigmoid, tanh, gelu_tanh and softmax use Cephes' exp and tanh
+    polynomials (vectorised), not libm: within 4 ulp of numpy's libm-based
+    values from -800 to 800, both sides of tanh's 0.625 switch, tiny and
+    subnormal inputs; exp's flush below 2^-1022 is the only absolute error.
+    Contiguous rows take each kernel family's tile loop, a strided output
+    the scalar one."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        z = np.concatenate([
+            np.linspace(-800, 800, 16001), np.linspace(-1, 1, 4001),
+            0.625 * (1 + np.linspace(-1e-3, 1e-3, 201)),
+            -0.625 * (1 + np.linspace(-1e-3, 1e-3, 201)),
+            np.geomspace(1e-300, 1e-3, 301), -np.geomspace(5e-324, 1e-3, 301),
+            [0.0, -0.0, 708.3, -708.3, -708.4, -709.0, -745.2, 1e300, -1e300]])
+        rows = z.reshape(1, -1)
+        ref = ref_act(rows, act)
+        cond = 1.0
+        if act == "gelu_tanh":
+            # ref_act's 1 + tanh(u) cancels for negative inputs: x * sigmoid(2u);
+            # u's own rounding, different in each, is amplified |2u| times
+            u = np.sqrt(2 / np.pi) * (rows + 0.044715 * rows ** 3)
+            ref = rows / (1 + np.exp(-2 * u))
+            cond = 1 + np.abs(2 * u)
+        if act == "softmax":
+            rows = rows[:, ::701].copy()            # a row softmax can hold
+            ref = ref_act(rows, act)
+        got = nn.activate(rows, act)
+        strided = np.full((rows.shape[0], 2 * rows.shape[1]), np.nan)[:, ::2]
+        strided[...] = rows
+        got_strided = nn.activate(strided, act)
+        eps = np.finfo(np.float64).eps
+        bound = 4 * eps * cond * np.abs(ref) + 2.3e-308   # inf * 0: NaN
+    for y in (got, got_strided):
+        assert y.dtype == np.float64
+        bad = ~(np.abs(y - ref) <= bound) & ~(y == ref)     # equal: fine
+        assert not bad.any(), (rows[bad][:5], y[bad][:5], ref[bad][:5])
+    # special values keep their meaning
+    specials = np.array([[np.nan, np.inf, -np.inf]])
+    out = nn.activate(specials, act)
+    if act != "softmax":
+        assert np.isnan(out[0, 0])
+        want = {"sigmoid": (1.0, 0.0), "tanh": (1.0, -1.0),
+                "gelu_tanh": (np.inf, np.nan)}[act]
+        np.testing.assert_array_equal(out[0, 1:], want)
