@@ -15,9 +15,12 @@ cdef extern from "kernels/pack.h" nogil:
                          Py_ssize_t ld, float* dst, int width)
     void fmm_pack_rows_d(Py_ssize_t kc, int count, const double* src,
                          Py_ssize_t ld, double* dst, int width)
-
-cdef extern from "driver/_prefetch.h" nogil:
-    void fmm_prefetch_run(const void* p, Py_ssize_t nbytes)
+    void fmm_pack_panels_s(Py_ssize_t kc, Py_ssize_t nc, const float* src,
+                           Py_ssize_t ld, float* dst, int width,
+                           Py_ssize_t ahead)
+    void fmm_pack_panels_d(Py_ssize_t kc, Py_ssize_t nc, const double* src,
+                           Py_ssize_t ld, double* dst, int width,
+                           Py_ssize_t ahead)
 
 cdef inline void _pack_rows(Py_ssize_t kc, int count, const real* src,
                             Py_ssize_t ld, real* dst, int width) noexcept nogil:
@@ -69,21 +72,11 @@ cdef inline void pack_b(Py_ssize_t kc, Py_ssize_t nc, const real* b,
     cdef const real* src
     cdef real* dst
     if cs_b == 1:
-        # rows are contiguous: stream each row once across all the panels
-        # (panel by panel, a row would be read NR elements at a time, one
-        # page apart, which starves the hardware prefetchers)
-        for p in range(kc):
-            src = b + p * rs_b
-            if ahead > 0 and p + ahead < kc:
-                fmm_prefetch_run(src + ahead * rs_b, nc * sizeof(real))
-            for panel in range(n_panels):
-                jr = panel * NR
-                nr = min(NR, nc - jr)
-                dst = b_packed + panel * NR * kc + p * NR
-                for j in range(nr):
-                    dst[j] = src[jr + j]
-                for j in range(nr, NR):
-                    dst[j] = 0
+        # rows are contiguous: each row streamed once across all the panels
+        if real is float:
+            fmm_pack_panels_s(kc, nc, b, rs_b, b_packed, NR, ahead)
+        else:
+            fmm_pack_panels_d(kc, nc, b, rs_b, b_packed, NR, ahead)
         return
     for panel in range(n_panels):
         jr = panel * NR
