@@ -31,6 +31,16 @@ cdef inline void _pack_rows(Py_ssize_t kc, int count, const real* src,
         fmm_pack_rows_d(kc, count, src, ld, dst, width)
 
 
+cdef inline void _pack_panels(Py_ssize_t kc, Py_ssize_t nc, const real* src,
+                              Py_ssize_t ld, real* dst, int width,
+                              Py_ssize_t ahead) noexcept nogil:
+    # dst[q*width*kc + p*width + j] = src[p*ld + q*width + j], zero-padded
+    if real is float:
+        fmm_pack_panels_s(kc, nc, src, ld, dst, width, ahead)
+    else:
+        fmm_pack_panels_d(kc, nc, src, ld, dst, width, ahead)
+
+
 cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
                         Py_ssize_t rs_a, Py_ssize_t cs_a, real* a_packed,
                         int MR) noexcept nogil:
@@ -38,17 +48,17 @@ cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
     cdef Py_ssize_t ir, i, p, mr, panel
     cdef const real* src
     cdef real* dst = a_packed
+    if rs_a == 1 and cs_a != 1:
+        # columns are contiguous: each k step copies a run of MR elements
+        # into each panel
+        _pack_panels(kc, mc, a, cs_a, a_packed, MR, 0)
+        return
     for panel in range((mc + MR - 1) // MR):
         ir = panel * MR
         mr = min(MR, mc - ir)
         src = a + ir * rs_a
         if cs_a == 1:
             _pack_rows(kc, <int>mr, src, rs_a, dst, MR)
-        elif rs_a == 1:
-            # columns are contiguous: each k step copies a run of mr elements
-            for p in range(kc):
-                for i in range(mr):
-                    dst[p * MR + i] = src[p * cs_a + i]
         else:
             for p in range(kc):
                 for i in range(mr):
@@ -73,10 +83,7 @@ cdef inline void pack_b(Py_ssize_t kc, Py_ssize_t nc, const real* b,
     cdef real* dst
     if cs_b == 1:
         # rows are contiguous: each row streamed once across all the panels
-        if real is float:
-            fmm_pack_panels_s(kc, nc, b, rs_b, b_packed, NR, ahead)
-        else:
-            fmm_pack_panels_d(kc, nc, b, rs_b, b_packed, NR, ahead)
+        _pack_panels(kc, nc, b, rs_b, b_packed, NR, ahead)
         return
     for panel in range(n_panels):
         jr = panel * NR

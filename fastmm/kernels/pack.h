@@ -93,11 +93,18 @@ static void fmm_pack_rows_d(ptrdiff_t kc, int count, const double *src,
  * which the hardware prefetchers follow (panel by panel, runs of `width`
  * elements a page apart are read at memory latency).  ahead > 0: while
  * copying row p, ask for row p + ahead, for rows the prefetchers miss.
- * A panel row is one fixed-size copy (64 or 128 bytes for every kernel
- * family): the element loop with a run-time bound that it replaces ran at
- * 0.3-0.9 ns per element on Zen 3, this at 0.15-0.25, and on products with
- * m <= 64 packing B was a third of the time.
+ * This is also pack_a for a column-major A (width MR).  A panel row is one
+ * fixed-size copy (MR or NR elements of any kernel family): the element
+ * loop with a run-time bound that it replaces ran at 0.3-0.9 ns per element
+ * on Zen 3, this at 0.15-0.25, and on products with m <= 64 packing B was
+ * a third of the time.
  */
+#define FMM_PACK_PANEL_ROW(BYTES)                                              \
+    case BYTES:                                                                \
+        for (; q < full; q++, s += width, d += step)                           \
+            memcpy(d, s, BYTES);                                               \
+        break;
+
 #define FMM_DEFINE_PACK_PANELS(NAME, T)                                        \
     static void NAME(ptrdiff_t kc, ptrdiff_t nc, const T *src, ptrdiff_t ld,  \
                      T *dst, int width, ptrdiff_t ahead)                      \
@@ -111,15 +118,15 @@ static void fmm_pack_rows_d(ptrdiff_t kc, int count, const double *src,
             if (ahead > 0 && p + ahead < kc)                                   \
                 fmm_prefetch_run(s + ahead * ld, nc * (ptrdiff_t)sizeof(T));   \
             ptrdiff_t q = 0;                                                   \
-            if (bytes == 64)                                                   \
-                for (; q < full; q++, s += width, d += step)                   \
-                    memcpy(d, s, 64);                                          \
-            else if (bytes == 128)                                             \
-                for (; q < full; q++, s += width, d += step)                   \
-                    memcpy(d, s, 128);                                         \
-            else                                                               \
+            switch (bytes) {                                                   \
+            FMM_PACK_PANEL_ROW(16) FMM_PACK_PANEL_ROW(24)                      \
+            FMM_PACK_PANEL_ROW(32) FMM_PACK_PANEL_ROW(48)                      \
+            FMM_PACK_PANEL_ROW(64) FMM_PACK_PANEL_ROW(96)                      \
+            FMM_PACK_PANEL_ROW(128)                                            \
+            default:                                                           \
                 for (; q < full; q++, s += width, d += step)                   \
                     memcpy(d, s, bytes);                                       \
+            }                                                                  \
             if (tail) {                                                        \
                 memcpy(d, s, (size_t)tail * sizeof(T));                        \
                 memset(d + tail, 0, (size_t)(width - tail) * sizeof(T));       \
