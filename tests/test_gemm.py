@@ -572,3 +572,56 @@ def test_pack_prefetch_setting():
         with pytest.raises(ValueError, match="prefetch"):
             _packed.set_pack_prefetch(*bad)
     assert _packed.pack_prefetch() == tuple(row.pack_prefetch)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+def test_packed_short_last_strip_is_split(kernel, nt):
+    # A kernel family with split_rows > 0 (AVX2: 2) runs a last strip of at
+    # most that many rows together with the full strip before it as two
+    # halves on the edge-row kernel (6 + 1 -> 4 + 3, 6 + 2 -> 4 + 4).  The
+    # strips must tile the block exactly, and the products with m = MR q + r
+    # must match the reference for row- and column-major A, a strided C,
+    # beta != 0, k over two KC blocks, and any thread count, bit for bit.
+    for dtype in DTYPES:
+        info = blocks(dtype)
+        mr, split = info["MR"], info["split_rows"]
+        for mc in range(1, 4 * mr + 1):
+            parts = _packed.strips(mc, dtype)
+            tops = [t for t, _ in parts]
+            assert tops == sorted(tops) and tops[0] == 0
+            assert all(t + h == t2 for (t, h), (t2, _) in zip(parts, parts[1:]))
+            assert parts[-1][0] + parts[-1][1] == mc
+            assert all(0 < h <= mr for _, h in parts)
+            last = mc - (len(parts) - 1) * mr
+            if split and len(parts) >= 2 and last <= split:
+                whole = mr + last
+                assert [h for _, h in parts[-2:]] == [(whole + 1) // 2,
+                                                      whole // 2]
+            else:
+                assert [h for _, h in parts[:-1]] == [mr] * (len(parts) - 1)
+        if kernel == "avx2":
+            assert split == 2
+        k = info["KC"] + 9
+        for q in (1, 2, 3):
+            for r in range(1, max(split, 1) + 1):
+                m = q * mr + r
+                a = random((m, k), dtype, m)
+                b = random((k, 37), dtype, q)
+                c0 = random((m, 37), dtype, r)
+                ref = 1.5 * reference(a, b) + 0.5 * c0
+                results = []
+                for aa in (a, np.asfortranarray(a)):
+                    for strided in (False, True):
+                        big = np.zeros((m, 2 * 37), dtype)
+                        p = big[:, ::2] if strided else c0.copy()
+                        p[...] = c0
+                        with _threads.record() as seen:
+                            _packed.run_packed(1.5, aa, b, 0.5, p,
+                                               nthreads=nt)
+                        assert_ran(seen, "packed", nt)
+                        assert_close(p, ref, a, b)
+                        if strided:
+                            assert not big[:, 1::2].any()
+                        results.append(p.copy())
+                for p in results[1:]:
+                    assert np.array_equal(p, results[0])

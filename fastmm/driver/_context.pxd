@@ -22,6 +22,7 @@ cdef struct Blocking:
     Py_ssize_t MC, KC, NC
     void* ukr
     void* ukr_rows     # edge-row kernel (kernels/ukernel.h), or NULL
+    int split_rows     # a last strip this short joins the one before (ukernel.h)
 
 # One dtype's Blocking of the kernel family in force.  Read it once per
 # product: a switch while threads multiply publishes a new one and never

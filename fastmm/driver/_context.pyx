@@ -24,6 +24,7 @@ cdef extern from "kernels/dispatch.h" nogil:
         dgemm_ukr_t dgemm
         sgemm_rows_t sgemm_rows
         dgemm_rows_t dgemm_rows
+        int split_rows
     const fmm_kernel_t* fmm_kernels
     int fmm_kernel_count()
     int FMM_MAX_TILE
@@ -133,6 +134,8 @@ def set_blocking(name, float32, float64):
                        <void*>cfg.kernel.dgemm, float64)
         cfg.s.ukr_rows = <void*>cfg.kernel.sgemm_rows
         cfg.d.ukr_rows = <void*>cfg.kernel.dgemm_rows
+        cfg.s.split_rows = cfg.kernel.split_rows if cfg.s.ukr_rows else 0
+        cfg.d.split_rows = cfg.kernel.split_rows if cfg.d.ukr_rows else 0
     except BaseException:
         free(cfg)
         raise
@@ -180,7 +183,7 @@ def kernel_info():
 
 cdef dict _blocking_dict(const Blocking* blk):
     return {"MR": blk.MR, "NR": blk.NR, "MC": blk.MC, "KC": blk.KC,
-            "NC": blk.NC}
+            "NC": blk.NC, "split_rows": blk.split_rows}
 
 
 def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c,

@@ -41,21 +41,57 @@ cdef inline void _pack_panels(Py_ssize_t kc, Py_ssize_t nc, const real* src,
         fmm_pack_panels_d(kc, nc, src, ld, dst, width, ahead)
 
 
+cdef inline Py_ssize_t uniform_strips(Py_ssize_t mc, int MR,
+                                      int split) noexcept nogil:
+    """How many leading strips of a block of mc rows are MR rows high (the
+    last one may be shorter); the others are the last two of `strip`."""
+    cdef Py_ssize_t n = (mc + MR - 1) // MR
+    if split > 0 and n >= 2 and mc - (n - 1) * MR <= split:
+        return n - 2
+    return n
+
+
+cdef inline Py_ssize_t strip(Py_ssize_t q, Py_ssize_t mc, int MR, int split,
+                             Py_ssize_t* top) noexcept nogil:
+    """Height of strip q of ceil(mc / MR) strips of a block of mc rows, and
+    its first row in top[0]: MR rows each, except that a last strip of at
+    most `split` rows and the whole strip before it are cut into two halves
+    (the kernel family's split_rows, kernels/ukernel.h)."""
+    cdef Py_ssize_t u = uniform_strips(mc, MR, split), rest, h
+    if q < u:
+        top[0] = q * MR
+        return min(MR, mc - q * MR)
+    rest = mc - u * MR
+    h = (rest + 1) // 2
+    if q == u:
+        top[0] = u * MR
+        return h
+    top[0] = u * MR + h
+    return rest - h
+
+
 cdef inline void pack_a(Py_ssize_t mc, Py_ssize_t kc, const real* a,
                         Py_ssize_t rs_a, Py_ssize_t cs_a, real* a_packed,
-                        int MR) noexcept nogil:
-    """A[0:mc, 0:kc] -> ceil(mc/MR) panels, panel[p*MR + i] = A[ir+i, p]."""
+                        int MR, int split) noexcept nogil:
+    """A[0:mc, 0:kc] -> ceil(mc/MR) panels of MR rows, zero-padded, one per
+    strip (see strip): panel[p*MR + i] = A[top+i, p]."""
     cdef Py_ssize_t ir, i, p, mr, panel
+    cdef Py_ssize_t n_panels = (mc + MR - 1) // MR
+    cdef Py_ssize_t u = uniform_strips(mc, MR, split)
     cdef const real* src
     cdef real* dst = a_packed
     if rs_a == 1 and cs_a != 1:
         # columns are contiguous: each k step copies a run of MR elements
         # into each panel
-        _pack_panels(kc, mc, a, cs_a, a_packed, MR, 0)
+        if u > 0:
+            _pack_panels(kc, min(mc, u * MR), a, cs_a, a_packed, MR, 0)
+        for panel in range(u, n_panels):
+            mr = strip(panel, mc, MR, split, &ir)
+            _pack_panels(kc, mr, a + ir, cs_a, a_packed + panel * MR * kc,
+                         MR, 0)
         return
-    for panel in range((mc + MR - 1) // MR):
-        ir = panel * MR
-        mr = min(MR, mc - ir)
+    for panel in range(n_panels):
+        mr = strip(panel, mc, MR, split, &ir)
         src = a + ir * rs_a
         if cs_a == 1:
             _pack_rows(kc, <int>mr, src, rs_a, dst, MR)

@@ -16,7 +16,7 @@ thread in a fixed order, so results do not depend on the thread count.
 from libc.string cimport memset
 from cython.parallel cimport parallel
 
-from fastmm.driver._pack cimport real, pack_a, pack_b
+from fastmm.driver._pack cimport real, pack_a, pack_b, strip
 from fastmm.nn._epilogue cimport apply_epilogue
 from fastmm.driver._threads cimport note_region, PATH_PACKED
 from fastmm.driver._context cimport (Blocking, active_blocking, sgemm_ukr_t,
@@ -139,32 +139,33 @@ cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
                          Py_ssize_t cs_c, Py_ssize_t ic, Py_ssize_t mc,
                          Py_ssize_t j, Py_ssize_t nr, bint last_pc,
                          const Epilogue* ep, real* tile) noexcept nogil:
-    """LOOP 1: the MR strips of a packed A block against one B micro-panel,
-    into C[ic:ic+mc, j:j+nr]; edge tiles and strided C go through tile."""
+    """LOOP 1: the strips of a packed A block (MR rows, the last one or two
+    fewer: see _pack.strip) against one B micro-panel, into
+    C[ic:ic+mc, j:j+nr]; edge tiles and strided C go through tile."""
     cdef int MR = blk.MR, NR = blk.NR
     cdef Py_ssize_t irb, ir, mr, i, jp
+    cdef const real* a_panel
     cdef real* c_ij
     cdef real* c_tile
     for irb in range(_ceil_div(mc, MR)):
-        ir = irb * MR
-        mr = min(MR, mc - ir)
+        mr = strip(irb, mc, MR, blk.split_rows, &ir)
+        a_panel = a_packed + irb * MR * kc
         c_ij = c + (ic + ir) * rs_c + j * cs_c
         if nr == NR and cs_c == 1 and (mr == MR or blk.ukr_rows != NULL):
             if mr == MR:
-                _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel,
-                         beta_pc, c_ij, rs_c)
+                _run_ukr(blk, kc, alpha, a_panel, b_panel, beta_pc, c_ij,
+                         rs_c)
             else:
-                _run_ukr_rows(blk, kc, alpha, a_packed + ir * kc, b_panel,
-                              beta_pc, c_ij, rs_c, <int>mr)
+                _run_ukr_rows(blk, kc, alpha, a_panel, b_panel, beta_pc,
+                              c_ij, rs_c, <int>mr)
             if last_pc and ep != NULL:
                 apply_epilogue(c_ij, rs_c, 1, mr, NR, ic + ir, j, ep)
         else:
             if mr < MR and blk.ukr_rows != NULL:
-                _run_ukr_rows(blk, kc, alpha, a_packed + ir * kc, b_panel,
-                              <real>0, tile, NR, <int>mr)
+                _run_ukr_rows(blk, kc, alpha, a_panel, b_panel, <real>0,
+                              tile, NR, <int>mr)
             else:
-                _run_ukr(blk, kc, alpha, a_packed + ir * kc, b_panel, <real>0,
-                         tile, NR)
+                _run_ukr(blk, kc, alpha, a_panel, b_panel, <real>0, tile, NR)
             for i in range(mr):
                 c_tile = c_ij + i * rs_c
                 if beta_pc == 0:
@@ -224,7 +225,8 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
             kc = min(KC, k - pc)
             beta_pc = beta if pc == 0 else 1
             last_pc = pc + kc >= k
-            pack_a(m, kc, a + pc * cs_a, rs_a, cs_a, a_packed, MR)
+            pack_a(m, kc, a + pc * cs_a, rs_a, cs_a, a_packed, MR,
+                   blk.split_rows)
             for ib in range(_ceil_div(jp1 - jp0, cp)):  # chunks of cp panels
                 jb = jp0 + ib * cp
                 jc = jb * NR
@@ -282,7 +284,7 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                 ic = row0 + ib * mb
                 mc = min(mb, row1 - ic)
                 pack_a(mc, kc, a + ic * rs_a + pc * cs_a, rs_a, cs_a,
-                       a_packed, MR)
+                       a_packed, MR, blk.split_rows)
                 for jr in range(jp0, jp1):            # LOOP 2: NR panels of B
                     j = jc + jr * NR
                     _strips(blk, kc, alpha, a_packed, b_packed + jr * NR * kc,
@@ -385,6 +387,19 @@ cdef int dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                const Epilogue* ep, int nthreads) noexcept nogil:
     return _gemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
                  beta, c, rs_c, cs_c, ep, nthreads)
+
+
+def strips(Py_ssize_t mc, dtype):
+    """[(first row, rows)] of the strips a block of mc rows of A is cut into
+    for the active kernel of ``dtype`` (see _pack.strip)."""
+    import numpy as np
+    cdef const Blocking* blk = active_blocking(np.dtype(dtype) == np.float64)
+    cdef Py_ssize_t q, top, h
+    out = []
+    for q in range(_ceil_div(mc, blk.MR)):
+        h = strip(q, mc, blk.MR, blk.split_rows, &top)
+        out.append((top, h))
+    return out
 
 
 def run_packed(alpha, a, b, beta, c, int nthreads=1):

@@ -123,6 +123,12 @@ FMM_DEFINE_ROWS_DISPATCH(fmm_dgemm_avx2_rows, FMM_TARGET_AVX2, double, 2,
 #define FMM_AVX2_DGEMM fmm_dgemm_avx2_6x8
 #define FMM_AVX2_SGEMM_ROWS fmm_sgemm_avx2_rows
 #define FMM_AVX2_DGEMM_ROWS fmm_dgemm_avx2_rows
+/* The 2-row body has 4 accumulators, half the 8 chains that two FMA pipes
+ * of latency 4 need: a last strip of 1 or 2 rows runs with the strip before
+ * it as 4 + 3 or 4 + 4 rows on the 4-row body (ukernel.h), as fast as 6 + 1
+ * or 6 + 2 rows would be at full speed.  (Zen 3, 1 thread: m = 32 took as
+ * long as m = 34.) */
+#define FMM_AVX2_SPLIT_ROWS 2
 
 /* ukernel.h: the packed B micro-panels must stay 64-byte aligned. */
 _Static_assert(FMM_AVX2_S_NR * sizeof(float) % 64 == 0, "NR * 4 % 64");

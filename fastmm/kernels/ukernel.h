@@ -72,6 +72,13 @@ typedef struct {
     fmm_dgemm_ukr_t dgemm;
     fmm_sgemm_rows_t sgemm_rows; /* edge-row kernels, or NULL */
     fmm_dgemm_rows_t dgemm_rows;
+    /* The driver runs a last strip of 1..split_rows rows together with the
+     * full strip before it, as two strips of about half of MR + rows each,
+     * where the edge-row kernels' smallest body is bound by FMA latency
+     * (too few accumulators for the FMA pipes) and the next one is not;
+     * 0: never.  Any split gives the same bits: every element of C is the
+     * same FMA chain whichever body computes it. */
+    int split_rows;
 } fmm_kernel_t;
 
 /* Largest MR*NR any kernel uses: sizes the driver's private edge tile. */
