@@ -99,6 +99,27 @@ def test_the_row_in_force_drives_every_path():
         assert (info[dt]["KC"], info[dt]["NC"] >= 1) == (kc, True)
 
 
+def test_float64_kc_cap_of_the_zen_avx2_row():
+    # Zen 3's caches (L1d 32 KiB, L2 512 KiB 8-way, L3 32 MiB): the 6 x 8
+    # float64 B micro-panel stays at 16 KiB (KC 256), half of L1, while
+    # float32 and the rows without the cap keep KC 512
+    from fastmm._cpu import Cache, block_sizes
+    caches = {1: Cache(32 << 10, 8, 64), 2: Cache(512 << 10, 8, 64),
+              3: Cache(32 << 20, 16, 64)}
+    row = next(r for r, _, _ in ROWS if r.name == "zen-avx2")
+    assert row.kc_max_float64 == 256
+    got = {}
+    for r in (row, row.with_(kc_max_float64=None)):
+        got[r.kc_max_float64] = [
+            block_sizes(6, nr, size, caches, kc_max=kc,
+                        b_panel_l2_fraction=r.b_panel_l2_fraction)[1]
+            for nr, size, kc in ((16, 4, r.kc_max),
+                                 (8, 8, r.kc_max_float64 or r.kc_max))]
+    assert got == {256: [512, 256], None: [512, 512]}
+    if config.current()["row"].name == "zen-avx2":
+        assert _context.kernel_info()["float64"]["KC"] <= 256
+
+
 def _products_are_right():
     from fastmm import nn
     cases = [((200, 150), (150, 170)),      # packed

@@ -25,10 +25,12 @@ def blocks_for(row, isa=None):
     if row.blocks and isa == row.isa:
         return {dt: tuple(row.blocks[dt]) for dt in ("float32", "float64")}
     shapes = _context.kernel_shapes(isa)
-    return {dt: block_sizes(mr, nr, size, kc_max=row.kc_max,
+    kc64 = row.kc_max_float64 or row.kc_max
+    return {dt: block_sizes(mr, nr, size, kc_max=kc_max,
                             b_panel_l2_fraction=row.b_panel_l2_fraction)
-            for dt, (mr, nr), size in (("float32", shapes["float32"], 4),
-                                       ("float64", shapes["float64"], 8))}
+            for dt, (mr, nr), size, kc_max in (
+                ("float32", shapes["float32"], 4, row.kc_max),
+                ("float64", shapes["float64"], 8, kc64))}
 
 
 def apply(row=None, reason=None, source="built-in"):

@@ -39,6 +39,9 @@ class Row:
     # block sizes: the cache model's rule, capped here; or explicit
     # (MC, KC, NC) per dtype, as the tuner writes them
     kc_max: int = 512
+    # float64's cap where it differs: its kernels stream twice float32's
+    # bytes of A per flop, and may need the B micro-panel kept in L1
+    kc_max_float64: Optional[int] = None
     b_panel_l2_fraction: float = 1 / 16
     blocks: Optional[dict] = None
     # threads: one per this many float32 flops of a product (team start +
@@ -122,6 +125,11 @@ ROWS = [
          # packing B chunks with rows 4 KiB and more apart, 4 rows ahead:
          # +10-25% at m = 32..128, k = 512..4096, n = 1024..4096 (1 thread)
          pack_prefetch=(4, 1 << 12),
+         # KC 512 makes the 6 x 8 float64 B micro-panel 32 KiB, all of
+         # L1: with 256 (16 KiB) float64 gained 5-15% at 256..2048 rows,
+         # k, n = 1024..4096 (1 and 2 threads); float32 (half the bytes of
+         # A per flop) was level or 2% behind with 256, so keeps 512
+         kc_max_float64=256,
          measured="routing, threading and prefetch thresholds measured on "
                   "2 Zen 3 cores (KVM); block sizes from the cache model"),
      lambda s: s.vendor in ("AuthenticAMD", "HygonGenuine") and _avx2(s),

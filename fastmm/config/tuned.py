@@ -37,7 +37,7 @@ ENV = "FASTMM_TUNED"
 OFF = ("off", "0", "none", "false", "no")
 
 # The row fields the tuner measures; the others (name, summary, the block
-# rule's kc_max and b_panel_l2_fraction) stay the base row's.
+# rule's kc_max, kc_max_float64 and b_panel_l2_fraction) stay the base row's.
 FIELDS = ("isa", "blocks", "flops_per_thread", "small_mnk", "skinny_m",
           "narrow_n", "shallow_k", "pack_prefetch")
 
