@@ -64,6 +64,13 @@ cdef double GEMV_COST = 8
 # one join, not the packed driver's barrier per k block: threads pay for
 # about STACK_COST times less work.
 cdef double STACK_COST = 8
+# In a stack each product's B arrives cold (from L3 or memory, not from the
+# previous call's cache), and the unpacked path reads it with a stride, once
+# per strip of rows: past a few L1-sized panels packing it once is cheaper.
+# (Zen 3, 1 and 2 threads: 16 products of 32x256 @ 256x1024 float64 ran at
+# 0.4-0.6x numpy unpacked, 0.95-1.05x packed; 64 of 120^3 float32 0.88 ->
+# 1.00; at 104^3 float32 or 64^3 float64 the unpacked path still won.)
+cdef Py_ssize_t STACK_B_BYTES = 48 * 1024
 # The threads threshold counts float32 flops: a float64 flop takes two
 # (half the lanes a vector), so a float64 product pays for its threads at
 # half the flops.  (Zen 4, 2 threads against 1: float64 96^3 and
@@ -156,9 +163,19 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     if count == 1:
         return _product(m, n, k, alpha, a, s_a, b, s_b, beta, c, s_c, ep,
                         small, nt_one)
+    if (small and m != 1 and n != 1 and k > SHALLOW_K
+            and k * n * <Py_ssize_t>sizeof(real) > STACK_B_BYTES):
+        small = False
     cdef int nt_all = threads_for(flops * count * (STACK_COST if small else 1))
-    cdef int nt_stack = nt_all if nt_one < nt_all else 1
-    if small and nt_one == 1 and ep == NULL:
+    # One thread per product where one product needs fewer threads than the
+    # stack, or where the stack shares out evenly (the busiest thread gets
+    # at most a tenth more than its share): one fork and no barrier, rather
+    # than a team per product (Zen 3, 2 threads: 100 products of 64^3
+    # float64 ran at 1.8-1.9x numpy with 2 threads each, 2.2-2.5x split)
+    cdef Py_ssize_t per_thread = (count + nt_all - 1) // nt_all
+    cdef int nt_stack = nt_all if nt_all > 1 and (
+        nt_one < nt_all or 10 * per_thread * nt_all <= 11 * count) else 1
+    if small and ep == NULL and (nt_one == 1 or nt_stack > 1):
         # a stack of small products: one C loop, parallel over the stack
         if real is float:
             small_sgemm_batch(count, nb, shape, bs_a, bs_b, bs_c, m, n, k,

@@ -338,6 +338,54 @@ def test_stacks_of_one_block_products(isa, dtype):
             assert (rim == -7.0).all(), (m, n, k)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_shares_out_evenly_before_threading_each_product(dtype):
+    """A stack whose count shares out evenly runs one product per thread,
+    even where each product alone would take both threads (it used to run
+    100 products one after another, two threads and a barrier each); an
+    uneven stack of such products still threads each one."""
+    rng = np.random.default_rng(12)
+    for count, path in [(100, "small_batch"), (4, "small_batch"),
+                        (3, "small")]:
+        a = _rand(rng, (count, 48, 40), dtype)
+        b = _rand(rng, (count, 40, 56), dtype)
+        with fastmm.threads(2), _threads.record() as seen, \
+                _threads.parallel_threshold(0):
+            got = fastmm.matmul(a, b)
+        assert_ran(seen, path, 2)
+        assert set(seen) == {path}, (count, seen)
+        _check(got, a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_packs_a_cold_b_the_single_product_reads_in_place(dtype):
+    """In a stack each product's B arrives from memory: past a few L1-sized
+    panels it is packed (the packed driver, one product per thread), while
+    the same product alone, its B warm, stays on the unpacked path; a stack
+    with small B matrices stays on the stack kernels."""
+    rng = np.random.default_rng(13)
+    a = _rand(rng, (4, 32, 256), dtype)
+    b = _rand(rng, (4, 256, 256), dtype)
+    with fastmm.threads(1), _threads.record() as seen:
+        one = fastmm.matmul(a[0], b[0])
+    assert set(seen) == {"small"}, seen
+    _check(one, a[0], b[0], dtype)
+    for nt in (1, 2):
+        with fastmm.threads(nt), _threads.record() as seen, \
+                _threads.parallel_threshold(0):
+            got = fastmm.matmul(a, b)
+        assert "small" not in seen and "small_batch" not in seen, seen
+        assert_ran(seen, "stack" if nt == 2 else "packed", nt)
+        _check(got, a, b, dtype)
+    a = _rand(rng, (8, 32, 64), dtype)
+    b = _rand(rng, (8, 64, 64), dtype)
+    with fastmm.threads(2), _threads.record() as seen, \
+            _threads.parallel_threshold(0):
+        got = fastmm.matmul(a, b)
+    assert_ran(seen, "small_batch", 2)
+    _check(got, a, b, dtype)
+
+
 def test_select_small_kernel_falls_back():
     best = select_small_kernel(None)
     try:
