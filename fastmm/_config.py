@@ -62,6 +62,7 @@ def _row_info():
         "flops_per_thread": _threads.flops_per_thread(),
         "short_n": _packed.short_n(),
         "pack_prefetch": _packed.pack_prefetch(),
+        "l1_geometry": _unpacked.l1_geometry(),
     }
 
 
@@ -99,6 +100,11 @@ def show_config():
     print(f"    unpacked path: m*n*k <= {r['small_mnk']}, m <= {r['skinny_m']} "
           f"(with k <= 256 or k*n <= {r['skinny_kn']}), n <= {r['narrow_n']}, "
           f"k <= {r['shallow_k']}, or a vector")
+    sets, ways, line = row["l1_geometry"]
+    if ways:
+        print(f"      B copied in panels, not read in place, when its rows "
+              f"fall on too few of L1's {sets} sets ({ways}-way, {line}-byte "
+              f"lines) for 96+ rows of A")
     ahead, stride = row["pack_prefetch"]
     print(f"    packed path: per-thread B chunks when m <= 2 MC and "
           f"n >= {row['short_n']} or threads > 1"

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import fastmm
+from fastmm import _linalg
 from fastmm.driver import _threads
-from fastmm.driver._unpacked import (select_small_kernel, stack_limits,
-                                     vm_row_splits)
+from fastmm.driver._unpacked import (b_copies, l1_geometry,
+                                     select_small_kernel, set_l1_geometry,
+                                     stack_limits, vm_row_splits)
 from conftest import assert_ran, forced_threads
 
 ISAS = ["avx512", "avx2", "generic"]
@@ -123,6 +125,56 @@ def test_skinny_with_copied_panels(isa, dtype):
         fastmm.matmul(a, _layout(b, "T"), out=out)
         _check(out, a, b, dtype)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_b_rows_colliding_in_l1_sets_are_copied(isa, dtype):
+    # A B small enough to read in place whose rows are a power-of-two number
+    # of bytes apart lands on a few of L1's sets (4 of 64 at 1 KiB on a
+    # 32 KiB 8-way L1): with 96 and more rows of A it is copied in panels,
+    # as a large B is; with fewer rows, or rows that spread over the sets,
+    # it is read in place.  Copied or not, C is exact and nothing else is
+    # written.
+    rng = np.random.default_rng(12)
+    item = np.dtype(dtype).itemsize
+    saved, routes = l1_geometry(), _linalg.routing()
+    set_l1_geometry(64, 8, 64)
+    _linalg.set_routing(**dict(routes, small_mnk=1 << 40))  # all unpacked
+    try:
+        for m, k, n, copied in [
+                (128, 64, 1024 // item, True),      # 1 KiB rows: 4 sets
+                (96, 128, 512 // item, True),       # 512 B rows: 8 sets
+                (130, 40, 2048 // item, True),      # 2 KiB rows: 2 sets
+                (64, 64, 1024 // item, False),      # too few rows of A
+                (128, 16, 1024 // item, False),     # 16 rows fit 4 sets
+                (128, 64, 1024 // item + 3, False)]:  # rows spread out
+            a = _rand(rng, (m, k), dtype)
+            b = _rand(rng, (k, n), dtype)
+            big = np.full((m + 2, n + 2), np.nan, dtype)
+            out = big[1:-1, 1:-1]
+            before = b_copies()
+            with forced_threads(1) as seen:
+                fastmm.matmul(a, b, out=out)
+            assert_ran(seen, "small", 1)
+            assert b_copies() - before == copied, (m, k, n)
+            _check(out, a, b, dtype)
+            assert np.isnan(big[[0, -1]]).all()
+            assert np.isnan(big[:, [0, -1]]).all()
+            # a view with colliding rows of the same stride, and beta
+            wide = _rand(rng, (k, 2 * n), dtype)[:, 3:3 + n]
+            c = _rand(rng, (m, n), dtype)
+            got = fastmm.gemm(0.5, a, wide, -2.0, c)
+            _check(got, a, wide, dtype, 0.5, -2.0, c)
+        set_l1_geometry(64, 0, 64)             # ways 0: never for collisions
+        before = b_copies()
+        fastmm.matmul(_rand(rng, (128, 64), dtype),
+                      _rand(rng, (64, 1024 // item), dtype))
+        assert b_copies() == before
+    finally:
+        set_l1_geometry(*saved)
+        _linalg.set_routing(**routes)
+    with pytest.raises(ValueError, match="L1 geometry"):
+        set_l1_geometry(0, 8, 64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -37,8 +37,9 @@ def apply(row=None, reason=None, source="built-in"):
     """Put ``row`` (default: the registry's choice for this CPU, or the
     tuned file's, see fastmm.config.tuned) in force in every compiled
     module: kernel family, block sizes, routing and threading thresholds."""
-    from fastmm.driver import _context, _packed, _threads
+    from fastmm.driver import _context, _packed, _threads, _unpacked
     from fastmm import _linalg
+    from fastmm._cpu import read_caches
     if row is None:
         sig = signature()
         row, reason = select(sig, _context.available_kernels())
@@ -55,6 +56,8 @@ def apply(row=None, reason=None, source="built-in"):
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                         row.shallow_k, row.skinny_kn)
     _threads.set_flops_per_thread(row.flops_per_thread)
+    l1 = read_caches()[1]
+    _unpacked.set_l1_geometry(l1.sets, l1.ways, l1.line)
     _in_force.clear()
     _in_force.update(row=row, reason=reason, source=source, isa=isa,
                      forced_isa=forced)

@@ -56,6 +56,9 @@ static inline void fmm_batch_step(int nb, const ptrdiff_t *shape,
 #define FMM_VM_SPLIT_BYTES (16 * 1024)
 /* Test hook: products the calling thread ran by blocks of rows. */
 static __thread long fmm_vm_row_splits = 0;
+/* Test hook: products (or thread shares) the calling thread ran over copies
+ * of B's panels rather than reading B in place. */
+static __thread long fmm_small_b_copies = 0;
 
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, STACK, STACK_COLS)             \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
@@ -126,19 +129,24 @@ static __thread long fmm_vm_row_splits = 0;
         }                                                                      \
         if (m <= 0 || n <= 0)                                                  \
             return;                                                            \
-        if (cs_b == 1 && (m <= 8 || k * n * (ptrdiff_t)sizeof(T)               \
-                                        <= FMM_SMALL_INPLACE_BYTES)) {         \
+        if (cs_b == 1 && (m <= 8 || (k * n * (ptrdiff_t)sizeof(T)              \
+                                         <= FMM_SMALL_INPLACE_BYTES &&         \
+                                     (m < FMM_SMALL_COPY_ROWS ||               \
+                                      !fmm_small_sets_collide(                 \
+                                          k, rs_b * (ptrdiff_t)sizeof(T)))))) {\
             /* B read in place: once (one row block) or from cache */          \
             fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,    \
                            rs_c, cs_c);                                        \
             return;                                                            \
         }                                                                      \
-        /* B's rows strided or B larger than cache: its rows, a row stride    \
-         * apart, would collide in the cache's sets and each row block would  \
-         * re-read them from memory.  Copy KC x NB panels onto the stack and   \
-         * run every row block of A over each copy; along a KC block of rows   \
-         * B is read in order, and that block of A stays in L1. */             \
+        /* B's rows strided, B larger than cache, or its rows colliding        \
+         * in L1's sets and enough rows of A to pay for a copy: read in        \
+         * place, each row block of A would re-read B's rows from L2 or        \
+         * memory.  Copy KC x NB panels onto the stack and run every row       \
+         * block of A over each copy; along a KC block of rows B is read in    \
+         * order, and that block of A stays in L1. */                          \
         enum { NB = 128 / sizeof(T) };                                         \
+        fmm_small_b_copies++;                                                  \
         T panel[FMM_SMALL_KC * NB] __attribute__((aligned(64)));               \
         for (ptrdiff_t pc = 0; pc < k; pc += FMM_SMALL_KC) {                   \
             ptrdiff_t kc = k - pc < FMM_SMALL_KC ? k - pc : FMM_SMALL_KC;      \

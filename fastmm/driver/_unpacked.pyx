@@ -36,8 +36,9 @@ cdef extern from "driver/_unpacked.h" nogil:
         Py_ssize_t cs_b, double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
         int nt)
     const char* fmm_small_init(const char* isa)
+    Py_ssize_t fmm_l1_sets, fmm_l1_ways, fmm_l1_line
     void fmm_small_stack_limits(int* rows, int* cols_s, int* cols_d)
-    long fmm_vm_row_splits
+    long fmm_vm_row_splits, fmm_small_b_copies
 
 
 cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -112,6 +113,27 @@ def stack_limits():
     cdef int rows, cols_s, cols_d
     fmm_small_stack_limits(&rows, &cols_s, &cols_d)
     return rows, {"float32": cols_s, "float64": cols_d}
+
+
+def set_l1_geometry(sets, ways, line):
+    """The L1 data cache the unpacked path plans around (sets, ways, line
+    bytes); ways 0 turns off copying B for L1 set collisions."""
+    global fmm_l1_sets, fmm_l1_ways, fmm_l1_line
+    if sets < 1 or ways < 0 or line < 1:
+        raise ValueError(f"L1 geometry: sets >= 1, ways >= 0 and line >= 1, "
+                         f"got {sets}, {ways}, {line}")
+    fmm_l1_sets, fmm_l1_ways, fmm_l1_line = int(sets), int(ways), int(line)
+
+
+def l1_geometry():
+    """The L1 geometry in force, as set_l1_geometry takes it."""
+    return fmm_l1_sets, fmm_l1_ways, fmm_l1_line
+
+
+def b_copies():
+    """Test hook: how many products (or thread shares of one) the calling
+    thread has run on the unpacked path over copies of B's panels."""
+    return fmm_small_b_copies
 
 
 def vm_row_splits():

@@ -43,6 +43,39 @@
  * address order; a larger B is walked a column slice at a time, which keeps
  * that slice in L1 while A streams (FMM_SMALL_FOR_BLOCKS). */
 #define FMM_SMALL_ROWS_FIRST_BYTES (16 * 1024)
+/* Rows of A from which a B whose rows collide in L1's sets is copied: below,
+ * the copy costs about what the re-reads from L2 do.  (Zen 3, 1 thread, B
+ * read in place -> copied: float64 256 x 64 @ 64 x 256 35 -> 45 GFLOP/s,
+ * 128^3 35 -> 45, float32 256 x 32 @ 32 x 256 76 -> 87; 32..80 rows
+ * were level or 2-10% behind.) */
+#define FMM_SMALL_COPY_ROWS 96
+
+/* L1's geometry as the unpacked driver sees it (set from the detected
+ * cache by fastmm.config through set_l1_geometry; ways 0: never copy B for
+ * set collisions).  Plain ints read per product: either answer is correct. */
+static ptrdiff_t fmm_l1_sets = 64, fmm_l1_ways = 8, fmm_l1_line = 64;
+
+/* Whether k rows of B, `row_bytes` apart, would collide in L1's sets.  The
+ * rows of a column slice fall on way / gcd(row_bytes, way) of the sets (way:
+ * the bytes one way spans, 4 KiB on 32 KiB 8-way and 48 KiB 12-way L1s):
+ * only 4 sets at 1 KiB rows, 2 at 2 KiB.  Past half the ways of those, the
+ * slice no longer stays in L1 while A streams by, and each row block of A
+ * re-reads it from L2; such a B is copied in panels like a large one. */
+static inline int fmm_small_sets_collide(ptrdiff_t k, ptrdiff_t row_bytes)
+{
+    ptrdiff_t way = fmm_l1_sets * fmm_l1_line;
+    ptrdiff_t g = way, r = row_bytes < 0 ? -row_bytes : row_bytes;
+    if (fmm_l1_ways <= 0 || r == 0 || way <= 0)
+        return 0;                     /* off, or one broadcast row */
+    while (r) {                       /* g := gcd(row_bytes, way) */
+        ptrdiff_t t = g % r;
+        g = r;
+        r = t;
+    }
+    ptrdiff_t sets = way / g > fmm_l1_sets ? fmm_l1_sets : way / g;
+    return k > fmm_l1_ways / 2 * sets;
+}
+
 /* Length of a strided vector the dot form copies onto the stack. */
 #define FMM_SMALL_STACK_ELEMS 4096
 /* Columns of C one "axpy" pass accumulates (16 KiB of float32, 32 KiB of
