@@ -664,3 +664,44 @@ def test_float64_products_get_threads_at_half_the_flops(shape):
                 got = fastmm.matmul(a, b)
             assert max(seen.values()) == want, (dtype, seen)
             assert_close(got, reference(a, b), a, b)
+
+
+SHOW_SPIN = """
+import os, fastmm
+from fastmm._config import config
+print(os.environ.get("GOMP_SPINCOUNT"), "|", config()["omp_spin"])
+"""
+
+
+def _libgomp_spin(stderr):
+    """The GOMP_SPINCOUNT libgomp shows with OMP_DISPLAY_ENV (None: another
+    OpenMP runtime, which does not show it)."""
+    for line in stderr.splitlines():
+        if line.strip().startswith("GOMP_SPINCOUNT"):
+            return line.split("=", 1)[1].strip().strip("'")
+    return None
+
+
+@pytest.mark.skipif(not _threads.HAVE_OPENMP, reason="a serial build")
+@pytest.mark.parametrize("env, spin, env_after, source", [
+    ({}, "100000", "None", "fastmm's default"),
+    ({"GOMP_SPINCOUNT": "123"}, "123", "123", "the environment's"),
+    ({"OMP_WAIT_POLICY": "passive"}, None, "None", "the environment's"),
+])
+def test_idle_workers_spin_briefly_unless_the_user_says(env, spin, env_after,
+                                                        source):
+    # libgomp's default (300000 spins after each region) kept a core from
+    # numpy's next call for milliseconds on 2 cores; fastmm's libgomp gets a
+    # short spin, read when it loads, and the environment is left as it was
+    # (later OpenMP runtimes see the user's); a user's setting wins
+    out, err = run_python(SHOW_SPIN, dict(env, OMP_DISPLAY_ENV="verbose"),
+                          unset=("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"),
+                          stderr=True)
+    shown = _libgomp_spin(err)
+    if shown is None and "OPENMP DISPLAY ENVIRONMENT" not in err:
+        pytest.skip("not libgomp: GOMP_SPINCOUNT does not apply")
+    if spin is not None:
+        assert shown == spin, err
+    value, _, where = out.partition(" | ")
+    assert value == env_after
+    assert source in where
