@@ -9,27 +9,23 @@
 """
 __version__ = "0.1.0"
 
-from fastmm import _spin
-
-# libgomp reads its environment when the first compiled module loads it
-with _spin.importing():
-    try:
-        from fastmm.driver._threads import get_num_threads, set_num_threads, threads
-    except ImportError as e:  # pragma: no cover - depends on how it was installed
-        import os as _os
-        _driver = _os.path.join(_os.path.dirname(__file__), "driver")
-        if not any(f.startswith("_threads.") and not f.endswith((".pyx", ".pxd", ".h"))
-                   for f in _os.listdir(_driver)):
-            raise ImportError(
-                "fastmm's compiled modules are missing from "
-                f"{_driver}: this looks like the source tree. "
-                "Build it in place with `pip install -e .`, or run from outside "
-                "the source directory after `pip install .`") from e
-        raise
-    from fastmm._linalg import matmul
-    from fastmm._blas import gemm
-    from fastmm.driver._packed import kept_buffer_bytes, release_buffers
-    from fastmm._config import show_config
+try:
+    from fastmm.driver._threads import get_num_threads, set_num_threads, threads
+except ImportError as e:  # pragma: no cover - depends on how it was installed
+    import os as _os
+    _driver = _os.path.join(_os.path.dirname(__file__), "driver")
+    if not any(f.startswith("_threads.") and not f.endswith((".pyx", ".pxd", ".h"))
+               for f in _os.listdir(_driver)):
+        raise ImportError(
+            "fastmm's compiled modules are missing from "
+            f"{_driver}: this looks like the source tree. "
+            "Build it in place with `pip install -e .`, or run from outside "
+            "the source directory after `pip install .`") from e
+    raise
+from fastmm._linalg import matmul
+from fastmm._blas import gemm
+from fastmm.driver._packed import kept_buffer_bytes, release_buffers
+from fastmm._config import show_config
 
 __all__ = ["matmul", "gemm", "get_num_threads", "set_num_threads", "threads",
            "release_buffers", "kept_buffer_bytes", "show_config", "nn", "cuda", "__version__"]

@@ -4,7 +4,6 @@ import platform
 from fastmm.driver import _context, _packed, _unpacked, _threads
 from fastmm import _lowp
 from fastmm._cpu import read_caches
-from fastmm._spin import spin_setting
 
 
 def cpu_features():
@@ -34,7 +33,6 @@ def config():
         "num_threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "forked_child_single_thread": _threads.in_forked_child(),
-        "omp_spin": spin_setting(),
         "kept_buffer_bytes": _packed.kept_buffer_bytes(),
         "cpu_features": cpu_features(),
         "caches": {f"L{lvl}": f"{c.size // 1024} KiB, {c.ways}-way"
@@ -76,8 +74,6 @@ def show_config():
     print(f"  OpenMP:      {'yes' if cfg['openmp'] else 'no (serial build)'}")
     print(f"  threads:     {cfg['num_threads']} (CPUs available: {cfg['cpu_count']})"
           + (" [forked child: 1]" if cfg["forked_child_single_thread"] else ""))
-    if cfg["openmp"]:
-        print(f"  idle spin:   {cfg['omp_spin']}")
     print(f"  buffers:     {cfg['kept_buffer_bytes'] / 2**20:.1f} MiB of packing "
           f"buffers kept between calls (fastmm.release_buffers() frees them)")
     print(f"  CPU:         {' '.join(cfg['cpu_features']) or 'unknown'}")
