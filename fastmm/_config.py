@@ -63,6 +63,7 @@ def _row_info():
         "short_n": _packed.short_n(),
         "pack_prefetch": _packed.pack_prefetch(),
         "l1_geometry": _unpacked.l1_geometry(),
+        "stack_ahead": _packed.stack_ahead(),
     }
 
 
@@ -110,5 +111,9 @@ def show_config():
           f"n >= {row['short_n']} or threads > 1"
           + (f"; packed with a prefetch {ahead} rows ahead where B's rows "
              f"are >= {stride // 1024} KiB apart" if ahead else ""))
+    if row["stack_ahead"]:
+        print(f"      stacks: the next product's A and B fetched into L2 while "
+              f"one runs on one thread, when they take <= "
+              f"{row['stack_ahead'] // 1024} KiB (half of L2)")
     print(f"    threads:   one per {row['flops_per_thread'] / 1e6:.1f} MFLOP "
           f"of a product (float32; a float64 flop counts twice)")

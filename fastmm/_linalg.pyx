@@ -11,7 +11,7 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 
-from fastmm.driver._packed cimport sgemm, dgemm
+from fastmm.driver._packed cimport sgemm, dgemm, Ahead
 from fastmm.nn._epilogue cimport Epilogue, apply_epilogue, fmm_act_select
 from fastmm.driver._threads cimport threads_for, note_region, PATH_STACK
 from fastmm.driver._pack cimport real
@@ -101,19 +101,26 @@ cdef inline bint _unpacked(Py_ssize_t m, Py_ssize_t n,
             or n <= NARROW_N or k <= SHALLOW_K)
 
 
+cdef Ahead _no_ahead
+_no_ahead.a = _no_ahead.b = NULL
+
+
 cdef inline int _product(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                          const real* a, const Py_ssize_t* s_a,
                          const real* b, const Py_ssize_t* s_b, real beta,
                          real* c, const Py_ssize_t* s_c, const Epilogue* ep,
-                         bint small, int nt) noexcept nogil:
-    """One product on the path chosen by _unpacked (small) with nt threads."""
+                         bint small, int nt,
+                         Ahead ahead=_no_ahead) noexcept nogil:
+    """One product on the path chosen by _unpacked (small) with nt threads;
+    ahead: the product a stack runs next, if any (a NULL: none)."""
+    cdef const Ahead* next_p = &ahead if ahead.a != NULL else NULL
     if not small:
         if real is float:
             return sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                         beta, c, s_c[0], s_c[1], ep, nt)
+                         beta, c, s_c[0], s_c[1], ep, nt, next_p)
         else:
             return dgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
-                         beta, c, s_c[0], s_c[1], ep, nt)
+                         beta, c, s_c[0], s_c[1], ep, nt, next_p)
     if real is float:
         small_sgemm(m, n, k, alpha, a, s_a[0], s_a[1], b, s_b[0], s_b[1],
                     beta, c, s_c[0], s_c[1], nt)
@@ -134,6 +141,21 @@ cdef inline Py_ssize_t _offset(Py_ssize_t t, int nb, const Py_ssize_t* shape,
         off += (t % shape[d]) * strides[d]
         t = t // shape[d]
     return off
+
+
+cdef inline Ahead _next(Py_ssize_t t, Py_ssize_t count, int nb,
+                        const Py_ssize_t* shape, const real* a,
+                        const Py_ssize_t* s_a, const Py_ssize_t* bs_a,
+                        const real* b, const Py_ssize_t* s_b,
+                        const Py_ssize_t* bs_b) noexcept nogil:
+    """The operands of the stack's product t + 1 (a NULL after the last)."""
+    cdef Ahead nxt
+    nxt.a = nxt.b = NULL
+    nxt.rs_a, nxt.cs_a, nxt.rs_b, nxt.cs_b = s_a[0], s_a[1], s_b[0], s_b[1]
+    if t + 1 < count:
+        nxt.a = a + _offset(t + 1, nb, shape, bs_a)
+        nxt.b = b + _offset(t + 1, nb, shape, bs_b)
+    return nxt
 
 
 cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
@@ -192,11 +214,14 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
         with parallel(num_threads=nt_stack):
             if fmm_thread_num() == 0:
                 team_p[0] = fmm_team_size()
+            # (static: each thread's products are consecutive, so t + 1 is
+            # its own next one but at the end of its share)
             for t in prange(count, schedule="static"):
                 if _product(m, n, k, alpha, a + _offset(t, nb, shape, bs_a),
                             s_a, b + _offset(t, nb, shape, bs_b), s_b, beta,
                             c + _offset(t, nb, shape, bs_c), s_c, ep, small,
-                            1):
+                            1, _next(t, count, nb, shape, a, s_a, bs_a, b,
+                                     s_b, bs_b)):
                     err_p[0] = -1
         note_region(PATH_STACK, team)
     else:
@@ -206,7 +231,8 @@ cdef int _batched(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
             err |= _product(m, n, k, alpha, a + _offset(t, nb, shape, bs_a),
                             s_a, b + _offset(t, nb, shape, bs_b), s_b, beta,
                             c + _offset(t, nb, shape, bs_c), s_c, ep, small,
-                            nt_one)
+                            nt_one, _next(t, count, nb, shape, a, s_a, bs_a,
+                                          b, s_b, bs_b))
     return err
 
 

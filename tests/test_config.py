@@ -6,6 +6,7 @@ import pytest
 import fastmm
 from fastmm.driver import _context, _packed, _unpacked, _threads
 from fastmm import _linalg, config
+from fastmm._cpu import read_caches
 from fastmm.config.registry import ROWS, Signature, parse_signature, select
 from conftest import assert_close, random, reference
 
@@ -92,6 +93,7 @@ def test_the_row_in_force_drives_every_path():
                                  "skinny_kn": row.skinny_kn}
     assert _threads.flops_per_thread() == row.flops_per_thread
     assert _packed.pack_prefetch() == tuple(row.pack_prefetch)
+    assert _packed.stack_ahead() == read_caches()[2].size // 2
     blocks = config.blocks_for(row, cur["isa"])
     info = _context.kernel_info()
     for dt in ("float32", "float64"):

@@ -438,6 +438,49 @@ def test_stack_packs_a_cold_b_the_single_product_reads_in_place(dtype):
     _check(got, a, b, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stack_ahead_fetches_the_next_product_of_a_packed_stack(dtype):
+    """A one-thread packed product of a stack asks for the next product's
+    operands while it runs (recorded as stack_ahead) when they fit the
+    limit, and not for a single product, past the limit or with the limit
+    0; results are right in every case, including a broadcast B, a
+    column-major out (the driver swaps the operands) and a split stack."""
+    from fastmm.driver import _packed
+    rng = np.random.default_rng(17)
+    a = _rand(rng, (4, 64, 128), dtype)
+    b = _rand(rng, (4, 128, 128), dtype)
+    item = np.dtype(dtype).itemsize
+    need = (64 * 128 + 128 * 128) * item
+    saved = _packed.stack_ahead()
+    try:
+        _packed.set_stack_ahead(need)
+        for bb in (b, b[0]):
+            with fastmm.threads(1), _threads.record() as seen:
+                got = fastmm.matmul(a, bb)
+            assert seen.get("packed") == 1 and seen.get("stack_ahead") == 1, seen
+            _check(got, a, bb, dtype)
+        out = np.empty((4, 128, 64), dtype).transpose(0, 2, 1)
+        with fastmm.threads(1), _threads.record() as seen:
+            fastmm.matmul(a, b, out=out)
+        assert seen.get("stack_ahead") == 1, seen
+        _check(out, a, b, dtype)
+        with fastmm.threads(2), _threads.parallel_threshold(0):
+            _check(fastmm.matmul(a, b), a, b, dtype)
+        with fastmm.threads(1), _threads.record() as seen:
+            _check(fastmm.matmul(a[0], b[0]), a[0], b[0], dtype)
+        assert "stack_ahead" not in seen, seen
+        for limit in (need - 1, 0):
+            _packed.set_stack_ahead(limit)
+            with fastmm.threads(1), _threads.record() as seen:
+                got = fastmm.matmul(a, b)
+            assert seen.get("packed") == 1 and "stack_ahead" not in seen, seen
+            _check(got, a, b, dtype)
+        with pytest.raises(ValueError, match="stack_ahead"):
+            _packed.set_stack_ahead(-1)
+    finally:
+        _packed.set_stack_ahead(saved)
+
+
 def test_select_small_kernel_falls_back():
     best = select_small_kernel(None)
     try:

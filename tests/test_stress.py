@@ -333,7 +333,8 @@ def main():
                   f"python tests/test_stress.py", flush=True)
             return 1
         for path, team in seen.items():
-            threaded[path] = threaded.get(path, 0) + (team > 1)
+            if path in threaded:    # not stack_ahead: a one-thread mark
+                threaded[path] += team > 1
         done += 1
     paths = " ".join(f"{p}={n}" for p, n in threaded.items())
     print(f"stress: {done} cases in {time.perf_counter() - start:.1f} s, "

@@ -56,8 +56,10 @@ def apply(row=None, reason=None, source="built-in"):
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                         row.shallow_k, row.skinny_kn)
     _threads.set_flops_per_thread(row.flops_per_thread)
-    l1 = read_caches()[1]
+    caches = read_caches()
+    l1 = caches[1]
     _unpacked.set_l1_geometry(l1.sets, l1.ways, l1.line)
+    _packed.set_stack_ahead(caches[2].size // 2)
     _in_force.clear()
     _in_force.update(row=row, reason=reason, source=source, isa=isa,
                      forced_isa=forced)

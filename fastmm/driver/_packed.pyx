@@ -18,7 +18,7 @@ from cython.parallel cimport parallel
 
 from fastmm.driver._pack cimport real, pack_a, pack_b, strip
 from fastmm.nn._epilogue cimport apply_epilogue
-from fastmm.driver._threads cimport note_region, PATH_PACKED
+from fastmm.driver._threads cimport note_region, PATH_PACKED, PATH_AHEAD
 from fastmm.driver._context cimport (Blocking, active_blocking, sgemm_ukr_t,
                                      dgemm_ukr_t, sgemm_rows_t, dgemm_rows_t)
 
@@ -26,6 +26,13 @@ cdef extern from "driver/_parallel.h" nogil:
     int fmm_thread_num()
     int fmm_team_size()
     void fmm_barrier()
+
+cdef extern from "driver/_prefetch.h" nogil:
+    ctypedef struct Fetch "fmm_fetch_t":
+        const Ahead* ahead
+        Py_ssize_t m, n, k, part, parts
+        size_t size
+    void fetch_part "fmm_fetch_part"(Fetch* f)
 
 cdef extern from "driver/_scratch.h" nogil:
     void* fmm_scratch_get(size_t size)
@@ -116,6 +123,31 @@ def set_pack_prefetch(ahead, min_stride):
     _pf_ahead, _pf_stride = ahead, min_stride
 
 
+# The next product of a stack (Ahead) is asked for while this one runs when
+# its A and B take at most this many bytes: half of L2 (fastmm.config sets
+# it from the detected cache), so that they stay there beside this
+# product's packed blocks.  Zen 3, 1 thread, median of 15 interleaved
+# rounds: stacks of 64 products of 120^3 and 128^3 float32 +6-8%, float64
+# +5-10%, 160^3 float32 +7%; on 2 threads +1-5%.  Larger operands were
+# evicted before use: 16 of 32x256 @ 256x1024 lost 5-7%.
+cdef Py_ssize_t _ahead_bytes = 256 * 1024
+
+
+def stack_ahead():
+    """Bytes of the next product's A and B up to which a stack's packed
+    products fetch them while they run (set_stack_ahead); 0: never."""
+    return _ahead_bytes
+
+
+def set_stack_ahead(Py_ssize_t max_bytes):
+    """Fetch the next product's operands while a stack's packed product
+    runs when they take at most ``max_bytes`` (0: never)."""
+    global _ahead_bytes
+    if max_bytes < 0:
+        raise ValueError(f"stack_ahead must be >= 0 bytes, got {max_bytes}")
+    _ahead_bytes = max_bytes
+
+
 cdef inline Py_ssize_t _short_chunk(const Blocking* blk) noexcept nogil:
     # micro-panels of B packed together when m <= 2 MC: about half the L2
     # budget of an A block (MC x KC), so the chunk and the A block share L2
@@ -138,10 +170,12 @@ cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
                          real beta_pc, real* c, Py_ssize_t rs_c,
                          Py_ssize_t cs_c, Py_ssize_t ic, Py_ssize_t mc,
                          Py_ssize_t j, Py_ssize_t nr, bint last_pc,
-                         const Epilogue* ep, real* tile) noexcept nogil:
+                         const Epilogue* ep, real* tile,
+                         Fetch* fetch) noexcept nogil:
     """LOOP 1: the strips of a packed A block (MR rows, the last one or two
     fewer: see _pack.strip) against one B micro-panel, into
-    C[ic:ic+mc, j:j+nr]; edge tiles and strided C go through tile."""
+    C[ic:ic+mc, j:j+nr]; edge tiles and strided C go through tile; a part
+    of the next product's operands before each call (fetch, or NULL)."""
     cdef int MR = blk.MR, NR = blk.NR
     cdef Py_ssize_t irb, ir, mr, i, jp
     cdef const real* a_panel
@@ -151,6 +185,8 @@ cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
         mr = strip(irb, mc, MR, blk.split_rows, &ir)
         a_panel = a_packed + irb * MR * kc
         c_ij = c + (ic + ir) * rs_c + j * cs_c
+        if fetch != NULL:
+            fetch_part(fetch)
         if nr == NR and cs_c == 1 and (mr == MR or blk.ukr_rows != NULL):
             if mr == MR:
                 _run_ukr(blk, kc, alpha, a_panel, b_panel, beta_pc, c_ij,
@@ -185,7 +221,7 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                        const real* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                        real beta, real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
                        const Epilogue* ep, real* a_packed, real* b_packed,
-                       int tid, int nt) noexcept nogil:
+                       int tid, int nt, Fetch* fetch) noexcept nogil:
     """One thread's share of the product; all threads of the team call it."""
     cdef int MR = blk.MR, NR = blk.NR
     cdef Py_ssize_t MC = blk.MC, KC = blk.KC, NC = blk.NC
@@ -237,7 +273,8 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                     j = jr * NR
                     _strips(blk, kc, alpha, a_packed,
                             b_packed + (jr - jb) * NR * kc, beta_pc, c, rs_c,
-                            cs_c, 0, m, j, min(NR, n - j), last_pc, ep, tile)
+                            cs_c, 0, m, j, min(NR, n - j), last_pc, ep, tile,
+                            fetch)
         return
 
     # Thread grid: split the rows of C (threads share the B panel, each packs
@@ -289,7 +326,7 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                     j = jc + jr * NR
                     _strips(blk, kc, alpha, a_packed, b_packed + jr * NR * kc,
                             beta_pc, c, rs_c, cs_c, ic, mc, j,
-                            min(NR, n - j), last_pc, ep, tile)
+                            min(NR, n - j), last_pc, ep, tile, fetch)
             # the next pc iteration repacks B: wait until nobody reads it
             if nt > 1:
                 fmm_barrier()
@@ -299,8 +336,11 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                const real* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                const real* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                real beta, real* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
-               const Epilogue* ep, int nthreads) noexcept nogil:
+               const Epilogue* ep, int nthreads,
+               const Ahead* ahead) noexcept nogil:
     cdef Blocking blk
+    cdef Fetch fetch
+    cdef Fetch* fetch_p = NULL
     cdef Py_ssize_t mc_max, kc_max, nc_max, t
     cdef real* a_packed
     cdef real* b_packed
@@ -318,6 +358,13 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
             for t in range(m):
                 apply_epilogue(c + t * rs_c, rs_c, cs_c, 1, n, t, 0, ep)
         return 0
+    if (ahead != NULL and nthreads <= 1
+            and (m * k + k * n) * <Py_ssize_t>sizeof(real) <= _ahead_bytes):
+        # (before the swap below: ahead holds the next product as given)
+        fetch.ahead = ahead
+        fetch.m, fetch.n, fetch.k, fetch.size = m, n, k, sizeof(real)
+        fetch.part = 0
+        fetch_p = &fetch
     if cs_c != 1 and rs_c == 1:
         # Kernels write rows of C contiguously.  A column-major C is the
         # row-major C^T = B^T A^T: swap the operands instead of scattering.
@@ -347,8 +394,14 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
     b_packed = <real*>scratch
     a_packed = <real*>(<char*>scratch + b_size)
     if nt == 1:
+        if fetch_p != NULL:
+            # about one part per micro-kernel call
+            fetch.parts = (_ceil_div(m, blk.MR) * _ceil_div(n, blk.NR)
+                           * _ceil_div(k, blk.KC))
+            note_region(PATH_AHEAD, 1)
         _gemm_thread(&blk, m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
-                     beta, c, rs_c, cs_c, ep, a_packed, b_packed, 0, 1)
+                     beta, c, rs_c, cs_c, ep, a_packed, b_packed, 0, 1,
+                     fetch_p)
     else:
         with parallel(num_threads=nt):
             if fmm_thread_num() == 0:
@@ -357,7 +410,7 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
                          beta, c, rs_c, cs_c, ep,
                          a_packed + fmm_thread_num() * kc_max * (
                              _ceil_div(mc_max, blk.MR) * blk.MR),
-                         b_packed, fmm_thread_num(), fmm_team_size())
+                         b_packed, fmm_thread_num(), fmm_team_size(), NULL)
     fmm_scratch_release(scratch, b_size + a_size)
     note_region(PATH_PACKED, team)
     return 0
@@ -375,18 +428,20 @@ cdef int sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
                const float* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                const float* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                float beta, float* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
-               const Epilogue* ep, int nthreads) noexcept nogil:
+               const Epilogue* ep, int nthreads,
+               const Ahead* ahead=NULL) noexcept nogil:
     return _gemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
-                 beta, c, rs_c, cs_c, ep, nthreads)
+                 beta, c, rs_c, cs_c, ep, nthreads, ahead)
 
 
 cdef int dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, double alpha,
                const double* a, Py_ssize_t rs_a, Py_ssize_t cs_a,
                const double* b, Py_ssize_t rs_b, Py_ssize_t cs_b,
                double beta, double* c, Py_ssize_t rs_c, Py_ssize_t cs_c,
-               const Epilogue* ep, int nthreads) noexcept nogil:
+               const Epilogue* ep, int nthreads,
+               const Ahead* ahead=NULL) noexcept nogil:
     return _gemm(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b,
-                 beta, c, rs_c, cs_c, ep, nthreads)
+                 beta, c, rs_c, cs_c, ep, nthreads, ahead)
 
 
 def strips(Py_ssize_t mc, dtype):

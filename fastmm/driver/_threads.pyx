@@ -50,7 +50,7 @@ def flops_per_thread():
     return FLOPS_PER_THREAD
 
 # Names of the parallel paths note_region records (_threads.pxd's PATH_*).
-PATHS = ("packed", "small", "small_batch", "stack", "lowp")
+PATHS = ("packed", "small", "small_batch", "stack", "lowp", "stack_ahead")
 
 
 cdef int threads_for(double flops) noexcept nogil:
