@@ -121,7 +121,8 @@ NN_SHAPES = grid(["32x1024x1024", "4096x512x512"],
                   "256x1024x4096", "4096x512x512", "4096x1024x1024"])
 SMALL_SIZES = grid([4, 16, 64], [2, 4, 8, 16, 32, 64, 96])
 # stacks "b x n": (b, n, n) @ (b, n, n)
-STACK_SHAPES = grid(["10000x8"], ["10000x4", "10000x8", "1000x32", "100x64"])
+STACK_SHAPES = grid(["10000x8"], ["10000x4", "10000x8", "1000x32", "100x64",
+                                  "64x128"])
 # "NN" is Square's case; "NT" (x @ w.T) is a dense layer's
 TRANSPOSES = grid(["NT"], ["NN", "TN", "NT", "TT"])
 
