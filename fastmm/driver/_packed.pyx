@@ -126,10 +126,11 @@ def set_pack_prefetch(ahead, min_stride):
 # The next product of a stack (Ahead) is asked for while this one runs when
 # its A and B take at most this many bytes: half of L2 (fastmm.config sets
 # it from the detected cache), so that they stay there beside this
-# product's packed blocks.  Zen 3, 1 thread, median of 15 interleaved
-# rounds: stacks of 64 products of 120^3 and 128^3 float32 +6-8%, float64
-# +5-10%, 160^3 float32 +7%; on 2 threads +1-5%.  Larger operands were
-# evicted before use: 16 of 32x256 @ 256x1024 lost 5-7%.
+# product's packed blocks.  Zen 3, 1 thread, against the fetch off, median
+# of 15-21 alternating rounds: stacks of 64 products of 128^3 float32
+# +7-13%, float64 +5-8%; of 120^3 float32 +0-7%, float64 +8-11%; 32 of
+# 160^3 float32 +7%; on 2 threads +1-5%.  Larger operands were evicted
+# before use: 16 of 32x256 @ 256x1024 lost 5-7%.
 cdef Py_ssize_t _ahead_bytes = 256 * 1024
 
 
