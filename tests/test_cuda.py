@@ -365,6 +365,39 @@ def test_production_tile(monkeypatch):
     assert_product_close(got, ref.T, 13, np.float32, scale.T)
 
 
+@needs_cuda
+@pytest.mark.parametrize("stages", [1, 2])
+def test_gemm_kernel_stages(monkeypatch, stages):
+    """One and two shared-memory copies of the tiles give the same products:
+    k = 37 is nine full slabs of the simulator tile and a partial one, with
+    both load orders (plain and transposed operands) and a C update."""
+    from fastmm.cuda import _kernels
+    monkeypatch.setattr(_kernels, "STAGES", stages)
+    _kernels.gemm_kernel.cache_clear()
+    built, factory = [], _kernels.gemm_kernel
+
+    def spy(*args, **kwargs):
+        kernel = factory(*args, **kwargs)
+        built.append(kernel.stages)
+        return kernel
+    monkeypatch.setattr(_kernels, "gemm_kernel", spy)
+    try:
+        for dtype in DTYPES:
+            for trans in (False, True):
+                a, b = rand((37, 19) if trans else (19, 37), dtype), \
+                    rand((21, 37) if trans else (37, 21), dtype)
+                c = rand((19, 21), dtype)
+                op_a, op_b = (a.T, b.T) if trans else (a, b)
+                ref, scale = ref_product(op_a, op_b)
+                got = fc.gemm(2.0, a, b, -1.0, c, trans_a=trans,
+                              trans_b=trans)
+                assert_product_close(got, 2 * ref - c.astype(np.float64),
+                                     37, dtype, 2 * scale + np.abs(c))
+        assert built and set(built) == {stages}
+    finally:
+        factory.cache_clear()
+
+
 # --- dense layer ------------------------------------------------------------
 
 def _erf(x):
@@ -444,6 +477,44 @@ def test_linear_shapes_and_options():
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_writes_device_out_directly(monkeypatch, dtype):
+    """A device ``out`` (3-D, or a strided 2-D view) receives the fused
+    store itself: no temporary result is copied into it; an ``out`` that
+    overlaps x still gets the right answer (through a temporary)."""
+    from fastmm.cuda import _kernels
+    nc = cuda()
+    x, w, b = rand((2, 9, 33), dtype), rand((33, 19), dtype), rand(19, dtype)
+    z = np.einsum("bik,kj->bij", x.astype(np.float64), w) + b
+    ref = _act_ref(z, "relu")
+    tol = 4 * 35 * np.finfo(dtype).eps * (np.abs(x) @ np.abs(w) + np.abs(b))
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("a second pass over the result")
+    out = nc.device_array((2, 9, 19), dtype)
+    big = nc.to_device(np.full((18, 38), np.nan, dtype))
+    strided = big[:, 1::2]
+    with monkeypatch.context() as m:
+        m.setattr(_kernels, "copy_kernel", no_copy)
+        assert fc.linear(x, w, b, activation="relu", out=out) is out
+        assert fc.linear(x.reshape(18, 33), w, b, activation="relu",
+                         out=strided) is strided
+    assert (np.abs(out.copy_to_host() - ref) <= tol + 1e-30).all()
+    host = big.copy_to_host()
+    assert (np.abs(host[:, 1::2] - ref.reshape(18, 19))
+            <= tol.reshape(18, 19) + 1e-30).all()
+    assert np.isnan(host[:, 0::2]).all()     # nothing written outside out
+    # out aliasing x (in_features == out_features)
+    sq = rand((9, 19), dtype)
+    dsq = nc.to_device(sq)
+    want = sq.astype(np.float64) @ w[:19].astype(np.float64)
+    assert fc.linear(dsq, w[:19], out=dsq) is dsq
+    np.testing.assert_allclose(dsq.copy_to_host(), want,
+                               rtol=1e-4 if dtype == np.float32 else 1e-12,
+                               atol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS)
 def test_linear_backward(act, dtype):
     x, w, b = rand((17, 9), np.float64), rand((9, 3), np.float64), \
@@ -501,7 +572,8 @@ for dt, t in (("float32", float32), ("float64", float64)):
     C, A = t[:, ::1], t[:, :]
     for flags in [(False, False, False, True, True, False),
                   (True, True, True, False, False, True)]:
-        for act in ("identity", "gelu_erf"):
+        for act, stages in (("identity", 1), ("gelu_erf", 2)):
+            k.STAGES = stages     # read when the (uncached) kernel is built
             kern = k.gemm_kernel(dt, *flags, act, k.TILES[dt])
             cuda.compile_ptx(kern.py_func, (int64, int64, int64, t, A, C, t,
                                             A, C, t[::1], t), cc=(9, 0))

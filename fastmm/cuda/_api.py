@@ -118,9 +118,9 @@ def _copy(d, dtype, cuda, k):
     return out
 
 
-def _rows(d, cuda, k):
-    """Device array d (N-D, N >= 1) as a 2-D (rows, last axis) array: a view
-    when its leading axes collapse into one stride, else a copy."""
+def _rows_view(d, cuda):
+    """Device array d (N-D) as a 2-D (rows, last axis) view, or None when
+    its leading axes do not collapse into one stride."""
     if d.ndim == 2:
         return d
     if d.ndim == 0:
@@ -136,6 +136,15 @@ def _rows(d, cuda, k):
     if all(s0 == s1 * n1 for (_, s0), (n1, s1) in zip(axes, axes[1:])):
         s = axes[-1][1] if axes else 0
         return _as_strided(d, (rows, cols), (s, strides[-1]), cuda)
+    return None
+
+
+def _rows(d, cuda, k):
+    """Device array d (N-D, N >= 1) as a 2-D (rows, last axis) array: a view
+    when its leading axes collapse into one stride, else a copy."""
+    view = _rows_view(d, cuda)
+    if view is not None:
+        return view
     c = _copy(d, d.dtype, cuda, k)
     isz = d.dtype.itemsize
     return _as_strided(c, (rows, cols), (cols * isz, isz), cuda)
@@ -458,7 +467,21 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
     _check_out("linear", out, shape, dtype, cuda)
     on_device = any(_on_device(v, cuda) for v in (x, w, b, out)
                     if v is not None)
-    y = _linear_forward(x, w, b, act, slope, dtype, cuda, k)
+    dest = None
+    if out is not None and _on_device(out, cuda):
+        # the fused store writes straight into a device out (no second
+        # pass over y), unless out overlaps an operand or cannot be viewed
+        # as (rows, out_features)
+        dout = out if cuda.devicearray.is_cuda_ndarray(out) else \
+            cuda.as_cuda_array(out)
+        if not any(v is not None and _on_device(v, cuda)
+                   and _overlap(dout, v if cuda.devicearray.is_cuda_ndarray(v)
+                                else cuda.as_cuda_array(v))
+                   for v in (x, w, b)):
+            dest = _rows_view(dout, cuda)
+    y = _linear_forward(x, w, b, act, slope, dtype, cuda, k, dest=dest)
+    if dest is not None:
+        return out
     return _store(y.reshape(shape), out, on_device, cuda, k)
 
 
@@ -480,13 +503,16 @@ def _check_linear_shapes(x, w, b, dy=None):
                              f"{tuple(dy.shape)}, expected {want}")
 
 
-def _linear_forward(x, w, b, act, slope, dtype, cuda, k, pre=False):
-    """act(x @ w + b) as a contiguous 2-D device array (rows, out); with
-    pre=True, the pre-activation x @ w + b."""
+def _linear_forward(x, w, b, act, slope, dtype, cuda, k, pre=False,
+                    dest=None):
+    """act(x @ w + b) as a 2-D device array (rows, out): ``dest`` (any
+    strides, not overlapping the operands) when given, else a new
+    contiguous one; with pre=True, the pre-activation x @ w + b."""
     dx2 = _rows(_device(x, dtype, cuda, k), cuda, k)
     dw = _device(w, dtype, cuda, k)
     dbias = None if b is None else _device(b, dtype, cuda, k)
-    y = cuda.device_array((dx2.shape[0], tuple(dw.shape)[1]), dtype)
+    y = dest if dest is not None else \
+        cuda.device_array((dx2.shape[0], tuple(dw.shape)[1]), dtype)
     fused = "identity" if (pre or act == "softmax") else act
     _run_gemm(1.0, dx2, dw, 0.0, None, y, False, False, cuda, k,
               bias=dbias, act=fused, slope=slope)

@@ -39,6 +39,9 @@ SIMULATOR_TILES = (16, 16, 4, 4, 4)
 # registers); ptxas (sm_90, CUDA 12.9) fits both kernels in it, the float32
 # one with 24 bytes of spill
 MAX_REGISTERS = 128
+# shared-memory copies of the A and B tiles: 2 lets the next slab be stored
+# while this one is read, one barrier per k step instead of two
+STAGES = 1
 # threads per block of the row-wise (softmax) and element-wise kernels
 ROW_THREADS = 128
 SIMULATOR_ROW_THREADS = 8
@@ -114,12 +117,19 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
                 beta_zero, has_bias, act, tiles):
     """The tiled GEMM kernel; launch with gemm_launch_config.
 
+    STAGES and MAX_REGISTERS are read when a kernel is built (a benchmark
+    comparing other values sets them and clears this cache; a
+    MAX_REGISTERS of 0 leaves the register count to ptxas).
+
     a_rows_fast: load the A tile with consecutive threads walking rows i
     (coalesced when opA's row stride is the small one); otherwise they walk
     p.  b_cols_fast likewise for B's columns j.  Arguments at launch:
     (m, n, k, alpha, a, b, beta, c_in, c_out, bias, slope).
     """
     BM, BN, BK, TM, TN = tiles
+    S, regs_cap = STAGES, MAX_REGISTERS
+    if S not in (1, 2):
+        raise ValueError(f"stages must be 1 or 2, got {S}")
     TX, TY = BN // TN, BM // TM          # threads along n and along m
     NT = TX * TY
     A_PER, B_PER = BM * BK // NT, BK * BN // NT
@@ -153,14 +163,14 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
             regs[r] = v
 
     @cuda.jit(device=True)
-    def store_a(As, tid, regs):
+    def store_a(As, s, tid, regs):
         for r in range(A_PER):
             e = tid + r * NT
             if a_rows_fast:
                 ii, pp = e % BM, e // BM
             else:
                 pp, ii = e % BK, e // BK
-            As[pp, ii] = regs[r]
+            As[s, pp, ii] = regs[r]
 
     @cuda.jit(device=True)
     def load_b(b, n, k, col0, p0, tid, regs):
@@ -177,14 +187,14 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
             regs[r] = v
 
     @cuda.jit(device=True)
-    def store_b(Bs, tid, regs):
+    def store_b(Bs, s, tid, regs):
         for r in range(B_PER):
             e = tid + r * NT
             if b_cols_fast:
                 jj, pp = e % BN, e // BN
             else:
                 pp, jj = e % BK, e // BK
-            Bs[pp, jj] = regs[r]
+            Bs[s, pp, jj] = regs[r]
 
     # micro-tile layout: thread (ty, tx) owns rows g*TY*VEC + ty*VEC + v for
     # g < TM/VEC, v < VEC (and columns alike), i.e. VEC-long runs spread
@@ -200,10 +210,11 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
         return (j // VEC) * (TX * VEC) + tx * VEC + j % VEC
 
     # (numba's simulator takes no register cap)
-    @cuda.jit(**({} if simulated() else {"max_registers": MAX_REGISTERS}))
+    @cuda.jit(**({} if simulated() or not regs_cap
+                 else {"max_registers": regs_cap}))
     def kernel(m, n, k, alpha, a, b, beta, c_in, c_out, bias, slope):
-        As = cuda.shared.array((BK, AS_W), nbt, alignment=ALIGN)
-        Bs = cuda.shared.array((BK, BS_W), nbt, alignment=ALIGN)
+        As = cuda.shared.array((S, BK, AS_W), nbt, alignment=ALIGN)
+        Bs = cuda.shared.array((S, BK, BS_W), nbt, alignment=ALIGN)
         acc = cuda.local.array((TM, TN), nbt)
         ra = cuda.local.array(TM, nbt)
         rb = cuda.local.array(TN, nbt)
@@ -219,12 +230,13 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
 
         load_a(a, m, k, row0, 0, tid, next_a)
         load_b(b, n, k, col0, 0, tid, next_b)
-        store_a(As, tid, next_a)
-        store_b(Bs, tid, next_b)
+        store_a(As, 0, tid, next_a)
+        store_b(Bs, 0, tid, next_b)
         cuda.syncthreads()
         # k loop: one BK-deep slab of A and B per step; the next slab is
         # fetched into registers before this one is multiplied so global
         # latency hides behind the FMAs
+        s = 0
         for p0 in range(0, k, BK):
             more = p0 + BK < k
             if more:
@@ -235,17 +247,25 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
                 # is one aligned 16-byte shared load, and a quarter warp's
                 # runs of Bs are 128 contiguous bytes (no bank conflict)
                 for i in range(TM):
-                    ra[i] = As[pp, row_of(ty, i)]
+                    ra[i] = As[s, pp, row_of(ty, i)]
                 for j in range(TN):
-                    rb[j] = Bs[pp, col_of(tx, j)]
+                    rb[j] = Bs[s, pp, col_of(tx, j)]
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += ra[i] * rb[j]
-            cuda.syncthreads()
-            if more:
-                store_a(As, tid, next_a)
-                store_b(Bs, tid, next_b)
+            if S == 2:
+                # the other copy was last read before the previous barrier
+                if more:
+                    store_a(As, 1 - s, tid, next_a)
+                    store_b(Bs, 1 - s, tid, next_b)
                 cuda.syncthreads()
+                s = 1 - s
+            else:
+                cuda.syncthreads()
+                if more:
+                    store_a(As, 0, tid, next_a)
+                    store_b(Bs, 0, tid, next_b)
+                    cuda.syncthreads()
 
         # epilogue on the finished register tile: scale, C update, bias,
         # activation, then one store per element
@@ -262,6 +282,7 @@ def gemm_kernel(dtype, trans_a, trans_b, a_rows_fast, b_cols_fast,
                             v += bias[gj]
                         c_out[gi, gj] = activate(v, slope)
 
+    kernel.stages = S       # what the tests and benchmarks report
     return kernel
 
 
