@@ -231,6 +231,28 @@ def test_gemm_alpha_beta(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_row_tails_with_beta_write_only_their_columns(isa, dtype):
+    """C's last vector of a row, 1 .. lanes - 1 columns wide, is read and
+    stored piece by piece (AVX2: 16-, 8- and 4-byte stores): every width up
+    to two 512-bit vectors, with beta != 0, into a view whose neighbouring
+    elements must stay untouched."""
+    rng = np.random.default_rng(14)
+    for n in range(1, 2 * 64 // np.dtype(dtype).itemsize + 2):
+        m, k = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        a = _rand(rng, (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        c0 = _rand(rng, (m, n), dtype)
+        big = np.full((m + 2, n + 2), -7.0, dtype)
+        c = big[1:-1, 1:-1]
+        c[...] = c0
+        got = fastmm.gemm(0.5, a, b, -2.0, c, overwrite_c=True)
+        assert got is c
+        _check(c, a, b, dtype, 0.5, -2.0, c0)
+        big[1:-1, 1:-1] = -7.0
+        assert (big == -7.0).all(), (m, n, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_and_inf_propagate(isa, dtype):
     # no zero-skipping: 0 * NaN and 0 * Inf are NaN, as in numpy
     for m, n, k in [(4, 4, 4), (9, 17, 5), (1, 12, 7), (12, 1, 7)]:

@@ -16,9 +16,9 @@
  *                        otherwise from KC x 128-byte panels of B copied
  *                        onto the stack (any strides, no cache-set conflicts).
  *   stack_[sd]           `count` products at fixed batch strides, each one
- *                        register block: the block is chosen once, so a
- *                        4 x 4 product costs ~5-10 ns, not the ~27 of a call
- *                        per product (Zen 4).
+ *                        register block (AVX2: one or two): the block is
+ *                        chosen once, so a 4 x 4 product costs ~5-10 ns,
+ *                        not the ~27 of a call per product (Zen 4).
  *   m == 1 or n == 1     matrix-vector, bandwidth-bound: "axpy" form (rows
  *                        of the matrix contiguous, streamed four at a time)
  *                        or "dot" form (the matrix's other axis contiguous).
@@ -382,7 +382,7 @@ static const fmm_small_t fmm_small_generic = {
 #ifdef FMM_X86
 static const fmm_small_t fmm_small_avx2 = {
     "avx2", fmm_small_s_avx2, fmm_small_d_avx2, fmm_stack_s_avx2,
-    fmm_stack_d_avx2, 6, 16, 8, fmm_vm_s_avx2, fmm_vm_d_avx2,
+    fmm_stack_d_avx2, FMM_SMALL_AVX2_STACK_ROWS, 16, 8, fmm_vm_s_avx2, fmm_vm_d_avx2,
     fmm_dots_s_avx2, fmm_dots_d_avx2};
 static const fmm_small_t fmm_small_avx512 = {
     "avx512", fmm_small_s_avx512, fmm_small_d_avx512, fmm_stack_s_avx512,
