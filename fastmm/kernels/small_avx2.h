@@ -138,20 +138,21 @@ FMM_SMALL_AVX2_BLOCK(fmm_dblk_avx2_x, double, __m128d, 2, _mm, pd, __m128i,
     CASE(BLK, 3, LOOP) CASE(BLK, 2, LOOP) CASE(BLK, 1, LOOP)
 
 /* 6 rows by 2 vectors (12 of the 16 ymm registers hold C), in the order
- * FMM_SMALL_FOR_BLOCKS picks. */
+ * FMM_SMALL_FOR_BLOCKS picks; the last 7 or 8 rows as two blocks of 4 + 3 or
+ * 4 + 4 (fmm_small_rows). */
 #define FMM_SMALL_AVX2_LOOPS(NAME, BLK, T, L)                                  \
     static FMM_T256 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \
                               const T *b, ptrdiff_t rs_b, T beta, T *c,        \
                               ptrdiff_t rs_c, ptrdiff_t cs_c)                  \
     {                                                                          \
-        FMM_SMALL_FOR_BLOCKS(m, n, k, T, 6, 2 * L) {                           \
+        FMM_SMALL_FOR_BLOCKS(m, n, k, T, 6, 2 * L, 1) {                        \
             ptrdiff_t nr = n - j < 2 * L ? n - j : 2 * L;                      \
             int nv = nr > L ? 2 : 1;                                           \
             int last = (int)(nr - (nv - 1) * L);                               \
             const T *bj = b + j, *ai = a + i * rs_a;                           \
             T *ci = c + j * cs_c + i * rs_c;                                   \
-            switch ((m - i < 6 ? m - i : 6) * 2 + nv - 1) {                    \
+            switch (fmm_small_rows(m - i, 6, 1) * 2 + nv - 1) {                \
                 FMM_SMALL_AVX2_CASES(FMM_SMALL_CASE, BLK, FMM_ONCE)            \
             }                                                                  \
         }                                                                      \

@@ -91,14 +91,15 @@ FMM_SMALL_AVX512_BLOCK(fmm_dblk_avx512_x, double, __m128d,
 
 /* The loops over C's blocks: 8 rows by NV*L columns, in the order
  * FMM_SMALL_FOR_BLOCKS picks, with the row tail dispatched to a block of
- * exactly its height. */
+ * exactly its height (not rebalanced as on AVX2: unmeasured on an AVX-512
+ * core). */
 #define FMM_SMALL_AVX512_LOOPS(NAME, BLK, T, L, MT, CASE)                      \
     static FMM_T512 void NAME(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, T alpha,  \
                               const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,      \
                               const T *b, ptrdiff_t rs_b, T beta, T *c,        \
                               ptrdiff_t rs_c, ptrdiff_t cs_c)                  \
     {                                                                          \
-        FMM_SMALL_FOR_BLOCKS(m, n, k, T, 8, 2 * L) {                           \
+        FMM_SMALL_FOR_BLOCKS(m, n, k, T, 8, 2 * L, 0) {                        \
             ptrdiff_t nr = n - j < 2 * L ? n - j : 2 * L;                      \
             int nv = nr > L ? 2 : 1;                                           \
             int tail = (int)(nr - (nv - 1) * L);                               \
