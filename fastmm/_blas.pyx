@@ -27,6 +27,10 @@ cdef object _gemm_dtype(arrays):
 
 cdef double _real_scalar(x, str name) except? -1:
     """alpha or beta as a double: a real number (Python, numpy, 0-d array)."""
+    if type(x) is float:          # the common cases, without a 0-d array
+        return <double>x
+    if type(x) is int and -2**53 <= x <= 2**53:
+        return <double>x
     v = np.asarray(x)
     if v.ndim != 0:
         raise TypeError(f"gemm: {name} must be a real scalar, got an array of "
@@ -34,6 +38,37 @@ cdef double _real_scalar(x, str name) except? -1:
     if v.dtype.kind not in "biuf":
         raise TypeError(f"gemm: {name} must be a real scalar, got {x!r}")
     return float(v)
+
+
+cdef inline bint _kernel_type(object x) noexcept:
+    """x is an exact ndarray of float32 or float64 (any byte order)."""
+    if not cnp.PyArray_CheckExact(x):
+        return False
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    return t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64
+
+
+cdef object _result_dtype(cnp.ndarray a, cnp.ndarray b, object c):
+    """The dtype gemm computes in: float32 when every operand is float32,
+    float64 otherwise (see _gemm_dtype); arrays already float32 or float64
+    are decided without np.result_type (most of a small gemm's cost)."""
+    if _kernel_type(a) and _kernel_type(b) and (c is None or _kernel_type(c)):
+        if (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+                and cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT32
+                and (c is None or cnp.PyArray_TYPE(<cnp.ndarray>c)
+                     == cnp.NPY_FLOAT32)):
+            return _f32
+        return _f64
+    return _gemm_dtype([a.dtype, b.dtype] + ([np.asarray(c).dtype]
+                                             if c is not None else []))
+
+
+cdef cnp.ndarray _empty(Py_ssize_t m, Py_ssize_t n, object dtype):
+    """_empty(m, n, dtype) for float32/float64, without the Python call."""
+    cdef cnp.npy_intp dims[2]
+    dims[0] = m
+    dims[1] = n
+    return cnp.PyArray_EMPTY(2, dims, (<cnp.dtype>dtype).type_num, 0)
 
 
 cdef cnp.ndarray _operand(x, dtype):
@@ -81,13 +116,14 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
     """
     alpha = _real_scalar(alpha, "alpha")
     beta = _real_scalar(beta, "beta")
-    a = np.asarray(a)
-    b = np.asarray(b)
+    if not cnp.PyArray_CheckExact(a):
+        a = np.asarray(a)
+    if not cnp.PyArray_CheckExact(b):
+        b = np.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"gemm: a and b must be 2-D, got shapes {a.shape} "
                          f"and {b.shape}")
-    dtype = _gemm_dtype([a.dtype, b.dtype] + ([np.asarray(c).dtype]
-                                              if c is not None else []))
+    dtype = _result_dtype(a, b, c)
     op_a = a.T if trans_a else a
     op_b = b.T if trans_b else b
     m, k = op_a.shape
@@ -98,25 +134,29 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
                          f"differ")
     if c is None:
         beta = 0.0
-        target = np.empty((m, n), dtype)
+        target = _empty(m, n, dtype)
     else:
-        if np.shape(c) != (m, n):
-            raise ValueError(f"gemm: c has shape {np.shape(c)}, expected "
+        c_shape = (<object>c).shape if cnp.PyArray_CheckExact(c) \
+            else np.shape(c)
+        if c_shape != (m, n):
+            raise ValueError(f"gemm: c has shape {c_shape}, expected "
                              f"{(m, n)} for op(a) {op_a.shape} @ op(b) "
                              f"{op_b.shape}")
         if (overwrite_c and native_float(c) and c.dtype == dtype
                 and c.flags.writeable and not writes_twice(c)):
             target = c
         elif beta == 0:
-            target = np.empty((m, n), dtype)
+            target = _empty(m, n, dtype)
         else:
-            target = np.array(c, dtype=dtype, order="C")
+            target = (cnp.PyArray_NewCopy(<cnp.ndarray>c, cnp.NPY_CORDER)
+                      if native_float(c) and c.dtype == dtype
+                      else np.array(c, dtype=dtype, order="C"))
     op_a = _operand(op_a, dtype)
     op_b = _operand(op_b, dtype)
     result = target
     if (may_overlap(<cnp.ndarray>target, op_a)
             or may_overlap(<cnp.ndarray>target, op_b)):
-        result = target.copy() if beta != 0 else np.empty((m, n), dtype)
+        result = target.copy() if beta != 0 else _empty(m, n, dtype)
     run_product(op_a, op_b, result, (), 2, 2, alpha, beta, NULL)
     if result is not target:
         _copyto(target, result)

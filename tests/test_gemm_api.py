@@ -1,6 +1,7 @@
 """fastmm.gemm follows scipy.linalg.blas.?gemm: C := alpha*op(A)*op(B) + beta*C."""
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose
 
 import fastmm
 from conftest import assert_close, assert_ran, forced_threads, random, reference
@@ -209,6 +210,41 @@ def test_result_dtype():
     assert fastmm.gemm(1.0, f32.astype(np.int8), f32.T.astype(np.float16)).dtype \
         == np.float32
     assert np.array_equal(fastmm.gemm(1.0, [[True]], [[True]]), [[1.0]])
+
+
+def test_operands_off_the_fast_paths():
+    """gemm decides dtypes, scalars and C's shape without numpy calls for
+    float32/float64 ndarrays and Python floats and ints; everything else
+    (byte-swapped arrays, subclasses, lists, numpy scalars, ints past 2**53)
+    takes the general rules, with the same answers."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal((4, 5)).astype(np.float32)
+    c = rng.standard_normal((3, 5))
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    swapped = a.astype(a.dtype.newbyteorder())
+    got = fastmm.gemm(1.0, swapped, b)
+    assert got.dtype == np.float32 and got.dtype.isnative
+    assert_allclose(got, ref, rtol=1e-5)
+    got = fastmm.gemm(1.0, a, b, 0.5, c.astype(c.dtype.newbyteorder()))
+    assert got.dtype == np.float64 and got.dtype.isnative
+    assert_allclose(got, ref + 0.5 * c, rtol=1e-5)
+    got = fastmm.gemm(1.0, a, b, 0.5, c.tolist())
+    assert got.dtype == np.float64
+    assert_allclose(got, ref + 0.5 * c, rtol=1e-5)
+    class Sub(np.ndarray):
+        pass
+    got = fastmm.gemm(1.0, a.view(Sub), b.view(Sub), 2, c.view(Sub))
+    assert type(got) is np.ndarray and got.dtype == np.float64
+    assert_allclose(got, ref + 2 * c, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"c has shape \(15,\)"):
+        fastmm.gemm(1.0, a, b, 1.0, c.ravel().view(Sub))
+    big = 2**60
+    got = fastmm.gemm(big, a, b, True, c.astype(np.float32))
+    assert got.dtype == np.float32
+    assert_allclose(got, float(big) * ref + c, rtol=1e-5)
+    with pytest.raises(TypeError, match="alpha must be a real scalar"):
+        fastmm.gemm(2**1100, a, b)
 
 
 def test_errors():
