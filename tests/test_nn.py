@@ -8,7 +8,7 @@ import pytest
 
 import fastmm
 import fastmm.nn as nn
-from fastmm.nn import _ops
+from fastmm.nn import _fastpath, _ops
 from fastmm.driver import _context
 from conftest import assert_ran, forced_threads, out_layouts, small_mnk
 
@@ -306,6 +306,40 @@ def test_out_overlapping_an_input():
     ref = ref_act(x @ w + b, "tanh")
     nn.linear(x, w, b, "tanh", out=x)
     assert_close(x, ref, np.float64, 6)
+
+
+def test_out_overlapping_weights_or_bias():
+    """out sharing memory with w or b (not only x) is computed into a
+    temporary first, on the general path and not the fast one."""
+    for overlap in ("w", "b"):
+        store = np.random.default_rng(5).standard_normal(80)
+        w = store[:36].reshape(6, 6)
+        b = store[36:42]
+        x = np.random.default_rng(6).standard_normal((6, 6))
+        ref = ref_act(x @ w + b, "relu")
+        out = w if overlap == "w" else store[40:76].reshape(6, 6)
+        assert _fastpath.try_forward(x, w, b, "relu", 0.01, out) is None
+        assert nn.linear(x, w, b, "relu", out=out) is out
+        assert_close(out, ref, np.float64, 6)
+
+
+def test_fast_path_takes_a_ready_out_only():
+    """linear(..., out=) skips the general checks (~10 us) only for an out
+    it can write as it is: of the result's type and shape, aligned,
+    writeable, one element per result, sharing no memory with an operand."""
+    x, w, b, _ = data(5, 4, 3, np.float32, seed=7)
+    ref = ref_act(x @ w + b, "sigmoid")
+    big = np.full((5, 8), -7.0, np.float32)
+    out = big[:, 1:7:2]                            # strided, not contiguous
+    assert _fastpath.try_forward(x, w, b, "sigmoid", 0.01, out) is out
+    assert_close(out, ref, np.float32, 4)
+    assert (big[:, ::2] == -7).all() and (big[:, 7] == -7).all()
+    ro = np.empty((5, 3), np.float32)
+    ro.flags.writeable = False
+    zero = np.broadcast_to(np.empty((1, 3), np.float32), (5, 3))
+    for bad in (ro, zero, np.empty((5, 3)), np.empty((3, 5), np.float32),
+                np.empty((5, 3), ">f4"), x[:, :3]):
+        assert _fastpath.try_forward(x, w, b, "sigmoid", 0.01, bad) is None
 
 
 def test_degenerate_sizes():

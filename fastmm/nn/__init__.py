@@ -147,10 +147,9 @@ def linear(x, w, b=None, activation=None, out=None, *, slope=0.01):
         float32 when every operand is float32, float64 otherwise; ``out``
         if given.
     """
-    if out is None:
-        y = _fastpath.try_forward(x, w, b, activation, slope)
-        if y is not None:
-            return y
+    y = _fastpath.try_forward(x, w, b, activation, slope, out)
+    if y is not None:
+        return y
     name, code = _activation(activation)
     slope = _slope(slope)
     x = _array(x, "x", 2)
@@ -195,6 +194,9 @@ def activate(z, activation, *, slope=0.01):
     ndarray
         A new array.
     """
+    y = _fastpath.try_activate(z, activation, slope)
+    if y is not None:
+        return y
     _, code = _activation(activation)
     slope = _slope(slope)
     z = np.asarray(z)

@@ -13,8 +13,8 @@ cimport numpy as cnp
 
 from fastmm.nn._epilogue cimport (ACT_NONE, ACT_LEAKY_RELU, ACT_GELU_TANH,
                                ACT_GELU_ERF)
-from fastmm.nn._ops import CODES, forward, backward
-from fastmm._arrays cimport native_float
+from fastmm.nn._ops import CODES, forward, backward, apply_activation
+from fastmm._arrays cimport native_float, writes_twice, may_overlap
 
 cnp.import_array()
 
@@ -53,8 +53,23 @@ cdef int _typenum(object x, object w):
     return t
 
 
-def try_forward(x, w, b, activation, slope):
-    """linear(x, w, b, activation, slope=slope) for ready inputs, else None."""
+cdef bint _ready_out(object out, int t, cnp.npy_intp* dims, x, w, b):
+    """out can take the result as it is: ready, writeable, of the result's
+    shape, one element per result, sharing no memory with an operand."""
+    if not (_ready(out, t, 2) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+            and cnp.PyArray_DIM(<cnp.ndarray>out, 0) == dims[0]
+            and cnp.PyArray_DIM(<cnp.ndarray>out, 1) == dims[1]
+            and not writes_twice(<cnp.ndarray>out)):
+        return False
+    return not (may_overlap(<cnp.ndarray>out, <cnp.ndarray>x)
+                or may_overlap(<cnp.ndarray>out, <cnp.ndarray>w)
+                or (b is not None
+                    and may_overlap(<cnp.ndarray>out, <cnp.ndarray>b)))
+
+
+def try_forward(x, w, b, activation, slope, out=None):
+    """linear(x, w, b, activation, out, slope=slope) for ready inputs (and
+    a ready out, if given), else None."""
     cdef int code = _code(activation, slope)
     cdef int t = _typenum(x, w)
     cdef cnp.npy_intp dims[2]
@@ -65,7 +80,30 @@ def try_forward(x, w, b, activation, slope):
         return None
     dims[0] = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
     dims[1] = cnp.PyArray_DIM(<cnp.ndarray>w, 1)
-    return forward(x, w, b, cnp.PyArray_EMPTY(2, dims, t, 0), code, slope)
+    if out is None:
+        return forward(x, w, b, cnp.PyArray_EMPTY(2, dims, t, 0), code,
+                       slope)
+    if not _ready_out(out, t, dims, x, w, b):
+        return None
+    return forward(x, w, b, out, code, slope)
+
+
+def try_activate(z, activation, slope):
+    """activate(z, activation, slope=slope) for a ready 1-D or 2-D z, else
+    None."""
+    cdef int code = _code(activation, slope)
+    if code < 0 or not native_float(z):
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>z
+    cdef int nd = cnp.PyArray_NDIM(a)
+    if nd != 1 and nd != 2:
+        return None
+    y = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+    if nd == 2:
+        apply_activation(a, y, code, slope)
+    else:
+        apply_activation(a.reshape(1, -1), y.reshape(1, -1), code, slope)
+    return y
 
 
 def try_backward(x, w, dy, y, z, activation, slope, bint need_dx):

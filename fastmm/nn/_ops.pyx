@@ -99,6 +99,10 @@ cdef void _softmax(Py_ssize_t m, Py_ssize_t n, real* y, Py_ssize_t rs,
     cdef Py_ssize_t i
     if n == 0:
         return
+    if nt <= 1:     # no parallel region: entering one costs ~1 us
+        for i in range(m):
+            _softmax_row(n, y + i * rs, cs)
+        return
     for i in prange(m, nogil=True, num_threads=nt, schedule="static"):
         _softmax_row(n, y + i * rs, cs)
 
@@ -124,6 +128,11 @@ cdef void _activate(Py_ssize_t m, Py_ssize_t n, const real* z, Py_ssize_t rs_z,
                     Py_ssize_t cs_z, real* y, Py_ssize_t rs_y, Py_ssize_t cs_y,
                     int act, double slope, int nt) noexcept nogil:
     cdef Py_ssize_t i
+    if nt <= 1:     # as in _softmax
+        for i in range(m):
+            _activate_row(n, z + i * rs_z, cs_z, y + i * rs_y, cs_y, act,
+                          slope)
+        return
     for i in prange(m, nogil=True, num_threads=nt, schedule="static"):
         _activate_row(n, z + i * rs_z, cs_z, y + i * rs_y, cs_y, act, slope)
 
@@ -275,9 +284,16 @@ cdef int _grad_colsum(Py_ssize_t m, Py_ssize_t n,
     part = <real*>malloc(sizeof(real) * nblocks * n)
     if part == NULL:
         return -1
-    for blk in prange(nblocks, nogil=True, num_threads=nt, schedule="static"):
-        _grad_block(blk * rb, min(m, (blk + 1) * rb), n, dy, rs_dy, cs_dy,
-                    v, rs_v, cs_v, act, slope, from_z, g, part + blk * n)
+    if nt <= 1:     # as in _softmax
+        for blk in range(nblocks):
+            _grad_block(blk * rb, min(m, (blk + 1) * rb), n, dy, rs_dy, cs_dy,
+                        v, rs_v, cs_v, act, slope, from_z, g, part + blk * n)
+    else:
+        for blk in prange(nblocks, nogil=True, num_threads=nt,
+                          schedule="static"):
+            _grad_block(blk * rb, min(m, (blk + 1) * rb), n, dy, rs_dy,
+                        cs_dy, v, rs_v, cs_v, act, slope, from_z, g,
+                        part + blk * n)
     # blocks in order: the reduction order does not depend on the threads
     for j in range(n):
         s = 0
