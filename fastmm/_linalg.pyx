@@ -38,7 +38,6 @@ cdef extern from "driver/_parallel.h" nogil:
 
 cdef object _np_matmul = np.matmul
 cdef object _copyto = np.copyto
-cdef object _broadcast_shapes = np.broadcast_shapes
 cdef type _ndarray = np.ndarray
 cdef object _f32 = np.dtype(np.float32)
 cdef object _f64 = np.dtype(np.float64)
@@ -332,6 +331,36 @@ cdef object _numpy_matmul(x1, x2, out, dict kwargs):
         raise ValueError(f"{e} ({shapes})") from None
 
 
+# numpy's first user-defined type number (NPY_USERDEF; numpy.pxd lacks it)
+cdef int _NPY_USERDEF = 256
+
+
+cdef bint _maybe_lowp(x1, x2, dict kwargs, precision):
+    """Whether fastmm/_lowp_api.py may take the call: a keyword (int8 with
+    dtype=np.int32), a precision, or two arrays of user-defined types
+    (ml_dtypes' bfloat16).  Other dtypes go straight to np.matmul, without
+    the ~1 us of asking it."""
+    if kwargs or precision is not None:
+        return True
+    return (cnp.PyArray_Check(x1) and cnp.PyArray_Check(x2)
+            and cnp.PyArray_TYPE(<cnp.ndarray>x1) >= _NPY_USERDEF
+            and cnp.PyArray_TYPE(<cnp.ndarray>x2) >= _NPY_USERDEF)
+
+
+cdef tuple _broadcast_batch(tuple sa, tuple sb):
+    """np.broadcast_shapes(sa, sb) for two shapes (that function builds
+    arrays to ask, ~2 us); None where they do not broadcast."""
+    cdef Py_ssize_t na = len(sa), nb = len(sb), n = max(na, nb), i, da, db
+    cdef list dims = [None] * n
+    for i in range(n):
+        da = sa[na - n + i] if i >= n - na else 1
+        db = sb[nb - n + i] if i >= n - nb else 1
+        if da != db and da != 1 and db != 1:
+            return None
+        dims[i] = db if da == 1 else da
+    return tuple(dims)
+
+
 cdef str _shape(x):
     try:
         return str(np.shape(x))
@@ -487,9 +516,10 @@ def matmul(x1, x2, out=None, *, device=None, precision=None, **kwargs):
         out = (<tuple>out)[0]
     if kwargs or precision is not None or not (native_float(x1)
                                                and native_float(x2)):
-        r = _lowp_matmul(x1, x2, out, kwargs, precision)
-        if r is not NotImplemented:
-            return r
+        if _maybe_lowp(x1, x2, kwargs, precision):
+            r = _lowp_matmul(x1, x2, out, kwargs, precision)
+            if r is not NotImplemented:
+                return r
         return _numpy_matmul(x1, x2, out, kwargs)
     cdef cnp.ndarray a = <cnp.ndarray>x1, b = <cnp.ndarray>x2, c, target
     cdef int nd_a = cnp.PyArray_NDIM(a), nd_b = cnp.PyArray_NDIM(b)
@@ -508,10 +538,9 @@ def matmul(x1, x2, out=None, *, device=None, precision=None, **kwargs):
         _raise_numpy_error(x1, x2)
     cdef tuple batch = ()
     if nd_a > 2 or nd_b > 2:
-        try:
-            batch = _broadcast_shapes(shape_a[:nd_a - core_a],
-                                      shape_b[:nd_b - core_b])
-        except ValueError:
+        batch = _broadcast_batch(shape_a[:nd_a - core_a],
+                                 shape_b[:nd_b - core_b])
+        if batch is None:
             _raise_numpy_error(x1, x2)
     shape = batch
     if core_a == 2:
