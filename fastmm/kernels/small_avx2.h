@@ -4,8 +4,9 @@
  * for B's column tail and C's tail stored a whole 16-, 8- or 4-byte piece at
  * a time (AVX2 has no cheap masked store).  Stacks of products at most 4
  * float / 2 double columns wide take 128-bit vectors, so a row of C is one
- * plain store, and stacks take up to 8 rows (7 or 8 rows by two vectors: two
- * blocks per product, as 12 of the 16 registers at most can hold C).
+ * plain store, and stacks take up to 12 rows (two blocks a product past 6
+ * rows by two vectors or 8 by one, as 12 of the 16 registers at most can
+ * hold C).
  */
 #ifndef FASTMM_SMALL_AVX2_H
 #define FASTMM_SMALL_AVX2_H
@@ -162,46 +163,63 @@ FMM_SMALL_AVX2_LOOPS(fmm_small_s_avx2, fmm_sblk_avx2, float, 8)
 FMM_SMALL_AVX2_LOOPS(fmm_small_d_avx2, fmm_dblk_avx2, double, 4)
 
 /* Stacks: 7 and 8 rows by one vector are one block (8 accumulators); by two
- * vectors, two blocks a product (4 + 3, 4 + 4 rows), B's rows reread from
- * L1 by the second. */
-#define FMM_SMALL_AVX2_CASE_SPLIT(BLK, R, R1, LOOP)                            \
+ * vectors, and 9 to 12 rows by either, two blocks a product (4 + 3 or 4 + 4
+ * rows; 5 + 4 to 6 + 6), B's rows reread from L1 by the second. */
+#define FMM_SMALL_AVX2_TWO(BLK, R, R1, NV, LOOP)                               \
+    LOOP {                                                                     \
+        BLK(R1, NV, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c, cs_c,  \
+            last);                                                             \
+        BLK(R - R1, NV, k, alpha, ai + R1 * rs_a, rs_a, cs_a, bj, rs_b, beta,  \
+            ci + R1 * rs_c, rs_c, cs_c, last);                                 \
+    }                                                                          \
+    break;
+#define FMM_SMALL_AVX2_CASE_78(BLK, R, LOOP)                                   \
     FMM_SMALL_CASE_1V(BLK, R, LOOP)                                            \
     case 2 * R + 1:                                                            \
-        LOOP {                                                                 \
-            BLK(R1, 2, k, alpha, ai, rs_a, cs_a, bj, rs_b, beta, ci, rs_c,     \
-                cs_c, last);                                                   \
-            BLK(R - R1, 2, k, alpha, ai + R1 * rs_a, rs_a, cs_a, bj, rs_b,     \
-                beta, ci + R1 * rs_c, rs_c, cs_c, last);                       \
-        }                                                                      \
-        break;
-#define FMM_SMALL_AVX2_STACK_ROWS 8
+        FMM_SMALL_AVX2_TWO(BLK, R, 4, 2, LOOP)
+#define FMM_SMALL_AVX2_CASE_TWO_1V(BLK, R, LOOP)                               \
+    case 2 * R:                                                                \
+        FMM_SMALL_AVX2_TWO(BLK, R, (R + 1) / 2, 1, LOOP)
+#define FMM_SMALL_AVX2_CASE_TWO(BLK, R, LOOP)                                  \
+    FMM_SMALL_AVX2_CASE_TWO_1V(BLK, R, LOOP)                                   \
+    case 2 * R + 1:                                                            \
+        FMM_SMALL_AVX2_TWO(BLK, R, (R + 1) / 2, 2, LOOP)
+#define FMM_SMALL_AVX2_STACK_ROWS 12
 
-/* A stack of products of at most 8 rows by 2 vectors: one or two blocks
+/* A stack of products of at most 12 rows by 2 vectors: one or two blocks
  * each, chosen once for the stack. */
-#define FMM_SMALL_AVX2_STACK(NAME, BLK, T, L, CASE, CASES_78)                  \
+#define FMM_SMALL_AVX2_STACK(NAME, BLK, T, L, CASE, CASES_7_12)                \
     static FMM_T256 void NAME(FMM_SMALL_STACK_ARGS(T))                         \
     {                                                                          \
         int nv = n > L ? 2 : 1;                                                \
         int last = (int)(n - (nv - 1) * L);                                    \
         switch (m * 2 + nv - 1) {                                              \
             FMM_SMALL_AVX2_CASES(CASE, BLK, FMM_OVER_STACK)                    \
-            CASES_78(BLK, FMM_OVER_STACK)                                      \
+            CASES_7_12(BLK, FMM_OVER_STACK)                                    \
         }                                                                      \
     }
-#define FMM_SMALL_AVX2_CASES_78(BLK, LOOP)                                     \
-    FMM_SMALL_AVX2_CASE_SPLIT(BLK, 7, 4, LOOP)                                 \
-    FMM_SMALL_AVX2_CASE_SPLIT(BLK, 8, 4, LOOP)
-#define FMM_SMALL_AVX2_CASES_78_1V(BLK, LOOP)                                  \
-    FMM_SMALL_CASE_1V(BLK, 7, LOOP) FMM_SMALL_CASE_1V(BLK, 8, LOOP)
+#define FMM_SMALL_AVX2_CASES_7_12(BLK, LOOP)                                   \
+    FMM_SMALL_AVX2_CASE_78(BLK, 7, LOOP)                                       \
+    FMM_SMALL_AVX2_CASE_78(BLK, 8, LOOP)                                       \
+    FMM_SMALL_AVX2_CASE_TWO(BLK, 9, LOOP)                                      \
+    FMM_SMALL_AVX2_CASE_TWO(BLK, 10, LOOP)                                     \
+    FMM_SMALL_AVX2_CASE_TWO(BLK, 11, LOOP)                                     \
+    FMM_SMALL_AVX2_CASE_TWO(BLK, 12, LOOP)
+#define FMM_SMALL_AVX2_CASES_7_12_1V(BLK, LOOP)                                \
+    FMM_SMALL_CASE_1V(BLK, 7, LOOP) FMM_SMALL_CASE_1V(BLK, 8, LOOP)            \
+    FMM_SMALL_AVX2_CASE_TWO_1V(BLK, 9, LOOP)                                   \
+    FMM_SMALL_AVX2_CASE_TWO_1V(BLK, 10, LOOP)                                  \
+    FMM_SMALL_AVX2_CASE_TWO_1V(BLK, 11, LOOP)                                  \
+    FMM_SMALL_AVX2_CASE_TWO_1V(BLK, 12, LOOP)
 
 FMM_SMALL_AVX2_STACK(fmm_stack_s_avx2_y, fmm_sblk_avx2, float, 8,
-                     FMM_SMALL_CASE, FMM_SMALL_AVX2_CASES_78)
+                     FMM_SMALL_CASE, FMM_SMALL_AVX2_CASES_7_12)
 FMM_SMALL_AVX2_STACK(fmm_stack_d_avx2_y, fmm_dblk_avx2, double, 4,
-                     FMM_SMALL_CASE, FMM_SMALL_AVX2_CASES_78)
+                     FMM_SMALL_CASE, FMM_SMALL_AVX2_CASES_7_12)
 FMM_SMALL_AVX2_STACK(fmm_stack_s_avx2_x, fmm_sblk_avx2_x, float, 4,
-                     FMM_SMALL_CASE_1V, FMM_SMALL_AVX2_CASES_78_1V)
+                     FMM_SMALL_CASE_1V, FMM_SMALL_AVX2_CASES_7_12_1V)
 FMM_SMALL_AVX2_STACK(fmm_stack_d_avx2_x, fmm_dblk_avx2_x, double, 2,
-                     FMM_SMALL_CASE_1V, FMM_SMALL_AVX2_CASES_78_1V)
+                     FMM_SMALL_CASE_1V, FMM_SMALL_AVX2_CASES_7_12_1V)
 
 /* Narrow stacks (at most 16 bytes a row of C) take the 128-bit body. */
 #define FMM_SMALL_AVX2_STACK_ENTRY(NAME, X, Y, T)                              \
