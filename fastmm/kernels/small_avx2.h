@@ -35,33 +35,32 @@ fmm_avx2_store_s4(float *p, __m128 v, int t)
         _mm_store_ss(p, v);
 }
 static inline __attribute__((always_inline)) FMM_T256 void
-fmm_avx2_store_s8(float *p, __m256 v, int t)
-{
-    __m128 h = _mm256_castps256_ps128(v);
-    if (t & 4) {
-        _mm_storeu_ps(p, h);
-        h = _mm256_extractf128_ps(v, 1);
-        p += 4;
-    }
-    fmm_avx2_store_s4(p, h, t & 3);
-}
-static inline __attribute__((always_inline)) FMM_T256 void
 fmm_avx2_store_d2(double *p, __m128d v, int t)
 {
     if (t & 1)
         _mm_store_sd(p, v);
 }
-static inline __attribute__((always_inline)) FMM_T256 void
-fmm_avx2_store_d4(double *p, __m256d v, int t)
-{
-    __m128d h = _mm256_castpd256_pd128(v);
-    if (t & 2) {
-        _mm_storeu_pd(p, h);
-        h = _mm256_extractf128_pd(v, 1);
-        p += 2;
+/* A 256-bit v: its low half whole when t covers it, then the first lanes of
+ * the half that holds lane t - 1, by the 128-bit store above (HALF lanes a
+ * half). */
+#define FMM_AVX2_STORE_WIDE(NAME, T, V, H, HALF, LOW, EXTRACT, STOREU, NARROW) \
+    static inline __attribute__((always_inline)) FMM_T256 void NAME(          \
+        T *p, V v, int t)                                                      \
+    {                                                                          \
+        H h = LOW(v);                                                          \
+        if (t & HALF) {                                                        \
+            STOREU(p, h);                                                      \
+            h = EXTRACT(v, 1);                                                 \
+            p += HALF;                                                         \
+        }                                                                      \
+        NARROW(p, h, t & (HALF - 1));                                          \
     }
-    fmm_avx2_store_d2(p, h, t & 1);
-}
+FMM_AVX2_STORE_WIDE(fmm_avx2_store_s8, float, __m256, __m128, 4,
+                    _mm256_castps256_ps128, _mm256_extractf128_ps,
+                    _mm_storeu_ps, fmm_avx2_store_s4)
+FMM_AVX2_STORE_WIDE(fmm_avx2_store_d4, double, __m256d, __m128d, 2,
+                    _mm256_castpd256_pd128, _mm256_extractf128_pd,
+                    _mm_storeu_pd, fmm_avx2_store_d2)
 
 /* MR rows by NV vectors of C; `tail` (1..L) valid lanes in the last vector.
  * PFX/SFX name the intrinsics of the width (_mm256 or _mm), VI/LOADI its
