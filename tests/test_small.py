@@ -9,7 +9,7 @@ import pytest
 import fastmm
 from fastmm import _linalg
 from fastmm.driver import _threads
-from fastmm.driver._unpacked import (b_copies, l1_geometry,
+from fastmm.driver._unpacked import (b_copies, l1_geometry, row_runs,
                                      select_small_kernel, set_l1_geometry,
                                      stack_limits, vm_row_splits)
 from conftest import assert_ran, forced_threads
@@ -410,6 +410,42 @@ def test_stacks_of_one_block_products(isa, dtype):
             rim = big.copy()
             rim[:, :, 1:-1, 1:-1] = -7.0
             assert (rim == -7.0).all(), (m, n, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_narrow_tall_products_run_as_row_runs(isa, dtype):
+    """A product whose C is one register block wide, with B read in place,
+    runs its rows as a stack on the stack kernels (AVX2): every width up to
+    the stack kernels' limit, row counts on and off multiples of the run,
+    any strides of A and C, beta != 0; the neighbours of a C view stay
+    untouched."""
+    rows, cols = stack_limits()
+    cols = cols[np.dtype(dtype).name]
+    rng = np.random.default_rng(15)
+    runs = cases = 0
+    for n in range(2, max(cols, 4) + 1):        # (n = 1: matrix @ vector)
+        for m in (16, 23, 40, 67):
+            k = int(rng.integers(1, 40))
+            a = _rand(rng, (m, k), dtype)
+            if n % 3 == 1:
+                a = _layout(a, "F")
+            elif n % 3 == 2:
+                a = _layout(a, "step")
+            b = _rand(rng, (k, n), dtype)
+            c0 = _rand(rng, (m, n), dtype)
+            big = np.full((m + 2, 2 * n + 2), -7.0, dtype)
+            c = big[1:-1, 1:-1:2]
+            c[...] = c0
+            before = row_runs()
+            with fastmm.threads(1):
+                got = fastmm.gemm(1.5, a, b, -0.5, c, overwrite_c=True)
+            runs += row_runs() - before
+            cases += 1
+            assert got is c
+            _check(c, a, b, dtype, 1.5, -0.5, c0)
+            big[1:-1, 1:-1:2] = -7.0
+            assert (big == -7.0).all(), (m, n, k)
+    assert runs == (cases if isa == "avx2" else 0), (isa, runs, cases)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

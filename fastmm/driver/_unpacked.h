@@ -59,6 +59,9 @@ static __thread long fmm_vm_row_splits = 0;
 /* Test hook: products (or thread shares) the calling thread ran over copies
  * of B's panels rather than reading B in place. */
 static __thread long fmm_small_b_copies = 0;
+/* Test hook: products (or thread shares) the calling thread ran as a stack
+ * of row runs (fmm_small_t.row_run). */
+static __thread long fmm_small_row_runs = 0;
 
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, STACK, STACK_COLS)             \
     /* C := beta * C without reading A or B (k == 0 or alpha == 0). */         \
@@ -135,8 +138,24 @@ static __thread long fmm_small_b_copies = 0;
                                       !fmm_small_sets_collide(                 \
                                           k, rs_b * (ptrdiff_t)sizeof(T)))))) {\
             /* B read in place: once (one row block) or from cache */          \
-            fmm_small.KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c,    \
-                           rs_c, cs_c);                                        \
+            const fmm_small_t *tab = &fmm_small;                               \
+            ptrdiff_t R = n > tab->STACK_COLS / 2 ? tab->row_run2             \
+                                                  : tab->row_run;              \
+            if (R > 0 && n <= tab->STACK_COLS && m >= 2 * R) {                 \
+                /* C one register block wide: its rows as a stack of R-row    \
+                 * products, the block chosen once, not once per rows */      \
+                ptrdiff_t runs = m / R, rem = m % R;                           \
+                fmm_small_row_runs++;                                          \
+                tab->STACK(runs, R, n, k, alpha, a, rs_a, cs_a, R * rs_a, b,   \
+                           rs_b, 0, beta, c, rs_c, cs_c, R * rs_c);            \
+                if (rem)                                                       \
+                    tab->STACK(1, rem, n, k, alpha, a + runs * R * rs_a, rs_a, \
+                               cs_a, 0, b, rs_b, 0, beta,                      \
+                               c + runs * R * rs_c, rs_c, cs_c, 0);            \
+                return;                                                        \
+            }                                                                  \
+            tab->KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c, rs_c,   \
+                      cs_c);                                                   \
             return;                                                            \
         }                                                                      \
         /* B's rows strided, B larger than cache, or its rows colliding        \

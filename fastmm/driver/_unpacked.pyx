@@ -38,7 +38,7 @@ cdef extern from "driver/_unpacked.h" nogil:
     const char* fmm_small_init(const char* isa)
     Py_ssize_t fmm_l1_sets, fmm_l1_ways, fmm_l1_line
     void fmm_small_stack_limits(int* rows, int* cols_s, int* cols_d)
-    long fmm_vm_row_splits, fmm_small_b_copies
+    long fmm_vm_row_splits, fmm_small_b_copies, fmm_small_row_runs
 
 
 cdef void small_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha,
@@ -134,6 +134,12 @@ def b_copies():
     """Test hook: how many products (or thread shares of one) the calling
     thread has run on the unpacked path over copies of B's panels."""
     return fmm_small_b_copies
+
+
+def row_runs():
+    """Test hook: how many products (or thread shares of one) the calling
+    thread has run on the unpacked path as a stack of row runs."""
+    return fmm_small_row_runs
 
 
 def vm_row_splits():
