@@ -414,9 +414,10 @@ def test_stacks_of_one_block_products(isa, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_narrow_tall_products_run_as_row_runs(isa, dtype):
-    """A product whose C is one register block wide, with B read in place,
-    runs its rows as a stack on the stack kernels (AVX2): every width up to
-    the stack kernels' limit, row counts on and off multiples of the run,
+    """A product whose C is one vector wide, with B read in place, runs its
+    rows as a stack on the stack kernels (AVX2): every width up to two
+    vectors (the second not taking this path), row counts on and off
+    multiples of the run,
     any strides of A and C, beta != 0; the neighbours of a C view stay
     untouched."""
     rows, cols = stack_limits()
@@ -440,12 +441,27 @@ def test_narrow_tall_products_run_as_row_runs(isa, dtype):
             with fastmm.threads(1):
                 got = fastmm.gemm(1.5, a, b, -0.5, c, overwrite_c=True)
             runs += row_runs() - before
-            cases += 1
+            cases += n <= cols // 2
             assert got is c
             _check(c, a, b, dtype, 1.5, -0.5, c0)
             big[1:-1, 1:-1:2] = -7.0
             assert (big == -7.0).all(), (m, n, k)
     assert runs == (cases if isa == "avx2" else 0), (isa, runs, cases)
+    # a stack of such products: a run of rows each, in the form that reads
+    # B's rows (B C-ordered) and in its transpose (C^T = B^T A^T: A's
+    # columns contiguous, B's not)
+    def colmajor(x):
+        return np.swapaxes(np.ascontiguousarray(np.swapaxes(x, -1, -2)), -1, -2)
+    ncol = max(cols // 2, 4) - 1
+    pairs = [(_rand(rng, (5, 1, 40, 7), dtype), _rand(rng, (3, 7, ncol), dtype)),
+             (colmajor(_rand(rng, (5, 1, ncol, 7), dtype)),
+              colmajor(_rand(rng, (3, 7, 40), dtype)))]
+    for x, y in pairs:
+        before = row_runs()
+        with fastmm.threads(1):
+            got = fastmm.matmul(x, y)
+        assert row_runs() - before == (15 if isa == "avx2" else 0), isa
+        _check(got, x, y, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

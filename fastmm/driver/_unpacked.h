@@ -60,7 +60,7 @@ static __thread long fmm_vm_row_splits = 0;
  * of B's panels rather than reading B in place. */
 static __thread long fmm_small_b_copies = 0;
 /* Test hook: products (or thread shares) the calling thread ran as a stack
- * of row runs (fmm_small_t.row_run). */
+ * of row runs (fmm_small_t.row_run, the drivers' _blocks). */
 static __thread long fmm_small_row_runs = 0;
 
 #define FMM_SMALL_DRIVER(P, T, KERN, VM, DOTS, STACK, STACK_COLS)             \
@@ -73,6 +73,31 @@ static __thread long fmm_small_row_runs = 0;
                 T *cij = c + i * rs_c + j * cs_c;                              \
                 *cij = beta == 0 ? 0 : beta * *cij;                            \
             }                                                                  \
+    }                                                                          \
+                                                                               \
+    /* C's register blocks with B read in place (unit column stride).  A C   \
+     * one vector wide runs its rows as a stack of R-row products on the    \
+     * stack kernel (fmm_small_t.row_run), its block chosen once, not once  \
+     * per row block. */                                                    \
+    static inline void P##_blocks(const fmm_small_t *tab, ptrdiff_t m,         \
+                                  ptrdiff_t n, ptrdiff_t k, T alpha,           \
+                                  const T *a, ptrdiff_t rs_a, ptrdiff_t cs_a,  \
+                                  const T *b, ptrdiff_t rs_b, T beta, T *c,    \
+                                  ptrdiff_t rs_c, ptrdiff_t cs_c)              \
+    {                                                                          \
+        ptrdiff_t R = tab->row_run;                                            \
+        if (R > 0 && n <= tab->STACK_COLS / 2 && m >= 2 * R) {                 \
+            ptrdiff_t runs = m / R, rem = m % R;                               \
+            fmm_small_row_runs++;                                              \
+            tab->STACK(runs, R, n, k, alpha, a, rs_a, cs_a, R * rs_a, b, rs_b, \
+                       0, beta, c, rs_c, cs_c, R * rs_c);                      \
+            if (rem)                                                           \
+                tab->STACK(1, rem, n, k, alpha, a + runs * R * rs_a, rs_a,     \
+                           cs_a, 0, b, rs_b, 0, beta, c + runs * R * rs_c,     \
+                           rs_c, cs_c, 0);                                     \
+            return;                                                            \
+        }                                                                      \
+        tab->KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c, rs_c, cs_c);\
     }                                                                          \
                                                                                \
     /* Thread tid's share of one product, by the form the strides allow. */   \
@@ -138,24 +163,8 @@ static __thread long fmm_small_row_runs = 0;
                                       !fmm_small_sets_collide(                 \
                                           k, rs_b * (ptrdiff_t)sizeof(T)))))) {\
             /* B read in place: once (one row block) or from cache */          \
-            const fmm_small_t *tab = &fmm_small;                               \
-            ptrdiff_t R = n > tab->STACK_COLS / 2 ? tab->row_run2             \
-                                                  : tab->row_run;              \
-            if (R > 0 && n <= tab->STACK_COLS && m >= 2 * R) {                 \
-                /* C one register block wide: its rows as a stack of R-row    \
-                 * products, the block chosen once, not once per rows */      \
-                ptrdiff_t runs = m / R, rem = m % R;                           \
-                fmm_small_row_runs++;                                          \
-                tab->STACK(runs, R, n, k, alpha, a, rs_a, cs_a, R * rs_a, b,   \
-                           rs_b, 0, beta, c, rs_c, cs_c, R * rs_c);            \
-                if (rem)                                                       \
-                    tab->STACK(1, rem, n, k, alpha, a + runs * R * rs_a, rs_a, \
-                               cs_a, 0, b, rs_b, 0, beta,                      \
-                               c + runs * R * rs_c, rs_c, cs_c, 0);            \
-                return;                                                        \
-            }                                                                  \
-            tab->KERN(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, beta, c, rs_c,   \
-                      cs_c);                                                   \
+            P##_blocks(&fmm_small, m, n, k, alpha, a, rs_a, cs_a, b, rs_b,     \
+                       beta, c, rs_c, cs_c);                                   \
             return;                                                            \
         }                                                                      \
         /* B's rows strided, B larger than cache, or its rows colliding        \
@@ -324,11 +333,11 @@ static __thread long fmm_small_row_runs = 0;
                                       sizeof(T), 0, 1);                        \
             }                                                                  \
             if (form == 0)                                                     \
-                tab->KERN(m, n, k, alpha, an, rs_a, cs_a, bn, rs_b, beta, cn,  \
-                          rs_c, cs_c);                                         \
+                P##_blocks(tab, m, n, k, alpha, an, rs_a, cs_a, bn, rs_b,      \
+                           beta, cn, rs_c, cs_c);                              \
             else if (form == 1)                                                \
-                tab->KERN(n, m, k, alpha, bn, cs_b, rs_b, an, cs_a, beta, cn,  \
-                          cs_c, rs_c);                                         \
+                P##_blocks(tab, n, m, k, alpha, bn, cs_b, rs_b, an, cs_a,      \
+                           beta, cn, cs_c, rs_c);                              \
             else                                                               \
                 P(m, n, k, alpha, an, rs_a, cs_a, bn, rs_b, cs_b, beta, cn,    \
                   rs_c, cs_c, 1);                                              \

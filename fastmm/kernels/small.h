@@ -383,11 +383,11 @@ typedef struct {
     fmm_stack_s_fn stack_s;
     fmm_stack_d_fn stack_d;
     int stack_rows, stack_cols_s, stack_cols_d;
-    /* a C at most stack_cols wide runs as a stack of products of row_run
-     * rows (C one vector wide) or row_run2 rows (two vectors) on the stack
-     * kernel, its block chosen once rather than per row block, from twice
-     * that many rows (0: never; driver/_unpacked.h) */
-    int row_run, row_run2;
+    /* a C one vector wide (stack_cols / 2) runs as a stack of products of
+     * row_run rows on the stack kernel, its block chosen once rather than
+     * per row block, from twice that many rows (0: never;
+     * driver/_unpacked.h) */
+    int row_run;
     fmm_vm_s_fn vm_s;
     fmm_vm_d_fn vm_d;
     fmm_dots_s_fn dots_s;
@@ -395,21 +395,23 @@ typedef struct {
 } fmm_small_t;
 
 static const fmm_small_t fmm_small_generic = {
-    "generic", fmm_small_s_ref, fmm_small_d_ref, NULL, NULL, 0, 0, 0, 0, 0,
+    "generic", fmm_small_s_ref, fmm_small_d_ref, NULL, NULL, 0, 0, 0, 0,
     fmm_vm_s_base, fmm_vm_d_base, fmm_dots_s_base, fmm_dots_d_base};
 #ifdef FMM_X86
 static const fmm_small_t fmm_small_avx2 = {
     "avx2", fmm_small_s_avx2, fmm_small_d_avx2, fmm_stack_s_avx2,
     fmm_stack_d_avx2, FMM_SMALL_AVX2_STACK_ROWS, 16, 8,
-    /* one block of 8 rows by one vector (8 accumulators), 6 by two (12;
-     * 8 rows, two blocks of 4, lost 5% at 100000 x 16 @ 16 x 16 float32).
-     * Zen 3, 1 thread: 100000 x 4 @ 4 x 4 float32 10.6 -> 24 GFLOP/s,
-     * float64 16 -> 19.4, 4096 x 64 @ 64 x 8 float32 69 -> 73.6 */
-    8, 6, fmm_vm_s_avx2, fmm_vm_d_avx2,
+    /* one block of 8 rows by one vector (8 accumulators).  Zen 3, 1
+     * thread: 100000 x 4 @ 4 x 4 float32 10.6 -> 24 GFLOP/s, float64 16 ->
+     * 19.4, 4096 x 64 @ 64 x 8 float32 69 -> 73.6.  Not for a C two
+     * vectors wide: 8-row runs (two blocks of 4) lost 5% at 100000 x 16 @
+     * 16 x 16 float32, and 6-row runs (one 6 x 2 block, whose own loop has
+     * little dispatch to save) were level or up to 4% behind. */
+    8, fmm_vm_s_avx2, fmm_vm_d_avx2,
     fmm_dots_s_avx2, fmm_dots_d_avx2};
 static const fmm_small_t fmm_small_avx512 = {
     "avx512", fmm_small_s_avx512, fmm_small_d_avx512, fmm_stack_s_avx512,
-    fmm_stack_d_avx512, 8, 32, 16, 0, 0 /* not measured on AVX-512 */,
+    fmm_stack_d_avx512, 8, 32, 16, 0 /* not measured on AVX-512 */,
     fmm_vm_s_avx512, fmm_vm_d_avx512,
     fmm_dots_s_avx512, fmm_dots_d_avx512};
 #endif
