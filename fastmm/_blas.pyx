@@ -64,7 +64,7 @@ cdef object _result_dtype(cnp.ndarray a, cnp.ndarray b, object c):
 
 
 cdef cnp.ndarray _empty(Py_ssize_t m, Py_ssize_t n, object dtype):
-    """_empty(m, n, dtype) for float32/float64, without the Python call."""
+    """np.empty((m, n), dtype) for float32/float64, without the Python call."""
     cdef cnp.npy_intp dims[2]
     dims[0] = m
     dims[1] = n

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Fast entry points for fastmm.nn.linear and linear_backward.
+"""Fast entry points for fastmm.nn.linear, linear_backward and activate.
 
 Checking arguments the numpy way (np.result_type, np.require, shape
 messages) costs several microseconds, more than a small layer's whole
