@@ -53,10 +53,10 @@ def main(argv=None):
     p = sub.add_parser("bench", help="time fastmm against numpy (and MKL "
                        "with --peers mkl) side by side",
                        description="Time fastmm.matmul against numpy, and "
-                       "against MKL with --peers mkl, in this process at equal "
-                       "thread counts (numpy's BLAS pinned with threadpoolctl), "
-                       "each library in blocks of its own, best of repeats, "
-                       "after checking each result against numpy's.")
+                       "against MKL with --peers mkl, at equal thread counts "
+                       "(numpy's BLAS pinned with threadpoolctl), each library "
+                       "in processes of its own, best of repeats, after "
+                       "checking each result against numpy's.")
     from fastmm.bench._harness import add_arguments
     add_arguments(p)
     p.set_defaults(func=bench)

@@ -454,7 +454,7 @@ def _rounds(ops, repeats, settle):
     """Each op's best time over ``repeats`` rounds that run every op once,
     calling ``settle()`` untimed after each.
 
-    Not fastmm.bench._harness.best_times: that loops calls to time microsecond
+    Not fastmm.bench._harness.time_products: that loops calls to time microsecond
     products and runs each one untimed first; a cluster run takes seconds,
     and the checks before timing have already run each one.  Rounds
     interleave the ops, so load that drifts hits all of them alike.

@@ -109,43 +109,99 @@ def test_is_stable_flags_a_spread_above_the_threshold_only():
     assert not _harness.is_stable([below, calm], threshold=0.5 * limit)
 
 
-def fake_best_times(monkeypatch, attempts):
-    """Make run_case's timings the given per-attempt rounds, in order."""
+def small_case(threads=1):
+    return _harness.make_case("small", "4", (4, 4), (4, 4), 4, "float64",
+                              threads, seed=0)
+
+
+def fake_timer(attempts):
+    """A timer (see time_cases) that answers each library's round with the
+    given per-attempt rounds, in order: attempts[i][library] is a list of
+    best seconds, one per round."""
     it = iter(attempts)
     calls = []
+    state = {}
 
-    def best_times(funcs, repeats, settle=0.0):
-        calls.append(repeats)
-        return next(it)
-    monkeypatch.setattr(_harness, "best_times", best_times)
-    return calls
+    def timer(library, batch, samples):
+        calls.append((library, [c["index"] for c in batch], samples))
+        if library == "fastmm" and len(calls) % 4 == 1:
+            state["attempt"] = next(it)
+        turn = 0 if len(calls) % 4 in (1, 2) else 1
+        for case in batch:
+            yield {"index": case["index"],
+                   "times": {name: state["attempt"][name][turn]
+                             for name in case["names"]}}
+    return timer, calls
 
 
-def run_small_case():
-    return _harness.run_case(fastmm, (4, 4), (4, 4), np.dtype(np.float64), 4,
-                           np.random.default_rng(0))
+def time_small_case(attempts):
+    case = small_case()
+    res = _harness.check_case(fastmm, case)
+    timer, calls = fake_timer(attempts)
+    _harness.time_cases([case], [res], 4, timer=timer)
+    return res, calls
 
 
-def test_run_case_times_again_until_stable(monkeypatch):
-    unstable = [[1e-6, 3e-6], [2e-6, 2e-6]]
-    stable = [[1.1e-6, 1.0e-6], [2e-6, 2.1e-6]]
-    calls = fake_best_times(monkeypatch, [unstable, stable])
-    res = run_small_case()
-    assert calls == [4, 4]
+def test_time_cases_times_again_until_stable():
+    unstable = {"fastmm": [1e-6, 3e-6], "numpy": [2e-6, 2e-6]}
+    stable = {"fastmm": [1.1e-6, 1.0e-6], "numpy": [2e-6, 2.1e-6]}
+    res, calls = time_small_case([unstable, stable])
+    # two rounds a try, libraries taking turns, two samples a round
+    assert calls == [("fastmm", [0], 2), ("numpy", [0], 2),
+                     ("numpy", [0], 2), ("fastmm", [0], 2)] * 2
     assert res["stable"] is True
     assert res["attempts"] == 2
     assert res["fastmm_s"] == 1.0e-6 and res["numpy_s"] == 2e-6
     assert res["fastmm_spread"] == pytest.approx(0.1)
 
 
-def test_run_case_gives_up_after_retries(monkeypatch):
-    unstable = [[1e-6, 1e-6], [2e-6, 9e-6]]
-    calls = fake_best_times(monkeypatch, [unstable] * (1 + _harness.RETRIES + 1))
-    res = run_small_case()
-    assert len(calls) == 1 + _harness.RETRIES
+def test_time_cases_gives_up_after_retries():
+    unstable = {"fastmm": [1e-6, 1e-6], "numpy": [2e-6, 9e-6]}
+    res, calls = time_small_case([unstable] * (1 + _harness.RETRIES + 1))
+    assert len(calls) == 4 * (1 + _harness.RETRIES)
     assert res["stable"] is False
     assert res["attempts"] == 1 + _harness.RETRIES
     assert res["numpy_spread"] == pytest.approx(3.5)
+
+
+def test_each_library_is_timed_in_a_process_of_its_own():
+    # the regression: timed in one process, the idle pool of one library
+    # spun on the core the other's second thread needed
+    from fastmm.bench._worker import run_worker
+    case = dict(small_case(threads=2), index=7)
+    pids = {}
+    for library in ("fastmm", "numpy"):
+        got = list(run_worker(library, [dict(case, names=[library])], 1))
+        assert [g["index"] for g in got] == [7]
+        assert list(got[0]["times"]) == [library]
+        assert 0 < got[0]["times"][library] < 0.01
+        pids[library] = got[0]["pid"]
+    assert len({pids["fastmm"], pids["numpy"], os.getpid()}) == 3
+
+
+def test_a_failing_timing_process_is_an_error_not_a_hang():
+    from fastmm.bench._worker import run_worker
+    bad = _harness.make_case("small", "bad", (4, 5), (4, 4), 4, "float64", 1,
+                             seed=0)
+    with pytest.raises(RuntimeError, match="(?s)fastmm timing process ended "
+                       "with status 1 after 0 of 1 cases.*ValueError"):
+        list(run_worker("fastmm", [dict(bad, index=0, names=["fastmm"])], 1))
+
+
+def test_wrong_result_is_not_timed(monkeypatch):
+    case = small_case()
+    real = fastmm.matmul
+
+    def wrong(a, b, out=None):
+        real(a, b, out=out)
+        out[0, 0] += 1.0
+        return out
+    monkeypatch.setattr(fastmm, "matmul", wrong)
+    res = _harness.check_case(fastmm, case)
+    assert "k*eps bound" in res["error"] and res["timed"] == []
+    timer, calls = fake_timer([])
+    _harness.time_cases([case], [res], 4, timer=timer)
+    assert calls == [] and res["fastmm"] is None and res["stable"] is None
 
 
 def row(ratio, stable=True, error=None, threads=2):

@@ -729,9 +729,13 @@ def test_bf16_mixed_with_other_dtypes_is_numpys():
 def test_bench_lowp_case_and_tables(monkeypatch, capsys):
     from fastmm.bench import _harness
     monkeypatch.setattr(_harness, "NUMPY_INT_SECONDS", 1e-4)
-    rng = np.random.default_rng(0)
-    with fastmm.threads(1):
-        res = _harness.run_lowp_case(fastmm, (40, 70), (70, 50), 2, rng)
+    case = _harness.make_case("lowp", "40x70 @ 70x50", (40, 70), (70, 50), 40,
+                              "int8/bf16", 1, seed=0)
+    res = _harness.check_case(fastmm, case)
+    # the timing process's work, in this process
+    timer = lambda library, batch, samples: _harness.time_library(
+        fastmm, library, batch, samples)
+    _harness.time_cases([case], [res], 2, timer=timer)
     assert res["error"] is None and isinstance(res["stable"], bool)
     timed = ["int8", "bf16p", "f32", "np_int", "np_f32"]
     if _harness.bfloat16_type() is not None:

@@ -6,6 +6,7 @@ this too).  Where the ``mkl`` wheel is installed (CI does not install it):
 MKL's products match numpy's for both dtypes and operand orders, and the
 bench prints MKL's columns.
 """
+import contextlib
 import json
 import os
 
@@ -43,6 +44,9 @@ class FakePeer:
     def __init__(self, wrong=0.0, refuse=False):
         self.wrong, self.refuse, self.calls = wrong, refuse, 0
 
+    def threads(self, n):
+        return contextlib.nullcontext()
+
     def prepare(self, a, b, out):
         if self.refuse:
             raise NotImplementedError("fake: no such product")
@@ -55,14 +59,25 @@ class FakePeer:
 
 
 def run_case(peer):
-    return _harness.run_case(fastmm, (8, 8), (8, 8), np.dtype(np.float64), 2,
-                           np.random.default_rng(0), peers=[peer])
+    """Check, then time one case with a peer that lives in this process:
+    the timing of each library, in process here, is what its own timing
+    process runs (time_library)."""
+    case = _harness.make_case("square", "8", (8, 8), (8, 8), 8, "float64", 1,
+                              seed=0)
+    res = _harness.check_case(fastmm, case, [peer])
+
+    def timer(library, batch, samples):
+        return _harness.time_library(fastmm, library, batch, samples,
+                                     [peer] if library == peer.name else [])
+    _harness.time_cases([case], [res], 2, [peer], timer=timer)
+    return res
 
 
 def test_wrong_peer_result_is_reported_not_timed():
     peer = FakePeer(wrong=1.0)
     res = run_case(peer)
     assert peer.calls == 1                   # the check, no timing
+    assert ("fake", "fake") not in res["timed"]
     assert res["fake"] is None and "fake_s" not in res
     assert "k*eps bound" in res["fake_error"]
     assert res["error"] is None and res["fastmm"] and res["numpy"]

@@ -1,13 +1,15 @@
 """``python -m fastmm bench``: fastmm against numpy, side by side, and
 against MKL with ``--peers mkl`` (fastmm/bench/_peers.py).
 
-Every case is timed for fastmm, for numpy and for each peer in this one
-process, at the same thread count (numpy's BLAS pinned with threadpoolctl,
-fastmm with ``fastmm.threads``, a peer with its own call), best of several
-repeats, each repeat long enough (inner iterations) for the clock to resolve
-tiny products.  Each case's fastmm and peer results are checked against
-numpy's first: a wrong answer is reported as WRONG, never as a speed, and
-makes the command exit with status 1.
+Every case is timed for fastmm, for numpy and for each peer at the same
+thread count (numpy's BLAS pinned with threadpoolctl, fastmm with
+``fastmm.threads``, a peer with its own call), each library in processes of
+its own (fastmm/bench/_worker.py) so that no other library's idle thread
+pool spins on its cores, best of several repeats, each repeat long enough
+(inner iterations) for the clock to resolve tiny products.  Each case's
+fastmm and peer results are checked against numpy's first, in this
+process: a wrong answer is reported as WRONG, never as a speed, and makes
+the command exit with status 1.
 A case whose timing rounds disagree (other work took the cores) is timed
 again, and if it still disagrees it is reported as unstable, never as a
 ratio, and left out of the summary (see UNSTABLE_SPREAD).
@@ -33,10 +35,11 @@ one (ml_dtypes operands, where ml_dtypes is installed) and
 int32 matmul (no BLAS: timed on the first rows of A only, see
 NUMPY_INT_SECONDS), ml_dtypes' own bfloat16 matmul, and MKL's
 ``cblas_gemm_bf16bf16f32`` with ``--peers mkl``; every result is checked
-first (int8 bit for bit) and the same blocks, pauses and stability rule
+first (int8 bit for bit) and the same processes and stability rule
 apply.  It prints a table and geometric means of its own.
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -62,8 +65,16 @@ FAMILY_HELP = {
             "bfloat16 -> float32 beside float32 and numpy, n = 1024, 2048 "
             "and dense-layer shapes (--dtypes does not apply)",
 }
-# Seconds of sleep before each multi-threaded timing block (see best_times).
-SETTLE = 0.15
+# Each library is timed in processes of its own (time_cases), so no other
+# library's idle thread pool spins on the cores its threads need.  Timed in
+# one process, even in blocks of their own with a 0.15 s pause before each,
+# the two pools fought on a 2-core Zen 3 VM: 256 x 64 @ 64 x 256 float32 on
+# 2 threads read 61-67 GFLOP/s for fastmm and 52-110 for numpy, against
+# 175 and 99 with each library alone in its process.
+# Untimed calls before a case's samples, in seconds (see time_products), and
+# the least time one sample loops the call for.
+WARM = 0.05
+SAMPLE = 0.01
 # A library's best in one round and its best in the other agree within a few
 # percent when the cores are its own; another process taking a core during a
 # block makes that block 2x to 50x slower (a multi-threaded product on 2 cores
@@ -119,6 +130,14 @@ def family_cases(family, quick=False):
         return ([(f"{n}", (n, n), (n, n), n) for n in ns]
                 + [(f"{m}x{k} @ {k}x{n}", (m, k), (k, n), m) for m, k, n in mkn])
     raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+
+
+def result_shape(shape_a, shape_b):
+    """np.matmul's result shape for operands of these shapes."""
+    za = np.empty(tuple(shape_a[:-1]) + (0,), np.int8)
+    zb = np.empty(tuple(shape_b[:-2]) + (0,) + tuple(shape_b[-1:])
+                  if len(shape_b) > 1 else (0,), np.int8)
+    return np.matmul(za, zb).shape
 
 
 def flop_count(shape_a, shape_b):
@@ -277,47 +296,36 @@ def measure_bandwidth(nthreads, rounds=3):
 
 # ---------------------------------------------------------------- timing
 
-def best_times(funcs, repeats, sample=2e-3, settle=0.0):
-    """Best seconds per call of each ``func()`` in each round of blocks.
+def time_products(calls, samples, sample=SAMPLE, warm=WARM):
+    """Best seconds per call of each ``call()``, each timed in a block of its
+    own: untimed calls for ``warm`` seconds (at least one), then ``samples``
+    samples, each looping the call for about ``sample`` seconds (a 2 x 2
+    product needs thousands of calls for the clock to resolve it).
 
-    One call first, untimed (it wakes the library's threads), then a call to
-    choose the inner count: each sample loops the function for ~``sample``
-    seconds (tiny products need thousands of calls to be timed).  Two rounds
-    of blocks, ``repeats`` samples in all per function, so load that drifts
-    hits both libraries alike.  Returns, per function, its best of each
-    round that had samples (one round when ``repeats`` is 1): the case's time
-    is their min, and their disagreement tells a disturbed measurement (see
-    :func:`is_stable`).
-
-    Libraries are not interleaved call by call: after a call, OpenBLAS's and
-    libgomp's idle workers keep spinning for up to ~0.1 s, and on a machine
-    with few cores those spinners take the cores the other library's threads
-    need (seen here: 16 ms instead of 0.1 ms for a 256^2 product on two
-    threads right after numpy's).  ``settle`` seconds of sleep before each
-    block let the other pool park first.
+    The warm-up is long because a 2-core virtual machine runs a burst of
+    calls slowly for its first 10-30 ms after an idle spell (measured here:
+    a 256 x 64 @ 64 x 256 float32 product on 2 threads at 113 GFLOP/s over
+    its first 20 ms, 180 over 100 ms), for every library alike.
     """
-    inner = [0] * len(funcs)
-    rounds = [[] for _ in funcs]
-    for samples in (repeats - repeats // 2, repeats // 2):
-        if not samples:
-            continue
-        for i, func in enumerate(funcs):
-            if settle:
-                time.sleep(settle)
-            func()
-            best = math.inf
-            if not inner[i]:
-                t0 = time.perf_counter()
-                func()
-                best = time.perf_counter() - t0
-                inner[i] = max(1, int(sample / max(best, 1e-9)))
-            for _ in range(samples):
-                t0 = time.perf_counter()
-                for _ in range(inner[i]):
-                    func()
-                best = min(best, (time.perf_counter() - t0) / inner[i])
-            rounds[i].append(best)
-    return rounds
+    bests = []
+    for call in calls:
+        t0 = time.perf_counter()
+        n = 0
+        while True:
+            call()
+            n += 1
+            spent = time.perf_counter() - t0
+            if spent >= warm:
+                break
+        inner = max(1, int(sample * n / max(spent, 1e-9)))
+        best = math.inf
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                call()
+            best = min(best, (time.perf_counter() - t0) / inner)
+        bests.append(best)
+    return bests
 
 
 def round_spread(round_bests):
@@ -327,8 +335,7 @@ def round_spread(round_bests):
 
 
 def is_stable(rounds, threshold=UNSTABLE_SPREAD):
-    """True when each library's per-round bests (``best_times``) agree
-    within ``threshold``."""
+    """True when each library's per-round bests agree within ``threshold``."""
     return all(round_spread(r) <= threshold for r in rounds)
 
 
@@ -360,23 +367,6 @@ def machine_load():
     return f"load average {load:.1f} on {ncpu} CPU(s)" if load > 0.5 * ncpu else ""
 
 
-def time_cases(res, timed, repeats, settle, flops, ops=None):
-    """Time the (name, call) pairs in blocks of their own (best_times), again
-    up to RETRIES times while the rounds disagree; record each one's rate
-    (``ops[name]`` operations, default ``flops``), time and spread in res."""
-    ops = ops or {}
-    for attempt in range(1 + RETRIES):
-        rounds = best_times([call for _, call in timed], repeats, settle=settle)
-        stable = is_stable(rounds)
-        if stable:
-            break
-    res.update(stable=stable, attempts=attempt + 1)
-    for (name, _), r in zip(timed, rounds):
-        res.update({name: ops.get(name, flops) / min(r) / 1e9,
-                    f"{name}_s": min(r), f"{name}_spread": round_spread(r)})
-    return res
-
-
 def unstable_note(r, names):
     """The table entry of a case whose timing rounds disagreed."""
     spreads = ", ".join(f"{100 * r[name + '_spread']:.0f} % ({name})"
@@ -405,49 +395,281 @@ def numpy_blas():
     return f"{d['internal_api']} {d.get('version') or ''} ({extra})".replace(" ()", "")
 
 
-# ---------------------------------------------------------------- run
+# ---------------------------------------------------------------- cases
 
-def run_case(fastmm, shape_a, shape_b, dtype, repeats, rng, settle=0.0,
-             peers=()):
-    """Verify then time one case; a dict of results (speeds None if wrong,
-    ``stable`` False when the rounds still disagreed after RETRIES).
+def make_case(family, label, shape_a, shape_b, size, dtype, threads, seed):
+    """One case as plain data (it goes to the timing processes as JSON):
+    its operands are drawn from ``seed``, so every process has the same."""
+    return {"family": family, "label": label, "shape_a": list(shape_a),
+            "shape_b": list(shape_b), "size": size, "dtype": str(dtype),
+            "threads": threads, "seed": seed}
 
-    For each peer (fastmm/bench/_peers.py) the dict has ``<name>`` (GFLOP/s,
-    None when not timed), ``<name>_error`` (its result was wrong) and
-    ``<name>_skipped`` (it cannot do this case), besides the ``_s`` and
-    ``_spread`` fields every timed library has.
-    """
-    a = rng.uniform(-1, 1, shape_a).astype(dtype)
-    b = rng.uniform(-1, 1, shape_b).astype(dtype)
-    stacked = len(shape_a) > 2 or len(shape_b) > 2
-    np_op = np.matmul if stacked else np.dot
-    want = np_op(a, b)
-    got = fastmm.matmul(a, b)
-    error = check_result(np.asarray(got), want, a, b)
-    flops = flop_count(shape_a, shape_b)
-    res = {"flops": flops, "bytes": traffic_bytes(shape_a, shape_b, dtype),
-           "error": error, "fastmm": None, "numpy": None, "stable": None}
+
+@contextlib.contextmanager
+def pinned(fastmm, threads, peers=()):
+    """Every library at ``threads``: fastmm, numpy's BLAS (threadpoolctl's
+    "blas" limit finds a loaded MKL too; the peer's own call pins it whether
+    or not threadpoolctl knows it)."""
+    from threadpoolctl import threadpool_limits
+    with fastmm.threads(threads), threadpool_limits(threads, user_api="blas"), \
+            contextlib.ExitStack() as stack:
+        for peer in peers:
+            stack.enter_context(peer.threads(threads))
+        yield
+
+
+def float_products(fastmm, case, peers):
+    """The products of one float case: (name, library, call, check) with
+    check() None when the call's result is right, else why; and the peers
+    that cannot do the case, {name: why}.  The numpy product is the
+    reference (its check is None)."""
+    rng = np.random.default_rng(case["seed"])
+    dtype = np.dtype(case["dtype"])
+    a = rng.uniform(-1, 1, case["shape_a"]).astype(dtype)
+    b = rng.uniform(-1, 1, case["shape_b"]).astype(dtype)
+    np_op = np.matmul if a.ndim > 2 or b.ndim > 2 else np.dot
+    shape = result_shape(a.shape, b.shape)
+    want = []                                # numpy's result, once computed
+
+    def check(out):
+        if not want:
+            want.append(np_op(a, b))
+        return check_result(out, want[0], a, b)
+
+    out_f = np.zeros(shape, dtype)           # zeros: pages touched before timing
+    out_n = np.zeros(shape, dtype)
+    products = [("fastmm", "fastmm", lambda: fastmm.matmul(a, b, out=out_f),
+                 lambda: check(out_f)),
+                ("numpy", "numpy", lambda: np_op(a, b, out=out_n), None)]
+    skipped = {}
     for peer in peers:
-        res.update({peer.name: None, f"{peer.name}_error": None,
-                    f"{peer.name}_skipped": None})
-    if error is not None:
-        return res
-    out_f = np.zeros_like(want)              # zeros: pages touched before timing
-    out_n = np.zeros_like(want)
-    timed = [("fastmm", lambda: fastmm.matmul(a, b, out=out_f)),
-             ("numpy", lambda: np_op(a, b, out=out_n))]
-    for peer in peers:
-        out_p = np.zeros_like(want)
+        out_p = np.zeros(shape, dtype)
         try:
             call = peer.prepare(a, b, out_p)
         except NotImplementedError as e:
-            res[f"{peer.name}_skipped"] = str(e)
+            skipped[peer.name] = str(e)
             continue
-        call()
-        res[f"{peer.name}_error"] = check_result(out_p, want, a, b)
-        if res[f"{peer.name}_error"] is None:
-            timed.append((peer.name, call))
-    return time_cases(res, timed, repeats, settle, flops)
+        products.append((peer.name, peer.name, call,
+                         lambda out_p=out_p: check(out_p)))
+    return products, skipped
+
+
+def lowp_operands(case):
+    """float32 and int8 operands of a lowp case, from its seed."""
+    rng = np.random.default_rng(case["seed"])
+    shape_a, shape_b = case["shape_a"], case["shape_b"]
+    a32 = rng.uniform(-1, 1, shape_a).astype(np.float32)
+    b32 = rng.uniform(-1, 1, shape_b).astype(np.float32)
+    a8 = rng.integers(-128, 128, shape_a, dtype=np.int8)
+    b8 = rng.integers(-128, 128, shape_b, dtype=np.int8)
+    return a32, b32, a8, b8
+
+
+def lowp_products(fastmm, case, peers):
+    """The products of one lowp case (LOWP_LIBS, then per peer with
+    ``prepare_lowp`` its int8 and bfloat16 GEMMs), as float_products gives
+    them; numpy's int32 matmul runs on the first ``case["np_int_rows"]``
+    rows of A."""
+    m, n = case["shape_a"][0], case["shape_b"][1]
+    a32, b32, a8, b8 = lowp_operands(case)
+    ar, a_bits = round_to_bf16(a32)
+    br, b_bits = round_to_bf16(b32)
+    c8 = np.zeros((m, n), np.int32)          # zeros: pages touched before timing
+    c32, cbp, cnp = (np.zeros((m, n), np.float32) for _ in range(3))
+    products = [("int8", "fastmm",
+                 lambda: fastmm.matmul(a8, b8, out=c8, dtype=np.int32),
+                 lambda: check_int32(c8, a8, b8))]
+    bf16 = bfloat16_type()
+    if bf16 is not None:
+        a_bf, b_bf = a_bits.view(bf16), b_bits.view(bf16)
+        cbf = np.zeros((m, n), np.float32)
+        # what a user of ml_dtypes gets without fastmm, into a preallocated
+        # out of the result dtype its matmul gives
+        cml = np.zeros((m, n), np.matmul(a_bf[:1], b_bf).dtype)
+        products += [("bf16", "fastmm",
+                      lambda: fastmm.matmul(a_bf, b_bf, out=cbf),
+                      lambda: check_bf16(cbf, ar, br)),
+                     ("np_bf16", "numpy",
+                      lambda: np.matmul(a_bf, b_bf, out=cml),
+                      lambda: check_bf16(cml, ar, br, result_rounded=True))]
+    rows = case["np_int_rows"]
+    a8_rows = a8[:rows]
+    c_np = np.zeros((rows, n), np.int32)
+    products += [
+        ("bf16p", "fastmm",
+         lambda: fastmm.matmul(a32, b32, out=cbp, precision="bf16"),
+         lambda: check_bf16(cbp, ar, br)),
+        ("f32", "fastmm", lambda: fastmm.matmul(a32, b32, out=c32),
+         lambda: check_result(c32, np.dot(a32, b32), a32, b32)),
+        ("np_int", "numpy",
+         lambda: np.matmul(a8_rows, b8, dtype=np.int32, out=c_np),
+         lambda: check_int32(c_np, a8_rows, b8)),
+        ("np_f32", "numpy", lambda: np.dot(a32, b32, out=cnp), None)]
+    skipped = {}
+    for peer in peers:
+        prepare = getattr(peer, "prepare_lowp", None)
+        for what, x, y, out, check in (
+                ("int8", a8, b8, np.zeros((m, n), np.int32),
+                 lambda got: check_int32(got, a8, b8)),
+                ("bf16", a_bits, b_bits, np.zeros((m, n), np.float32),
+                 lambda got: check_bf16(got, ar, br))):
+            key = f"{peer.name}_{what}"
+            try:
+                if prepare is None:
+                    raise NotImplementedError(f"{peer.label} peer has no "
+                                              "low-precision products")
+                call = prepare(x, y, out)
+            except NotImplementedError as e:
+                skipped[key] = str(e)
+                continue
+            products.append((key, peer.name, call,
+                             lambda out=out, check=check: check(out)))
+    return products, skipped
+
+
+def case_products(fastmm, case, peers):
+    """float_products or lowp_products, by the case's family."""
+    build = lowp_products if case["family"] == "lowp" else float_products
+    return build(fastmm, case, peers)
+
+
+def numpy_int_rows(case):
+    """How many rows of A numpy's int32 matmul (no BLAS: 0.2-2 GOP/s) is
+    timed on: as many as one call does in about NUMPY_INT_SECONDS, at least
+    NUMPY_INT_MIN_ROWS (fewer rows share its int32 copy of B less)."""
+    m = case["shape_a"][0]
+    _, _, a8, b8 = lowp_operands(case)
+    probe = min(m, NUMPY_INT_MIN_ROWS)
+    t0 = time.perf_counter()
+    np.matmul(a8[:probe], b8, dtype=np.int32)
+    per_row = (time.perf_counter() - t0) / probe
+    return min(m, max(NUMPY_INT_MIN_ROWS, int(NUMPY_INT_SECONDS / per_row)))
+
+
+def check_case(fastmm, case, peers=()):
+    """Run each product of ``case`` once and check it: a dict of results to
+    be completed by :func:`time_cases`.  ``error`` names fastmm's wrong
+    results (the case is not timed then), ``<peer>_error`` a peer's (that
+    peer is not timed), ``<peer>_skipped`` why a peer cannot do the case;
+    ``timed`` lists the (product, library) pairs to time; ``ops`` the
+    operation count of a product timed on less than the whole case."""
+    lowp = case["family"] == "lowp"
+    if lowp:
+        case["np_int_rows"] = numpy_int_rows(case)
+        m, k = case["shape_a"]
+        flops = 2.0 * m * k * case["shape_b"][1]
+        res = {"flops": flops, "np_int_rows": case["np_int_rows"],
+               "ops": {"np_int": 2.0 * case["np_int_rows"] * k
+                       * case["shape_b"][1]},
+               "bf16_skipped": None if bfloat16_type() else (
+                   "ml_dtypes not installed (pip install 'fastmm[bf16]')")}
+        res.update(dict.fromkeys(LOWP_LIBS))
+        peer_keys = [f"{p.name}_{what}" for p in peers for what in ("int8", "bf16")]
+    else:
+        flops = flop_count(case["shape_a"], case["shape_b"])
+        res = {"flops": flops, "ops": {}, "bytes": traffic_bytes(
+            case["shape_a"], case["shape_b"], case["dtype"]),
+            "fastmm": None, "numpy": None}
+        peer_keys = [p.name for p in peers]
+    res.update(error=None, stable=None, timed=[])
+    for key in peer_keys:
+        res.update({key: None, f"{key}_error": None, f"{key}_skipped": None})
+    with pinned(fastmm, case["threads"], peers):
+        products, skipped = case_products(fastmm, case, peers)
+        errors, timed = [], []
+        for name, library, call, check in products:
+            call()
+            why = check() if check else None
+            if name in peer_keys:
+                res[f"{name}_error"] = why
+                if why is None:
+                    timed.append((name, library))
+            elif why:
+                errors.append(f"{name}: {why}" if lowp else why)
+            else:
+                timed.append((name, library))
+    for key, why in skipped.items():
+        res[f"{key}_skipped"] = why
+    if errors:
+        res["error"] = "; ".join(errors)
+    else:
+        res["timed"] = timed
+    return res
+
+
+def time_library(fastmm, library, cases, samples, peers=()):
+    """Time one library's products of each case (``case["names"]``): yields
+    ``{"index": case["index"], "times": {name: best seconds}}`` per case.
+    This is what runs in a library's own process (fastmm/bench/_worker.py),
+    so its thread pool is the only one there."""
+    for case in cases:
+        with pinned(fastmm, case["threads"], peers):
+            products, _ = case_products(fastmm, case, peers)
+            calls = {name: call for name, _, call, _ in products}
+            names = [name for name in case["names"] if name in calls]
+            bests = time_products([calls[name] for name in names], samples)
+        yield {"index": case["index"], "times": dict(zip(names, bests))}
+
+
+def time_cases(cases, results, repeats, peers=(), timer=None, progress=None):
+    """Time every checked case (``results[i]`` from check_case of
+    ``cases[i]``) and record each product's rate (``<name>``, in GFLOP/s or
+    GOP/s), best seconds (``<name>_s``) and round spread.
+
+    Each library runs in processes of its own (``timer``, by default
+    :func:`fastmm.bench._worker.run_worker`): one process per library and
+    round times all its cases, so no other library's thread pool is there
+    to spin on the cores its threads need, and libraries take turns
+    (fastmm, numpy, peers; then the other way round) so load that drifts
+    hits them alike.  ``repeats`` samples per case in two rounds; a case
+    whose rounds disagree by more than UNSTABLE_SPREAD is timed again, at
+    most RETRIES more times, then marked unstable (``stable`` False).
+    """
+    if timer is None:
+        from fastmm.bench._worker import run_worker
+        peer_names = [p.name for p in peers]
+
+        def timer(library, batch, samples):
+            return run_worker(library, batch, samples, peer_names)
+    rounds = [s for s in (repeats - repeats // 2, repeats // 2) if s]
+    libraries = list(dict.fromkeys(lib for r in results
+                                   for _, lib in r["timed"]))
+    pending = [i for i, r in enumerate(results) if r["timed"]]
+    for attempt in range(1, 2 + RETRIES):
+        if not pending:
+            break
+        times = {i: {name: [] for name, _ in results[i]["timed"]}
+                 for i in pending}
+        for turn, samples in enumerate(rounds):
+            for library in libraries if turn % 2 == 0 else libraries[::-1]:
+                batch = [dict(cases[i], index=i,
+                              names=[n for n, lib in results[i]["timed"]
+                                     if lib == library]) for i in pending]
+                batch = [c for c in batch if c["names"]]
+                if progress is not None:
+                    progress.total += len(batch)
+                for done in timer(library, batch, samples):
+                    for name, seconds in done["times"].items():
+                        times[done["index"]][name].append(seconds)
+                    if progress is not None:
+                        case = cases[done["index"]]
+                        progress.step(f"{library} {case['family']} "
+                                      f"{case['label']} {case['dtype']} "
+                                      f"{case['threads']}t")
+        unstable = []
+        for i in pending:
+            res = results[i]
+            got = times[i]
+            res.update(stable=is_stable(got.values()), attempts=attempt)
+            for name, bests in got.items():
+                ops = res["ops"].get(name, res["flops"])
+                res.update({name: ops / min(bests) / 1e9,
+                            f"{name}_s": min(bests),
+                            f"{name}_spread": round_spread(bests)})
+            if not res["stable"]:
+                unstable.append(i)
+        pending = unstable
+    return results
 
 
 # ---------------------------------------------------------------- low precision
@@ -511,106 +733,6 @@ def check_int32(got, a8, b8):
         bad = int(np.count_nonzero(got != want))
         return f"{bad} of {want.size} elements differ from the exact int32 sums"
     return None
-
-
-def run_lowp_case(fastmm, shape_a, shape_b, repeats, rng, settle=0.0,
-                  peers=()):
-    """Verify then time one low-precision case (2-D ``shape_a`` @ ``shape_b``):
-    the products of LOWP_LIBS and, per peer with ``prepare_lowp``, its int8
-    (``<name>_int8``) and bfloat16 (``<name>_bf16``) GEMMs.
-
-    Returns a dict: per product its GOP/s (None when not timed), ``_s`` and
-    ``_spread``; ``error`` names fastmm's wrong results (none timed then);
-    ``np_int_rows``: the rows of A numpy's int32 matmul was timed on;
-    ``bf16_skipped``: why the ml_dtypes product was not timed;
-    ``<name>_error`` / ``<name>_skipped`` for peers, as in :func:`run_case`.
-    Timed as run_case times: blocks per product, RETRIES when unstable.
-    """
-    m, k = shape_a
-    n = shape_b[1]
-    flops = 2.0 * m * k * n
-    a32 = rng.uniform(-1, 1, shape_a).astype(np.float32)
-    b32 = rng.uniform(-1, 1, shape_b).astype(np.float32)
-    a8 = rng.integers(-128, 128, shape_a, dtype=np.int8)
-    b8 = rng.integers(-128, 128, shape_b, dtype=np.int8)
-    ar, a_bits = round_to_bf16(a32)
-    br, b_bits = round_to_bf16(b32)
-    res = {"flops": flops, "error": None, "stable": None,
-           "np_int_rows": None, "bf16_skipped": None}
-    res.update(dict.fromkeys(LOWP_LIBS))
-    for peer in peers:
-        for what in ("int8", "bf16"):
-            res.update({f"{peer.name}_{what}": None,
-                        f"{peer.name}_{what}_error": None,
-                        f"{peer.name}_{what}_skipped": None})
-    c8 = np.zeros((m, n), np.int32)          # zeros: pages touched before timing
-    c32, cbp, cnp = (np.zeros((m, n), np.float32) for _ in range(3))
-    timed = [("int8", lambda: fastmm.matmul(a8, b8, out=c8, dtype=np.int32))]
-    checks = [("int8", lambda: check_int32(c8, a8, b8))]
-    bf16 = bfloat16_type()
-    if bf16 is None:
-        res["bf16_skipped"] = ("ml_dtypes not installed (pip install "
-                               "'fastmm[bf16]')")
-    else:
-        a_bf, b_bf = a_bits.view(bf16), b_bits.view(bf16)
-        cbf = np.zeros((m, n), np.float32)
-        timed.append(("bf16", lambda: fastmm.matmul(a_bf, b_bf, out=cbf)))
-        checks.append(("bf16", lambda: check_bf16(cbf, ar, br)))
-        # what a user of ml_dtypes gets without fastmm, into a preallocated
-        # out of the result dtype its matmul gives
-        cml = np.zeros((m, n), np.matmul(a_bf[:1], b_bf).dtype)
-        timed.append(("np_bf16", lambda: np.matmul(a_bf, b_bf, out=cml)))
-        checks.append(("np_bf16", lambda: check_bf16(cml, ar, br,
-                                                        result_rounded=True)))
-    timed += [("bf16p", lambda: fastmm.matmul(a32, b32, out=cbp,
-                                              precision="bf16")),
-              ("f32", lambda: fastmm.matmul(a32, b32, out=c32))]
-    checks += [("bf16p", lambda: check_bf16(cbp, ar, br)),
-               ("f32", lambda: check_result(c32, np.dot(a32, b32), a32, b32))]
-    for _, call in timed:
-        call()
-    errors = [f"{name}: {why}" for name, check in checks
-              for why in [check()] if why]
-    if errors:
-        res["error"] = "; ".join(errors)
-        return res
-    # numpy's int32 matmul on the first rows of A (see NUMPY_INT_SECONDS)
-    probe = min(m, NUMPY_INT_MIN_ROWS)
-    t0 = time.perf_counter()
-    np.matmul(a8[:probe], b8, dtype=np.int32)
-    per_row = (time.perf_counter() - t0) / probe
-    rows = min(m, max(NUMPY_INT_MIN_ROWS, int(NUMPY_INT_SECONDS / per_row)))
-    a8_rows = a8[:rows]
-    c_np = np.zeros((rows, n), np.int32)
-    np.matmul(a8_rows, b8, dtype=np.int32, out=c_np)
-    if not np.array_equal(c_np, c8[:rows]):
-        res["error"] = "int8: differs from numpy's int32 matmul"
-        return res
-    res["np_int_rows"] = rows
-    timed += [("np_int", lambda: np.matmul(a8_rows, b8, dtype=np.int32,
-                                           out=c_np)),
-              ("np_f32", lambda: np.dot(a32, b32, out=cnp))]
-    ops = {"np_int": 2.0 * rows * k * n}
-    for peer in peers:
-        prepare = getattr(peer, "prepare_lowp", None)
-        for what, x, y, out, check in (
-                ("int8", a8, b8, np.zeros((m, n), np.int32), check_int32),
-                ("bf16", a_bits, b_bits, np.zeros((m, n), np.float32),
-                 lambda got, *_: check_bf16(got, ar, br))):
-            key = f"{peer.name}_{what}"
-            try:
-                if prepare is None:
-                    raise NotImplementedError(f"{peer.label} peer has no "
-                                              "low-precision products")
-                call = prepare(x, y, out)
-            except NotImplementedError as e:
-                res[f"{key}_skipped"] = str(e)
-                continue
-            call()
-            res[f"{key}_error"] = check(out, x, y)
-            if res[f"{key}_error"] is None:
-                timed.append((key, call))
-    return time_cases(res, timed, repeats, settle, flops, ops)
 
 
 def lowp_ratios(peers=()):
@@ -744,10 +866,7 @@ def load_peers(names):
 
 
 def run(args):
-    import contextlib
-
     import fastmm
-    from threadpoolctl import threadpool_limits
 
     families = args.families
     thread_counts = args.threads or sorted({1, fastmm.get_num_threads()})
@@ -794,38 +913,30 @@ def run(args):
               f"(multi-threaded ones most) are noisy; compare ratios, rerun "
               f"when the machine is idle")
 
-    cases = [(fam, label, sa, sb, size, dt, t)
-             for fam in families
-             for label, sa, sb, size in family_cases(fam, args.quick)
-             for dt in (["int8/bf16"] if fam == "lowp" else args.dtypes)
-             for t in thread_counts]
-    rng = np.random.default_rng(0)
+    cases = [make_case(fam, label, sa, sb, size, dt, t, seed)
+             for seed, (fam, label, sa, sb, size, dt, t) in enumerate(
+                 (fam, label, sa, sb, size, dt, t)
+                 for fam in families
+                 for label, sa, sb, size in family_cases(fam, args.quick)
+                 for dt in (["int8/bf16"] if fam == "lowp" else args.dtypes)
+                 for t in thread_counts)]
+    # checked here, all libraries in this process; timed in processes of
+    # their own (time_cases)
     progress = Progress(len(cases))
     rows = []
-    previous_threads = 1
-    for fam, label, sa, sb, size, dt, t in cases:
-        progress.update(len(rows), f"{fam} {label} {dt} {t}t")
-        # a multi-threaded case, or one right after it, waits for idle pools
-        settle = SETTLE if max(t, previous_threads) > 1 else 0.0
-        previous_threads = t
-        # threadpoolctl's "blas" limit finds a loaded MKL as well; the
-        # peer's own call pins it whether or not threadpoolctl knows it
-        with fastmm.threads(t), threadpool_limits(t, user_api="blas"), \
-                contextlib.ExitStack() as pinned:
-            for peer in peers:
-                pinned.enter_context(peer.threads(t))
-            if fam == "lowp":
-                res = run_lowp_case(fastmm, sa, sb, args.repeats, rng,
-                                    settle, peers)
-            else:
-                res = run_case(fastmm, sa, sb, np.dtype(dt), args.repeats,
-                               rng, settle, peers)
+    for case in cases:
+        progress.step(f"checking {case['family']} {case['label']} "
+                      f"{case['dtype']} {case['threads']}t")
+        res = check_case(fastmm, case, peers)
+        t = case["threads"]
         peak = peaks[t][0]
-        if peak and dt == "float64":
+        if peak and case["dtype"] == "float64":
             peak /= 2
-        res.update(family=fam, label=label, size=size, dtype=dt, threads=t,
+        res.update(family=case["family"], label=case["label"],
+                   size=case["size"], dtype=case["dtype"], threads=t,
                    peak=peak, bandwidth=bandwidth.get(t, (None,))[0])
         rows.append(res)
+    time_cases(cases, rows, args.repeats, peers, progress=progress)
     progress.close()
     names = [p.name for p in peers]
     float_rows = [r for r in rows if r["family"] != "lowp"]

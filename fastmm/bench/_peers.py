@@ -10,9 +10,9 @@ library started from the same Python thread reuses the one libgomp team, so
 no second pool of workers is left spinning while the other library runs.
 MKL's default (INTEL) layer loads libiomp5 beside libgomp: two OpenMP
 runtimes, two pools, and libiomp5's idle workers spin for KMP_BLOCKTIME
-(200 ms) after each call, longer than the bench's pause between blocks
-(SETTLE), so on a 2-core machine they take the core the next library's
-second thread needs.  Measured on 2 cores, CPU time the process burned
+(200 ms) after each call, so on a 2-core machine they take the core that
+fastmm's second thread needs in a process that runs both (the asv suite;
+the bench times MKL in a process of its own).  Measured on 2 cores, CPU time the process burned
 while sleeping 0.3 s after a 2-thread 512^2 product: INTEL layer 0.20 s
 after MKL's; GNU layer 0.005 s after MKL's, ~0.01 s after fastmm's.
 SEQUENTIAL would time MKL on one thread only, and the wheel's TBB

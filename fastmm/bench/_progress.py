@@ -19,6 +19,7 @@ class Progress:
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.start = self.last = time.perf_counter()
         self.logged = -1
+        self.done = 0
 
     def _line(self, done, info):
         filled = self.width * done // max(self.total, 1)
@@ -27,8 +28,14 @@ class Progress:
         took = f"{elapsed:.2f} s" if elapsed >= 1 else f"{elapsed * 1e3:.1f} ms"
         return f"{self.prefix}[{bar}] {done}/{self.total} {took} {info}".rstrip()
 
+    def step(self, info=""):
+        """One more step finished (``total`` may grow as work is found)."""
+        self.done += 1
+        self.update(self.done, info)
+
     def update(self, done, info=""):
         """``done`` of ``total`` steps finished; ``info`` says what runs now."""
+        self.done = done
         now = time.perf_counter()
         if self.tty:
             if now - self.last >= 0.1:
