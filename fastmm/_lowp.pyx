@@ -38,6 +38,8 @@ cdef extern from "driver/_lowp.h" nogil:
     ctypedef struct fmm_lp_kernels_t:
         const char* i8_name
         const char* bf_name
+        double i8_cost
+        double bf_cost
     int fmm_lp_gemm(const fmm_lp_problem_t* P, Py_ssize_t m, Py_ssize_t n,
                     int nt)
     void fmm_lp_select(const char* isa)
@@ -54,11 +56,6 @@ from fastmm.driver._packed cimport scratch_get, scratch_release
 # packing buffers from the float driver's per-thread scratch
 fmm_lp_scratch_get = scratch_get
 fmm_lp_scratch_release = scratch_release
-
-# An int8 or bfloat16 multiply-add costs about this fraction of a float32
-# FMA on the kernels here (4 and 2 per 32-bit lane): threads pay back later.
-cdef double I8_COST = 0.25
-cdef double BF16_COST = 0.5
 
 KINDS = {"int8": FMM_SRC_I8, "uint8": FMM_SRC_U8, "bfloat16": FMM_SRC_BF16,
          "float32": FMM_SRC_F32}
@@ -138,7 +135,10 @@ def gemm_lowp(cnp.ndarray a, cnp.ndarray b, cnp.ndarray c, str kind_a,
     P.rs_c = cnp.PyArray_STRIDE(c, 0) // 4
     P.cs_c = cnp.PyArray_STRIDE(c, 1) // 4
     P.k = cnp.PyArray_DIM(a, 1)
-    nt = threads_for(2.0 * m * n * P.k * (BF16_COST if P.bf16 else I8_COST))
+    # an int8 or bfloat16 multiply-add costs a kernel-dependent fraction (or
+    # multiple) of a float32 FMA: threads pay back later or sooner
+    cdef const fmm_lp_kernels_t* K = fmm_lp_kernels()
+    nt = threads_for(2.0 * m * n * P.k * (K.bf_cost if P.bf16 else K.i8_cost))
     with nogil:
         team = fmm_lp_gemm(&P, m, n, nt)
     if team < 0:

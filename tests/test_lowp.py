@@ -106,14 +106,16 @@ def check_bf16_product(c, a, b, out_rounding=0.0):
 def lowp_kernel(kernel):
     """The kernel fixture (every family this CPU runs) and the low-precision
     kernels that family must bring: VNNI/BF16 with avx512 where the CPU has
-    them, the portable ones otherwise."""
+    them, AVX2 with avx512 or avx2 where not, the portable ones with
+    generic."""
     from fastmm._config import cpu_features
     names = _lowp.lowp_kernels()
     feats = set(cpu_features())
     vnni = kernel == "avx512" and "avx512_vnni" in feats
     bf16 = kernel == "avx512" and "avx512_bf16" in feats
-    assert names == {"int8": "avx512-vnni" if vnni else "generic",
-                     "bfloat16": "avx512-bf16" if bf16 else "generic"}
+    simd = "avx2" if kernel in ("avx512", "avx2") else "generic"
+    assert names == {"int8": "avx512-vnni" if vnni else simd,
+                     "bfloat16": "avx512-bf16" if bf16 else simd}
     return names
 
 
