@@ -31,13 +31,17 @@ INT_IDS = ["s8s8", "u8s8", "s8u8", "u8u8"]
 # MR x NR = 12 x 32; int8 k groups of 4 in blocks of 1024, bfloat16 k pairs
 # in blocks of 512: shapes on both sides of each edge
 MR, NR, I8_KC, BF_KC = 12, 32, 1024, 512
+# the AVX2 bfloat16 kernel's wide panels (one element a lane) take k blocks
+# of this many
+BF_WIDE_KC = 384
 SHAPES = [(1, 1, 1), (1, 5, 1), (MR, 4, NR), (MR - 1, 7, NR - 1),
           (MR + 1, 9, NR + 1), (2 * MR + 1, 3, 2 * NR + 1),
           (2 * MR, I8_KC, 2 * NR), (MR + 1, I8_KC + 3, NR + 1),
           (5, 2 * I8_KC + 1, 3), (0, 5, 3), (4, 0, 3), (3, 5, 0)]
 BF_SHAPES = [(1, 1, 1), (MR, 2, NR), (MR - 1, 7, NR - 1), (MR + 1, 9, NR + 1),
              (2 * MR + 1, BF_KC, 2 * NR + 1), (MR + 1, BF_KC + 1, NR + 1),
-             (5, 2 * BF_KC + 3, 3), (0, 5, 3), (4, 0, 3)]
+             (5, 2 * BF_KC + 3, 3), (MR + 1, BF_WIDE_KC + 1, NR + 1),
+             (7, 2 * BF_WIDE_KC, 40), (0, 5, 3), (4, 0, 3)]
 
 
 def shape_id(s):

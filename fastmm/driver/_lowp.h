@@ -90,8 +90,11 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
                        ptrdiff_t m, ptrdiff_t n, const char *a, const char *b,
                        char *c, ptrdiff_t i0, ptrdiff_t j0)
 {
-    const int G = P->bf16 ? 2 : 4;
-    const ptrdiff_t KC = P->bf16 ? FMM_BF_KC : FMM_I8_KC, k = P->k;
+    /* wide: one bfloat16 a lane as float32, for a float32 kernel (lowp.h) */
+    const int wide = P->bf16 && K->bf_wide;
+    const int G = wide ? 1 : P->bf16 ? 2 : 4;
+    const ptrdiff_t KC = wide ? FMM_BF_WIDE_KC : P->bf16 ? FMM_BF_KC
+                       : FMM_I8_KC, k = P->k;
     const int sA = !P->bf16 && P->kind_a == FMM_SRC_I8;
     const int uB = !P->bf16 && P->kind_b == FMM_SRC_U8;
     const uint32_t flip_a = sA ? 0x80u : 0, flip_b = uB ? 0x80u : 0;
@@ -124,7 +127,17 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
                                    : P->kind_b == FMM_SRC_BF16 ? 2 : 1;
             const ptrdiff_t ncp = (nc + FMM_LP_NR - 1) / FMM_LP_NR * FMM_LP_NR;
             memset(colc, 0, 4 * ncp);
-            if (P->cs_b == b_size)
+            if (wide && P->cs_b == b_size)
+                fmm_lp_pack_b_rows_wide(b + pc * P->rs_b + jc * P->cs_b,
+                                        P->rs_b, kc, nc, P->kind_b, b_packed);
+            else if (wide)
+                for (ptrdiff_t jr = 0; jr < nc; jr += FMM_LP_NR) {
+                    ptrdiff_t nr = nc - jr < FMM_LP_NR ? nc - jr : FMM_LP_NR;
+                    fmm_lp_pack_b_wide(b + pc * P->rs_b + (jc + jr) * P->cs_b,
+                                       P->rs_b, P->cs_b, kc, nr, P->kind_b,
+                                       b_packed + jr * groups);
+                }
+            else if (P->cs_b == b_size)
                 fmm_lp_pack_b_rows(b + pc * P->rs_b + jc * P->cs_b, P->rs_b,
                                    kc, nc, P->kind_b, flip_b, b_packed, groups,
                                    sA ? colc : NULL);
@@ -142,8 +155,12 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
                 for (ptrdiff_t ir = 0; ir < mc; ir += FMM_LP_MR) {
                     ptrdiff_t mr = mc - ir < FMM_LP_MR ? mc - ir : FMM_LP_MR;
                     const char *as = a + (ic + ir) * P->rs_a + pc * P->cs_a;
-                    fmm_lp_pack_a(as, P->rs_a, P->cs_a, mr, kc, P->kind_a,
-                                  flip_a, a_packed + ir * groups);
+                    if (wide)
+                        fmm_lp_pack_a_wide(as, P->rs_a, P->cs_a, mr, kc,
+                                           P->kind_a, a_packed + ir * groups);
+                    else
+                        fmm_lp_pack_a(as, P->rs_a, P->cs_a, mr, kc, P->kind_a,
+                                      flip_a, a_packed + ir * groups);
                     if (!P->bf16)  /* 128 uB rowsum(A) + 128^2 sA uB kc */
                         for (ptrdiff_t i = 0; i < FMM_LP_MR; i++) {
                             uint32_t s = 0;

@@ -47,6 +47,7 @@
  * L1/L2, as for float32 (fastmm/_cpu.py) at the same byte sizes. */
 #define FMM_I8_KC 1024
 #define FMM_BF_KC 512
+#define FMM_BF_WIDE_KC 384      /* wide panels (below): twice the bytes a k step */
 #define FMM_LP_MC 384
 #define FMM_LP_NC 4096
 
@@ -276,6 +277,97 @@ static void fmm_lp_pack_b(const char *src, ptrdiff_t rs, ptrdiff_t cs,
     }
 }
 
+/* "Wide" bfloat16 panels, for kernels that multiply in float32 (AVX2): one
+ * element a 32-bit lane, the bfloat16 bits in its top half (the float32 of
+ * the same value), so a group is one k step and the panels have the float32
+ * kernels' layout: A micro-panel dst[p * MR + i], B dst[p * NR + j].  kind:
+ * FMM_SRC_BF16, or FMM_SRC_F32 rounded to bfloat16 as fmm_f32_to_bf16. */
+static inline uint32_t fmm_lp_wide(const char *p, int kind)
+{
+    return (uint32_t)(kind == FMM_SRC_BF16 ? *(const uint16_t *)p
+                                           : fmm_f32_to_bf16(*(const float *)p))
+           << 16;
+}
+
+#if defined(__SSE2__)
+/* 4 elements at p (contiguous) as wide lanes */
+static inline __m128i fmm_lp_wide4(const char *p, int kind)
+{
+    if (kind == FMM_SRC_BF16)
+        return _mm_unpacklo_epi16(_mm_setzero_si128(),
+                                  _mm_loadl_epi64((const __m128i *)p));
+    return _mm_slli_epi32(fmm_lp_bf16x4(p), 16);
+}
+#endif
+
+static void fmm_lp_pack_a_wide(const char *src, ptrdiff_t rs, ptrdiff_t cs,
+                               ptrdiff_t rows, ptrdiff_t kc, int kind,
+                               uint32_t *dst)
+{
+    const ptrdiff_t size = kind == FMM_SRC_F32 ? 4 : 2;
+    for (ptrdiff_t i = 0; i < FMM_LP_MR; i++) {
+        const char *row = src + i * rs;
+        ptrdiff_t p = 0;
+        if (i >= rows) {
+            for (; p < kc; p++)
+                dst[p * FMM_LP_MR + i] = 0;
+            continue;
+        }
+#if defined(__SSE2__)
+        if (cs == size)
+            for (; p + 4 <= kc; p += 4) {
+                const __m128i w = fmm_lp_wide4(row + p * size, kind);
+                uint32_t *d = dst + p * FMM_LP_MR + i;
+                d[0] = (uint32_t)_mm_cvtsi128_si32(w);
+                d[FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+                    _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 1, 1)));
+                d[2 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+                    _mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)));
+                d[3 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+                    _mm_shuffle_epi32(w, _MM_SHUFFLE(3, 3, 3, 3)));
+            }
+#endif
+        for (; p < kc; p++)
+            dst[p * FMM_LP_MR + i] = fmm_lp_wide(row + p * cs, kind);
+    }
+}
+
+/* One B micro-panel of NR columns (cols of them real), any strides. */
+static void fmm_lp_pack_b_wide(const char *src, ptrdiff_t rs, ptrdiff_t cs,
+                               ptrdiff_t kc, ptrdiff_t cols, int kind,
+                               uint32_t *dst)
+{
+    for (ptrdiff_t p = 0; p < kc; p++)
+        for (ptrdiff_t j = 0; j < FMM_LP_NR; j++)
+            dst[p * FMM_LP_NR + j] =
+                j < cols ? fmm_lp_wide(src + p * rs + j * cs, kind) : 0;
+}
+
+/* C-ordered B: all nc columns of a k block, into ceil(nc/NR) micro-panels
+ * of kc steps at dst, each row read once as a run (as fmm_lp_pack_b_rows). */
+static void fmm_lp_pack_b_rows_wide(const char *src, ptrdiff_t rs,
+                                    ptrdiff_t kc, ptrdiff_t nc, int kind,
+                                    uint32_t *dst)
+{
+    const ptrdiff_t size = kind == FMM_SRC_F32 ? 4 : 2;
+    const ptrdiff_t ncp = (nc + FMM_LP_NR - 1) / FMM_LP_NR * FMM_LP_NR;
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        const char *r = src + p * rs;
+        ptrdiff_t j = 0;
+#if defined(__SSE2__)
+        for (; j + 8 <= nc; j += 8) {      /* NR is a multiple of 8 */
+            __m128i *d = (__m128i *)(dst + (j / FMM_LP_NR) * kc * FMM_LP_NR +
+                                     p * FMM_LP_NR + j % FMM_LP_NR);
+            _mm_storeu_si128(d, fmm_lp_wide4(r + j * size, kind));
+            _mm_storeu_si128(d + 1, fmm_lp_wide4(r + (j + 4) * size, kind));
+        }
+#endif
+        for (; j < ncp; j++)
+            dst[(j / FMM_LP_NR) * kc * FMM_LP_NR + p * FMM_LP_NR +
+                j % FMM_LP_NR] = j < nc ? fmm_lp_wide(r + j * size, kind) : 0;
+    }
+}
+
 /* ---- micro-kernels: the first `rows` rows (<= MR) of a C tile (MR x NR,
  * row stride ldc) from `groups` groups of packed A and B; acc != 0 adds to
  * C.  int8: + rowc[i] + colc[j].  Rows past `rows` are neither read nor
@@ -446,33 +538,34 @@ typedef struct {
     fmm_i8_ukr_t i8;
     fmm_bf_ukr_t bf;
     double i8_cost, bf_cost;
+    int bf_wide;            /* the bfloat16 kernel reads wide panels */
 } fmm_lp_kernels_t;
 
 #define FMM_LP_COST_VNNI 0.25        /* 4 multiply-adds a 32-bit lane */
 #define FMM_LP_COST_BF512 0.5        /* 2 a lane */
 #define FMM_LP_COST_I8_AVX2 0.9
-#define FMM_LP_COST_BF_AVX2 1.3
+#define FMM_LP_COST_BF_AVX2 1.0
 #define FMM_LP_COST_I8_REF 32.0
 #define FMM_LP_COST_BF_REF 39.0
 static const fmm_lp_kernels_t fmm_lp_generic = {
     "generic", "generic", fmm_i8_ukr_ref, fmm_bf_ukr_ref,
-    FMM_LP_COST_I8_REF, FMM_LP_COST_BF_REF};
+    FMM_LP_COST_I8_REF, FMM_LP_COST_BF_REF, 0};
 #ifdef FMM_LP_X86
 static const fmm_lp_kernels_t fmm_lp_vnni_bf16 = {
     "avx512-vnni", "avx512-bf16", fmm_i8_ukr_vnni, fmm_bf_ukr_avx512,
-    FMM_LP_COST_VNNI, FMM_LP_COST_BF512};
+    FMM_LP_COST_VNNI, FMM_LP_COST_BF512, 0};
 static const fmm_lp_kernels_t fmm_lp_vnni_only = {
     "avx512-vnni", "generic", fmm_i8_ukr_vnni, fmm_bf_ukr_ref,
-    FMM_LP_COST_VNNI, FMM_LP_COST_BF_REF};
+    FMM_LP_COST_VNNI, FMM_LP_COST_BF_REF, 0};
 static const fmm_lp_kernels_t fmm_lp_bf16_only = {
     "avx2", "avx512-bf16", fmm_i8_ukr_avx2, fmm_bf_ukr_avx512,
-    FMM_LP_COST_I8_AVX2, FMM_LP_COST_BF512};
+    FMM_LP_COST_I8_AVX2, FMM_LP_COST_BF512, 0};
 static const fmm_lp_kernels_t fmm_lp_avx2 = {
     "avx2", "avx2", fmm_i8_ukr_avx2, fmm_bf_ukr_avx2,
-    FMM_LP_COST_I8_AVX2, FMM_LP_COST_BF_AVX2};
+    FMM_LP_COST_I8_AVX2, FMM_LP_COST_BF_AVX2, 1};
 static const fmm_lp_kernels_t fmm_lp_vnni_avx2 = {
     "avx512-vnni", "avx2", fmm_i8_ukr_vnni, fmm_bf_ukr_avx2,
-    FMM_LP_COST_VNNI, FMM_LP_COST_BF_AVX2};
+    FMM_LP_COST_VNNI, FMM_LP_COST_BF_AVX2, 1};
 #endif
 static const fmm_lp_kernels_t *fmm_lp_active = &fmm_lp_generic;
 
