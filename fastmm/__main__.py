@@ -16,7 +16,12 @@ def info(args):
 
 def bench(args):
     from fastmm.bench._harness import run
-    return run(args)
+    from fastmm.bench._worker import WorkerError
+    try:
+        return run(args)
+    except WorkerError as e:
+        print(f"python -m fastmm bench: error: {e}", file=sys.stderr)
+        return 1
 
 
 def tune(args):

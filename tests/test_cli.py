@@ -183,9 +183,26 @@ def test_a_failing_timing_process_is_an_error_not_a_hang():
     from fastmm.bench._worker import run_worker
     bad = _harness.make_case("small", "bad", (4, 5), (4, 4), 4, "float64", 1,
                              seed=0)
-    with pytest.raises(RuntimeError, match="(?s)fastmm timing process ended "
+    from fastmm.bench._worker import WorkerError
+    with pytest.raises(WorkerError, match="(?s)fastmm timing process ended "
                        "with status 1 after 0 of 1 cases.*ValueError"):
         list(run_worker("fastmm", [dict(bad, index=0, names=["fastmm"])], 1))
+
+
+def test_bench_reports_a_failed_timing_process_and_exits_1(monkeypatch,
+                                                           capsys):
+    from fastmm.bench import _worker
+
+    def broken(library, cases, samples, peer_names=()):
+        raise _worker.WorkerError(f"the bench's {library} timing process "
+                                  "ended with status -11 after 0 of 1 cases")
+        yield
+    monkeypatch.setattr(_worker, "run_worker", broken)
+    assert main(TINY) == 1
+    err = capsys.readouterr().err
+    assert "python -m fastmm bench: error: the bench's fastmm timing " \
+        "process ended with status -11" in err
+    assert "Traceback" not in err
 
 
 def test_wrong_result_is_not_timed(monkeypatch):

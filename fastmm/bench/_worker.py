@@ -17,11 +17,15 @@ import tempfile
 PREFIX = "RESULT "
 
 
+class WorkerError(RuntimeError):
+    """A timing process failed; the message has its last words."""
+
+
 def run_worker(library, cases, samples, peer_names=()):
     """Time ``library``'s products of ``cases`` in a new Python process;
     yields its per-case results as they come.  The process imports the
     fastmm this one runs (PYTHONPATH points at it) and loads only the peer
-    it times, if any.  RuntimeError, with the worker's last words, if it
+    it times, if any.  WorkerError, with the worker's last words, if it
     fails."""
     if not cases:
         return
@@ -56,7 +60,7 @@ def run_worker(library, cases, samples, peer_names=()):
         if code != 0 or answered != len(cases):
             err.seek(0)
             last = err.read()[-2000:].strip()
-            raise RuntimeError(
+            raise WorkerError(
                 f"the bench's {library} timing process ended with status "
                 f"{code} after {answered} of {len(cases)} cases"
                 + (f":\n{last}" if last else ""))
