@@ -114,6 +114,18 @@ static inline __m128i fmm_lp_widen8(__m128i v, int sign, int hi)
               : _mm_unpacklo_epi8(v, _mm_setzero_si128());
 }
 
+/* w's four lanes down one row of a packed A micro-panel (MR apart) */
+static inline void fmm_lp_scatter4(uint32_t *d, __m128i w)
+{
+    d[0] = (uint32_t)_mm_cvtsi128_si32(w);
+    d[FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+        _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 1, 1)));
+    d[2 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+        _mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)));
+    d[3 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
+        _mm_shuffle_epi32(w, _MM_SHUFFLE(3, 3, 3, 3)));
+}
+
 static inline void fmm_lp_colsum16(int32_t *cs, __m128i s16lo, __m128i s16hi)
 {
     /* cs[0..16) += the int16 sums (|sum| <= 4 * 255) as int32 */
@@ -168,14 +180,7 @@ fmm_lp_pack_a_kind(const char *src, ptrdiff_t rs, ptrdiff_t cs,
                 const __m128i w = _mm_unpacklo_epi64(
                     _mm_shuffle_epi32(lo, _MM_SHUFFLE(3, 3, 2, 0)),
                     _mm_shuffle_epi32(hi, _MM_SHUFFLE(3, 3, 2, 0)));
-                uint32_t *d = dst + g * FMM_LP_MR + i;
-                d[0] = (uint32_t)_mm_cvtsi128_si32(w);
-                d[FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
-                    _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 1, 1)));
-                d[2 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
-                    _mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)));
-                d[3 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
-                    _mm_shuffle_epi32(w, _MM_SHUFFLE(3, 3, 3, 3)));
+                fmm_lp_scatter4(dst + g * FMM_LP_MR + i, w);
             }
 #endif
         for (; g < groups; g++) {
@@ -317,14 +322,7 @@ static void fmm_lp_pack_a_wide(const char *src, ptrdiff_t rs, ptrdiff_t cs,
         if (cs == size)
             for (; p + 4 <= kc; p += 4) {
                 const __m128i w = fmm_lp_wide4(row + p * size, kind);
-                uint32_t *d = dst + p * FMM_LP_MR + i;
-                d[0] = (uint32_t)_mm_cvtsi128_si32(w);
-                d[FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
-                    _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 1, 1)));
-                d[2 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
-                    _mm_shuffle_epi32(w, _MM_SHUFFLE(2, 2, 2, 2)));
-                d[3 * FMM_LP_MR] = (uint32_t)_mm_cvtsi128_si32(
-                    _mm_shuffle_epi32(w, _MM_SHUFFLE(3, 3, 3, 3)));
+                fmm_lp_scatter4(dst + p * FMM_LP_MR + i, w);
             }
 #endif
         for (; p < kc; p++)
