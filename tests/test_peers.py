@@ -177,3 +177,37 @@ def test_bench_prints_mkl_columns(mkl, tmp_path):
     assert len(rows) == len(_harness.family_cases("square", quick=True))
     for r in rows:
         assert r["mkl_error"] is None and r["mkl"] > 0 and r["mkl_s"] > 0
+
+
+_ONE_THREAD_BF16 = """
+import time, numpy as np
+from fastmm.bench import _peers
+mkl = _peers.load_mkl()
+a = np.full((512, 512), 0x3f80, np.uint16)       # bfloat16 ones, as bits
+out = np.zeros((512, 512), np.float32)
+call = mkl.prepare_lowp(a, a, out)
+with mkl.threads(1):
+    call()
+    wall, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall < 0.3:
+        call()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+assert np.all(out == 512)
+print(cpu / wall)
+"""
+
+
+def test_mkl_peer_bf16_on_one_thread_uses_one(mkl):
+    # cblas_gemm_bf16bf16f32 ignored MKL's thread counts and ran on OpenMP's
+    # default (every core), so the bench's "MKL, 1 thread" bfloat16 column
+    # timed two.  CPU time over wall time: ~2 on two idle cores before, <= 1
+    # now.  In a process of its own: no other pool's idle spinning is counted.
+    import subprocess
+    import sys
+    from fastmm.driver import _threads
+    if _threads.cpu_count() < 2:
+        pytest.skip("one CPU: one thread is all MKL could use")
+    done = subprocess.run([sys.executable, "-c", _ONE_THREAD_BF16],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1.4

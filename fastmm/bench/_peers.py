@@ -100,6 +100,24 @@ def _choose_threading_layer():
     return _GNU
 
 
+def _openmp_runtime(layer):
+    """The OpenMP runtime MKL's threading ``layer`` runs on, already loaded
+    by MKL (libgomp for gnu, libiomp5 for intel), with ``omp_set_num_threads``
+    and ``omp_get_max_threads``; None for the others or where it cannot be
+    opened."""
+    name = {"gnu": "libgomp.so.1", "intel": "libiomp5.so"}.get(layer)
+    if name is None:
+        return None
+    try:
+        omp = ctypes.CDLL(name)
+    except OSError:
+        return None
+    omp.omp_set_num_threads.argtypes = [ctypes.c_int]
+    omp.omp_set_num_threads.restype = None
+    omp.omp_get_max_threads.restype = ctypes.c_int
+    return omp
+
+
 def _operand(x):
     """``(x, transpose flag, leading dimension, matrix stride)`` for reading
     ``x`` (a matrix, or a stack of them along axis 0) through row-major cblas
@@ -157,6 +175,7 @@ class Mkl:
         layer = _choose_threading_layer()
         self.threading_layer = _LAYERS.get(lib.MKL_Set_Threading_Layer(
             _CURRENT if layer is None else layer), "unknown")
+        self._omp = _openmp_runtime(self.threading_layer)
         buf = ctypes.create_string_buffer(256)
         lib.MKL_Get_Version_String(buf, len(buf))
         self.version = buf.value.decode(errors="replace")
@@ -205,17 +224,29 @@ class Mkl:
     def set_num_threads(self, n):
         """MKL's thread count for calls from this thread.  Set thread-locally,
         as threadpoolctl's ``user_api="blas"`` does: a thread-local count,
-        which threadpoolctl leaves behind, would hide a global one."""
+        which threadpoolctl leaves behind, would hide a global one.
+
+        The OpenMP runtime of MKL's threading layer gets the same count:
+        ``cblas_gemm_bf16bf16f32`` ignores MKL's own counts and opens as many
+        threads as OpenMP's default (measured, MKL 2026.2 on an AMD Zen 3: two
+        threads under MKL_Set_Num_Threads(1), one under OMP_NUM_THREADS=1),
+        so "MKL on one thread" timed two.  fastmm's own regions name their
+        thread count, so this leaves fastmm as it was."""
         self._lib.MKL_Set_Num_Threads_Local(int(n))
+        if self._omp is not None:
+            self._omp.omp_set_num_threads(int(n))
 
     @contextlib.contextmanager
     def threads(self, n):
         saved = self.get_num_threads()
+        saved_omp = None if self._omp is None else self._omp.omp_get_max_threads()
         self.set_num_threads(n)
         try:
             yield
         finally:
             self.set_num_threads(saved)
+            if saved_omp is not None:
+                self._omp.omp_set_num_threads(saved_omp)
 
     def prepare_lowp(self, a, b, out):
         """:meth:`prepare` for the low-precision products of ``python -m
