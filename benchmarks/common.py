@@ -116,9 +116,10 @@ THREADS = sorted({1, _cpu_count()})
 
 SQUARE_SIZES = grid([256, 1024], [64, 256, 1024, 2048])
 # dense-layer products "m x k x n": (m, k) activations @ (k, n) weights
-NN_SHAPES = grid(["32x1024x1024", "4096x512x512"],
+NN_SHAPES = grid(["32x1024x1024", "4096x512x512", "512x512x10"],
                  ["1x1024x4096", "32x1024x1024", "64x4096x1024",
-                  "256x1024x4096", "4096x512x512", "4096x1024x1024"])
+                  "256x1024x4096", "4096x512x512", "4096x1024x1024",
+                  "512x512x10", "4096x1024x10", "1000x64x64"])
 SMALL_SIZES = grid([4, 16, 64], [2, 4, 8, 16, 32, 64, 96])
 # stacks "b x n": (b, n, n) @ (b, n, n)
 STACK_SHAPES = grid(["10000x8"], ["10000x4", "10000x8", "1000x32", "100x64",

@@ -56,8 +56,9 @@ PEERS = ("mkl",)
 FAMILY_HELP = {
     "square": "n x n @ n x n, n = 256, 512, 1024, 2048",
     "nn": "dense-layer shapes: batch m in {1, 32, 64, 256, 4096}, "
-          "(in k, out n) in 64 .. 4096, and the memory-bound 32 x 4096 @ "
-          "4096 x 4096",
+          "(in k, out n) in 64 .. 4096, classifier heads of 10 outputs "
+          "(512 x 512 @ 512 x 10, 4096 x 1024 @ 1024 x 10), 1000 x 64 @ "
+          "64 x 64, and the memory-bound 32 x 4096 @ 4096 x 4096",
     "small": "n x n @ n x n, n = 2 .. 96",
     "matvec": "matrix @ vector and vector @ matrix",
     "stack": "stacks of small matrices, e.g. (10000, 8, 8) @ (10000, 8, 8)",
@@ -105,6 +106,9 @@ def family_cases(family, quick=False):
             # default run short by pairing it with the narrower layers only
             mkn = [(m, k, n) for m in (1, 32, 64, 256) for k, n in kn]
             mkn += [(4096, 64, 256), (4096, 512, 512), (4096, 1024, 1024)]
+            # classifier heads (n = 10: narrower than one micro-panel) and
+            # a narrow hidden layer, the shapes issue 11 named
+            mkn += [(512, 512, 10), (4096, 1024, 10), (1000, 64, 64)]
             # memory-bound: a 64 MiB (float32) B streamed past 32 rows
             mkn += [(32, 4096, 4096)]
         return [(f"{m}x{k} @ {k}x{n}", (m, k), (k, n), m) for m, k, n in mkn]
