@@ -56,7 +56,8 @@ def matmul(x1: npt.ArrayLike, x2: npt.ArrayLike, out: None = None, *,
            device: _Device = None, precision: _Precision = None,
            **kwargs: Any) -> Any: ...
 
-# float32 when every operand (c too) is float32, float64 otherwise
+# float32 when every operand (c too) is float32 or narrower (float16, bool,
+# 8- and 16-bit integers), float64 otherwise
 @overload
 def gemm(alpha: _Real, a: _F32, b: _F32, beta: _Real = 0.0, c: _F32 | None = None,
          trans_a: _Trans = False, trans_b: _Trans = False,

@@ -49,9 +49,10 @@ cdef inline bint _kernel_type(object x) noexcept:
 
 
 cdef object _result_dtype(cnp.ndarray a, cnp.ndarray b, object c):
-    """The dtype gemm computes in: float32 when every operand is float32,
-    float64 otherwise (see _gemm_dtype); arrays already float32 or float64
-    are decided without np.result_type (most of a small gemm's cost)."""
+    """The dtype gemm computes in: float32 when every operand is float32
+    or narrower (float16, bool, 8- and 16-bit integers), float64 otherwise
+    (see _gemm_dtype); arrays already float32 or float64 are decided
+    without np.result_type (most of a small gemm's cost)."""
     if _kernel_type(a) and _kernel_type(b) and (c is None or _kernel_type(c)):
         if (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
                 and cnp.PyArray_TYPE(b) == cnp.NPY_FLOAT32
@@ -83,7 +84,9 @@ def gemm(alpha, a, b, beta=0.0, c=None, trans_a=False, trans_b=False,
          overwrite_c=False):
     """C := alpha * op(A) @ op(B) + beta * C, as scipy.linalg.blas.?gemm.
 
-    float32 when every operand is float32, float64 otherwise.  When
+    float32 when every operand is float32 or a type float32 holds exactly
+    (float16, bool, 8- and 16-bit integers: numpy's promotion with
+    float32), float64 otherwise.  When
     beta == 0, C is not read (NaN in C does not leak); when alpha == 0, A
     and B are not read.
 

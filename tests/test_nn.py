@@ -308,6 +308,22 @@ def test_out_overlapping_an_input():
     assert_close(x, ref, np.float64, 6)
 
 
+@pytest.mark.parametrize("m,k,n", [(0, 2, 3), (0, 1, 70), (3, 0, 0), (3, 2, 0)])
+def test_empty_out_with_zero_strides(m, k, n):
+    # numpy 2 gives np.empty((0, 3)) strides (0, 0): linear once took that
+    # for "one element would hold several results" where np.matmul and
+    # fastmm.matmul accept it (found by differential fuzzing)
+    x = np.ones((m, k), np.float32)
+    w = np.ones((k, n), np.float32)
+    out = np.lib.stride_tricks.as_strided(np.empty(1, np.float32), (m, n),
+                                          (0, 0))
+    assert fastmm.matmul(x, w, out=out) is out
+    for nt in (1, 2):
+        with fastmm.threads(nt):
+            assert nn.linear(x, w, None, "relu", out=out) is out
+            assert nn.linear(x, w, np.zeros(n, np.float32), out=out) is out
+
+
 def test_out_overlapping_weights_or_bias():
     """out sharing memory with w or b (not only x) is computed into a
     temporary first, on the general path and not the fast one."""

@@ -119,7 +119,10 @@ def _check_out(out, shape, dtype):
                         f"result's dtype); fastmm.nn does not cast")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    if any(s == 0 and d > 1 for s, d in zip(out.strides, out.shape)):
+    # (an empty out may have zero strides everywhere: numpy 2 makes
+    # np.empty((0, 3)) so, and nothing is written to it)
+    if out.size and any(s == 0 and d > 1
+                        for s, d in zip(out.strides, out.shape)):
         raise ValueError("out has a zero stride: one element would hold "
                          "several results")
 
