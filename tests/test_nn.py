@@ -534,6 +534,64 @@ def test_fit_learns_and_save_load(tmp_path):
     assert repr(again) == repr(net)
 
 
+@pytest.mark.parametrize("change", [
+    "garbage", "truncated", "zip_method", "deep_config", "no_config",
+    "quantized", "version", "no_layers", "sizes", "huge_sizes", "dtype",
+    "bias", "activation", "weight_broadcasts", "weight_dtype", "no_bias"])
+def test_sequential_load_rejects_bad_files(tmp_path, change):
+    # Sequential.load once trusted its file: a W that broadcasts to the
+    # layer's shape loaded, sizes of 10^6 allocated their weights first, and
+    # a damaged archive raised NotImplementedError or RecursionError
+    import json
+    from test_quantize import damage_zip_method
+    path = tmp_path / "net.npz"
+    net = nn.Sequential([nn.Dense(5, 4, "relu", seed=0),
+                         nn.Dense(4, 3, "softmax", seed=1)])
+    net.save(path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    config = json.loads(str(arrays["config"]))
+    layer = config["layers"][0]
+    if change == "garbage":
+        path.write_bytes(b"not an npz file" * 10)
+    elif change == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif change == "zip_method":
+        damage_zip_method(path)
+    elif change == "deep_config":
+        arrays["config"] = np.array("[" * 100000)
+    elif change == "no_config":
+        del arrays["config"]
+    elif change == "quantized":
+        nn.quantize(net, "bf16").save(path)
+    elif change == "version":
+        config["version"] = 2
+    elif change == "no_layers":
+        config["layers"] = []
+    elif change == "sizes":
+        layer["in"] = "5"
+    elif change == "huge_sizes":
+        layer["in"] = layer["out"] = 10 ** 6
+    elif change == "dtype":
+        layer["dtype"] = "int8"
+    elif change == "bias":
+        layer["bias"] = "yes"
+    elif change == "activation":
+        layer["activation"] = "swish"
+    elif change == "weight_broadcasts":
+        arrays["W0"] = arrays["W0"][:1]
+    elif change == "weight_dtype":
+        arrays["W1"] = arrays["W1"].astype(np.float64)
+    elif change == "no_bias":
+        del arrays["b1"]
+    if change not in ("garbage", "truncated", "zip_method", "quantized"):
+        if "config" in arrays and change != "deep_config":
+            arrays["config"] = np.array(json.dumps(config))
+        np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=path.name):
+        nn.Sequential.load(path)
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_compiled_matches_formula(nesterov):
     """The fused step (contiguous arrays) and the numpy fallback (a strided

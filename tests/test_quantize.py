@@ -292,7 +292,7 @@ def _rewrite(path, arrays, **config):
     "garbage", "truncated", "npy", "float_model", "version", "mode",
     "missing_scale", "weight_dtype", "weight_shape", "int8_min",
     "negative_scale", "nan_bias", "activation", "layer_sizes", "no_config",
-    "config_not_json"])
+    "config_not_json", "zip_method", "deep_config", "activation_list"])
 def test_load_rejects_bad_files(trained, tmp_path, change):
     path, arrays = _saved(trained, tmp_path)
     if change == "garbage":
@@ -339,8 +339,25 @@ def test_load_rejects_bad_files(trained, tmp_path, change):
         np.savez(path, **arrays)
     elif change == "config_not_json":
         np.savez(path, **dict(arrays, config=np.array("{not json")))
+    elif change == "zip_method":
+        damage_zip_method(path)
+    elif change == "deep_config":
+        np.savez(path, **dict(arrays, config=np.array("[" * 100000)))
+    elif change == "activation_list":
+        c = json.loads(str(arrays["config"]))
+        c["layers"][0]["activation"] = ["relu"]
+        _rewrite(path, arrays, layers=c["layers"])
     with pytest.raises(ValueError, match=str(path.name)):
         nn.QuantizedSequential.load(path)
+
+
+def damage_zip_method(path):
+    """The first central-directory entry's compression method set to 99,
+    which zipfile does not know (NotImplementedError, found by fuzzing)."""
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")
+    data[entry + 10] = 99
+    path.write_bytes(bytes(data))
 
 
 def test_load_missing_file_is_file_not_found(tmp_path):

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from fastmm.nn import _ops, _fastpath
+from fastmm.nn import _fastpath, _npz, _ops
 from fastmm.bench._progress import Progress
 
 __all__ = ["linear", "linear_backward", "activate", "ACTIVATIONS", "Dense",
@@ -812,20 +812,49 @@ class Sequential:
 
     @classmethod
     def load(cls, path):
-        """A Sequential rebuilt from :meth:`save`'s file."""
-        with np.load(path, allow_pickle=False) as f:
-            config = json.loads(str(f["config"]))
-            if config.get("format") != "fastmm.nn.Sequential":
-                raise ValueError(f"{path}: not a fastmm.nn.Sequential file")
-            layers = []
-            for i, c in enumerate(config["layers"]):
-                layer = Dense(c["in"], c["out"], c["activation"],
-                              slope=c["slope"], bias=c["bias"],
-                              dtype=c["dtype"])
-                layer.W[...] = f[f"W{i}"]
-                if layer.b is not None:
-                    layer.b[...] = f[f"b{i}"]
-                layers.append(layer)
+        """A Sequential rebuilt from :meth:`save`'s file.  Raises ValueError
+        if the file is not one (another format, a damaged archive, or
+        arrays whose shape or dtype do not fit its layers)."""
+        return _npz.load(path, "fastmm.nn.Sequential",
+                         lambda f, bad: cls._from_arrays(f, path, bad))
+
+    @classmethod
+    def _from_arrays(cls, f, path, bad):
+        config = _npz.config(f, bad)
+        if config.get("format") == "fastmm.nn.QuantizedSequential":
+            raise ValueError(f"{path}: a quantized model; load it with "
+                             f"QuantizedSequential.load")
+        if config.get("format") != "fastmm.nn.Sequential":
+            raise ValueError(f"{path}: not a fastmm.nn.Sequential file")
+        if config.get("version") != 1:
+            raise ValueError(f"{path}: fastmm.nn.Sequential format version "
+                             f"{config.get('version')!r}; this fastmm reads "
+                             f"version 1")
+        specs = config.get("layers")
+        if not isinstance(specs, list) or not specs:
+            raise bad("no layers")
+        layers = []
+        for i, c in enumerate(specs):
+            n_in, n_out = _npz.sizes(c, i, bad)
+            if c["dtype"] not in ("float32", "float64"):
+                raise bad(f"layer {i} has dtype {c['dtype']!r}")
+            if type(c["bias"]) is not bool:
+                raise bad(f"layer {i} has bias {c['bias']!r}")
+            # the arrays first: sizes are believed only when the file holds
+            # arrays of them
+            W = _npz.array(f, f"W{i}", np.dtype(c["dtype"]), (n_in, n_out),
+                           bad)
+            b = (_npz.array(f, f"b{i}", np.dtype(c["dtype"]), (n_out,), bad)
+                 if c["bias"] else None)
+            try:
+                layer = Dense(n_in, n_out, c["activation"], slope=c["slope"],
+                              bias=c["bias"], dtype=c["dtype"])
+            except (ValueError, TypeError) as e:
+                raise bad(f"layer {i}: {e}") from e
+            layer.W[...] = W
+            if b is not None:
+                layer.b[...] = b
+            layers.append(layer)
         return cls(layers)
 
 

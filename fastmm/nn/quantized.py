@@ -41,12 +41,11 @@ after the product, as in Sequential.
 """
 import json
 import math
-import zipfile
 
 import numpy as np
 
 from fastmm import _lowp
-from fastmm.nn import _ops
+from fastmm.nn import _npz, _ops
 
 __all__ = ["quantize", "QuantizedSequential", "QuantizedDense", "MODES"]
 
@@ -319,33 +318,12 @@ class QuantizedSequential:
         """A QuantizedSequential from :meth:`save`'s file.  Raises ValueError
         if the file is not one (another format, a newer version, a damaged
         archive, or arrays whose shape, dtype or values do not fit)."""
-        try:
-            f = np.load(path, allow_pickle=False)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: not a {FORMAT} file ({e})") from e
-        if not isinstance(f, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path}: not a {FORMAT} file (a single .npy "
-                             f"array, not an .npz archive)")
-        with f:
-            try:
-                return cls._from_arrays(f, path)
-            except (KeyError, zipfile.BadZipFile, OSError, EOFError,
-                    json.JSONDecodeError, TypeError) as e:
-                raise ValueError(f"{path}: not a valid {FORMAT} file "
-                                 f"({type(e).__name__}: {e})") from e
+        return _npz.load(path, FORMAT, lambda f, bad: cls._from_arrays(
+            f, path, bad))
 
     @classmethod
-    def _from_arrays(cls, f, path):
-        def bad(why):
-            return ValueError(f"{path}: not a valid {FORMAT} file: {why}")
-
-        if "config" not in f.files:
-            raise bad("no 'config' entry")
-        config = json.loads(str(f["config"]))
-        if not isinstance(config, dict):
-            raise bad("'config' is not a JSON object")
+    def _from_arrays(cls, f, path, bad):
+        config = _npz.config(f, bad)
         if config.get("format") == "fastmm.nn.Sequential":
             raise ValueError(f"{path}: a float model (fastmm.nn.Sequential); "
                              f"load it with Sequential.load and quantize it")
@@ -363,10 +341,7 @@ class QuantizedSequential:
             raise bad("no layers")
         layers = []
         for i, c in enumerate(specs):
-            n_in, n_out = c["in"], c["out"]
-            if not (type(n_in) is int and type(n_out) is int
-                    and n_in > 0 and n_out > 0):
-                raise bad(f"layer {i} has sizes ({n_in!r}, {n_out!r})")
+            n_in, n_out = _npz.sizes(c, i, bad)
             if mode == "int8" and n_in > _INT8_MAX_K:
                 raise bad(f"layer {i} has {n_in} inputs; int8 layers take "
                           f"at most {_INT8_MAX_K}")
@@ -376,18 +351,18 @@ class QuantizedSequential:
             if not (isinstance(slope, (int, float))
                     and math.isfinite(slope)):
                 raise bad(f"layer {i} has slope {slope!r}")
-            W = cls._array(f, f"W{i}", _WEIGHT_DTYPE[mode], (n_in, n_out),
+            W = _npz.array(f, f"W{i}", _WEIGHT_DTYPE[mode], (n_in, n_out),
                            bad)
             scale = b = None
             if mode == "int8":
                 if W.size and np.abs(W.astype(np.int16)).max() > 127:
                     raise bad(f"W{i} holds -128 (int8 weights are in "
                               f"[-127, 127])")
-                scale = cls._array(f, f"s{i}", _F32, (n_out,), bad)
+                scale = _npz.array(f, f"s{i}", _F32, (n_out,), bad)
                 if not (np.isfinite(scale).all() and (scale >= 0).all()):
                     raise bad(f"s{i} holds a negative or non-finite scale")
             if c["bias"]:
-                b = cls._array(f, f"b{i}", _F32, (n_out,), bad)
+                b = _npz.array(f, f"b{i}", _F32, (n_out,), bad)
                 if not np.isfinite(b).all():
                     raise bad(f"b{i} holds NaN or infinity")
             layers.append(QuantizedDense(mode, W, scale, b, c["activation"],
@@ -396,13 +371,3 @@ class QuantizedSequential:
             return cls(mode, layers)
         except ValueError as e:
             raise bad(str(e)) from e
-
-    @staticmethod
-    def _array(f, key, dtype, shape, bad):
-        if key not in f.files:
-            raise bad(f"no {key!r} array")
-        a = f[key]
-        if a.dtype != dtype or a.shape != shape:
-            raise bad(f"{key} is {a.dtype} {a.shape}, expected {dtype} "
-                      f"{shape}")
-        return np.require(a, dtype, ["C", "A"])
