@@ -820,16 +820,9 @@ class Sequential:
 
     @classmethod
     def _from_arrays(cls, f, path, bad):
-        config = _npz.config(f, bad)
-        if config.get("format") == "fastmm.nn.QuantizedSequential":
-            raise ValueError(f"{path}: a quantized model; load it with "
-                             f"QuantizedSequential.load")
-        if config.get("format") != "fastmm.nn.Sequential":
-            raise ValueError(f"{path}: not a fastmm.nn.Sequential file")
-        if config.get("version") != 1:
-            raise ValueError(f"{path}: fastmm.nn.Sequential format version "
-                             f"{config.get('version')!r}; this fastmm reads "
-                             f"version 1")
+        config = _npz.config(f, path, "fastmm.nn.Sequential", 1, bad, (
+            "fastmm.nn.QuantizedSequential",
+            "a quantized model; load it with QuantizedSequential.load"))
         specs = config.get("layers")
         if not isinstance(specs, list) or not specs:
             raise bad("no layers")

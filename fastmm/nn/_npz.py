@@ -42,13 +42,23 @@ def load(path, what, build):
             raise bad(f"{type(e).__name__}: {e}") from e
 
 
-def config(f, bad):
-    """The archive's JSON 'config' entry, a dict."""
+def config(f, path, what, version, bad, other):
+    """The archive's JSON 'config' entry, a dict of format ``what`` and
+    ``version``; ``other``: (format, advice) of the sibling model type,
+    whose file earns advice rather than a plain refusal."""
     if "config" not in f.files:
         raise bad("no 'config' entry")
     config = json.loads(str(f["config"]))
     if not isinstance(config, dict):
         raise bad("'config' is not a JSON object")
+    if config.get("format") == other[0]:
+        raise ValueError(f"{path}: {other[1]}")
+    if config.get("format") != what:
+        raise bad(f"format {config.get('format')!r}")
+    if config.get("version") != version:
+        raise ValueError(f"{path}: {what} format version "
+                         f"{config.get('version')!r}; this fastmm reads "
+                         f"version {version}")
     return config
 
 

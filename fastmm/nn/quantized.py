@@ -323,16 +323,9 @@ class QuantizedSequential:
 
     @classmethod
     def _from_arrays(cls, f, path, bad):
-        config = _npz.config(f, bad)
-        if config.get("format") == "fastmm.nn.Sequential":
-            raise ValueError(f"{path}: a float model (fastmm.nn.Sequential); "
-                             f"load it with Sequential.load and quantize it")
-        if config.get("format") != FORMAT:
-            raise bad(f"format {config.get('format')!r}")
-        if config.get("version") != VERSION:
-            raise ValueError(f"{path}: {FORMAT} format version "
-                             f"{config.get('version')!r}; this fastmm reads "
-                             f"version {VERSION}")
+        config = _npz.config(f, path, FORMAT, VERSION, bad, (
+            "fastmm.nn.Sequential", "a float model (fastmm.nn.Sequential); "
+            "load it with Sequential.load and quantize it"))
         mode = config.get("mode")
         if mode not in MODES:
             raise bad(f"mode {mode!r}")
