@@ -535,7 +535,8 @@ def test_fit_learns_and_save_load(tmp_path):
 
 
 @pytest.mark.parametrize("change", [
-    "garbage", "truncated", "zip_method", "deep_config", "no_config",
+    "garbage", "truncated", "zip_method", "zip_version", "zip_encrypted",
+    "deep_config", "no_config",
     "quantized", "version", "no_layers", "sizes", "huge_sizes", "dtype",
     "bias", "activation", "weight_broadcasts", "weight_dtype", "no_bias"])
 def test_sequential_load_rejects_bad_files(tmp_path, change):
@@ -543,7 +544,7 @@ def test_sequential_load_rejects_bad_files(tmp_path, change):
     # layer's shape loaded, sizes of 10^6 allocated their weights first, and
     # a damaged archive raised NotImplementedError or RecursionError
     import json
-    from test_quantize import damage_zip_method
+    from test_quantize import ZIP_DAMAGE, damage_zip
     path = tmp_path / "net.npz"
     net = nn.Sequential([nn.Dense(5, 4, "relu", seed=0),
                          nn.Dense(4, 3, "softmax", seed=1)])
@@ -556,8 +557,8 @@ def test_sequential_load_rejects_bad_files(tmp_path, change):
         path.write_bytes(b"not an npz file" * 10)
     elif change == "truncated":
         path.write_bytes(path.read_bytes()[:200])
-    elif change == "zip_method":
-        damage_zip_method(path)
+    elif change in ZIP_DAMAGE:
+        damage_zip(path, change)
     elif change == "deep_config":
         arrays["config"] = np.array("[" * 100000)
     elif change == "no_config":
@@ -584,7 +585,7 @@ def test_sequential_load_rejects_bad_files(tmp_path, change):
         arrays["W1"] = arrays["W1"].astype(np.float64)
     elif change == "no_bias":
         del arrays["b1"]
-    if change not in ("garbage", "truncated", "zip_method", "quantized"):
+    if change not in ("garbage", "truncated", "quantized", *ZIP_DAMAGE):
         if "config" in arrays and change != "deep_config":
             arrays["config"] = np.array(json.dumps(config))
         np.savez(path, **arrays)

@@ -288,11 +288,27 @@ def _rewrite(path, arrays, **config):
     return path
 
 
+# damage to the first central-directory entry of a zip, found by fuzzing:
+# zipfile's NotImplementedError (an unknown compression method; a "version
+# needed to extract" of 21.0, raised while opening) and RuntimeError (the
+# encrypted flag)
+ZIP_DAMAGE = {"zip_method": (10, 99), "zip_version": (6, 0xD2),
+              "zip_encrypted": (8, None)}
+
+
+def damage_zip(path, how):
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")
+    offset, value = ZIP_DAMAGE[how]
+    data[entry + offset] = data[entry + offset] | 1 if value is None else value
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("change", [
     "garbage", "truncated", "npy", "float_model", "version", "mode",
     "missing_scale", "weight_dtype", "weight_shape", "int8_min",
     "negative_scale", "nan_bias", "activation", "layer_sizes", "no_config",
-    "config_not_json", "zip_method", "deep_config", "activation_list"])
+    "config_not_json", *ZIP_DAMAGE, "deep_config", "activation_list"])
 def test_load_rejects_bad_files(trained, tmp_path, change):
     path, arrays = _saved(trained, tmp_path)
     if change == "garbage":
@@ -339,8 +355,8 @@ def test_load_rejects_bad_files(trained, tmp_path, change):
         np.savez(path, **arrays)
     elif change == "config_not_json":
         np.savez(path, **dict(arrays, config=np.array("{not json")))
-    elif change == "zip_method":
-        damage_zip_method(path)
+    elif change in ZIP_DAMAGE:
+        damage_zip(path, change)
     elif change == "deep_config":
         np.savez(path, **dict(arrays, config=np.array("[" * 100000)))
     elif change == "activation_list":
@@ -349,15 +365,6 @@ def test_load_rejects_bad_files(trained, tmp_path, change):
         _rewrite(path, arrays, layers=c["layers"])
     with pytest.raises(ValueError, match=str(path.name)):
         nn.QuantizedSequential.load(path)
-
-
-def damage_zip_method(path):
-    """The first central-directory entry's compression method set to 99,
-    which zipfile does not know (NotImplementedError, found by fuzzing)."""
-    data = bytearray(path.read_bytes())
-    entry = data.find(b"PK\x01\x02")
-    data[entry + 10] = 99
-    path.write_bytes(bytes(data))
 
 
 def test_load_missing_file_is_file_not_found(tmp_path):

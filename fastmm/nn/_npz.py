@@ -9,13 +9,14 @@ import zlib
 
 import numpy as np
 
-# what a damaged archive or config raises on the way (an unknown zip
-# compression method: NotImplementedError; JSON nested past Python's
-# recursion limit: RecursionError; a config of the wrong shape: KeyError,
+# what a damaged archive or config raises on the way (zipfile: an unknown
+# compression method or "version needed" NotImplementedError, an encrypted
+# entry RuntimeError; JSON nested past Python's recursion limit:
+# RecursionError, a RuntimeError too; a config of the wrong shape: KeyError,
 # TypeError ...)
 _DAMAGE = (KeyError, IndexError, TypeError, AttributeError, OSError,
            EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError,
-           UnicodeDecodeError, NotImplementedError, RecursionError)
+           UnicodeDecodeError, RuntimeError)
 
 
 def load(path, what, build):
@@ -30,7 +31,7 @@ def load(path, what, build):
         f = np.load(path, allow_pickle=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError,) + _DAMAGE as e:
         raise ValueError(f"{path}: not a {what} file ({e})") from e
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: not a {what} file (a single .npy array, "
