@@ -48,8 +48,10 @@ def matmul(x1, x2, out, kwargs, precision):
     t1, t2 = x1.dtype, x2.dtype
     want = kwargs.get("dtype")
     want = None if want is None else np.dtype(want)
-    if t1 in _INT8 and t2 in _INT8:
-        if want != _INT32 or precision == "bf16":
+    # (precision="bf16" on int8 operands is refused below, as on any
+    # operands but float32: it was silently ignored)
+    if t1 in _INT8 and t2 in _INT8 and precision != "bf16":
+        if want != _INT32:
             return NotImplemented            # numpy: int8 results, or a cast
         return _run(x1, x2, out, _INT32, _INT32, t1.name, t2.name)
     if _is_bf16(t1) and _is_bf16(t2):

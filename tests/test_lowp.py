@@ -584,6 +584,11 @@ def test_precision_bad_calls():
                  (a, a.T.astype(np.float64)), (a.astype(np.float16), a.T)]:
         with pytest.raises(TypeError, match="bf16"):
             fastmm.matmul(x, y, precision="bf16")
+    # int8 operands once ignored it (exact int32 or numpy's int8 product)
+    i8 = np.ones((5, 6), I8)
+    for kw in ({}, {"dtype": np.int32}):
+        with pytest.raises(TypeError, match="bf16"):
+            fastmm.matmul(i8, i8.T, precision="bf16", **kw)
     with pytest.raises(TypeError, match="bf16"):
         fastmm.matmul(a, a.T, precision="bf16", dtype=np.float64)
     # numpy's own errors stay numpy's
