@@ -823,12 +823,8 @@ class Sequential:
         config = _npz.config(f, path, "fastmm.nn.Sequential", 1, bad, (
             "fastmm.nn.QuantizedSequential",
             "a quantized model; load it with QuantizedSequential.load"))
-        specs = config.get("layers")
-        if not isinstance(specs, list) or not specs:
-            raise bad("no layers")
         layers = []
-        for i, c in enumerate(specs):
-            n_in, n_out = _npz.sizes(c, i, bad)
+        for i, c, n_in, n_out in _npz.layers(config, bad):
             if c["dtype"] not in ("float32", "float64"):
                 raise bad(f"layer {i} has dtype {c['dtype']!r}")
             if type(c["bias"]) is not bool:

@@ -63,13 +63,20 @@ def config(f, path, what, version, bad, other):
     return config
 
 
-def sizes(c, i, bad):
-    """Layer ``i``'s (in, out) from its config ``c``: positive ints."""
-    n_in, n_out = c["in"], c["out"]
-    if not (type(n_in) is int and type(n_out) is int
-            and n_in > 0 and n_out > 0):
-        raise bad(f"layer {i} has sizes ({n_in!r}, {n_out!r})")
-    return n_in, n_out
+def layers(config, bad):
+    """(index, layer config, in, out) for each layer the config lists: a
+    non-empty list of objects whose sizes are positive ints."""
+    specs = config.get("layers")
+    if not isinstance(specs, list) or not specs:
+        raise bad("no layers")
+    for i, c in enumerate(specs):
+        if not isinstance(c, dict):
+            raise bad(f"layer {i} is not a JSON object")
+        n_in, n_out = c["in"], c["out"]
+        if not (type(n_in) is int and type(n_out) is int
+                and n_in > 0 and n_out > 0):
+            raise bad(f"layer {i} has sizes ({n_in!r}, {n_out!r})")
+        yield i, c, n_in, n_out
 
 
 def array(f, key, dtype, shape, bad):

@@ -329,12 +329,8 @@ class QuantizedSequential:
         mode = config.get("mode")
         if mode not in MODES:
             raise bad(f"mode {mode!r}")
-        specs = config.get("layers")
-        if not isinstance(specs, list) or not specs:
-            raise bad("no layers")
         layers = []
-        for i, c in enumerate(specs):
-            n_in, n_out = _npz.sizes(c, i, bad)
+        for i, c, n_in, n_out in _npz.layers(config, bad):
             if mode == "int8" and n_in > _INT8_MAX_K:
                 raise bad(f"layer {i} has {n_in} inputs; int8 layers take "
                           f"at most {_INT8_MAX_K}")
