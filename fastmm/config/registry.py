@@ -136,8 +136,21 @@ ROWS = [
      "AMD without AVX-512"),
     (Row("sapphirerapids", "Intel Sapphire Rapids and later: two 512-bit "
          "FMA ports, AMX, 2 MiB L2", "avx512",
-         measured="not measured with these numbers: run `python -m fastmm "
-                  "tune`"),
+         # `fastmm tune` on 2 cores of an Intel Xeon with AMX (KVM,
+         # reported as family 6 model 167), float32 GFLOP/s: two threads
+         # were ahead from 80^3 (184 vs 157) and by 1.5-1.8x from 96^3,
+         # where the built-in 8.2 MFLOP kept products up to ~160^3 on one
+         # core; 5.12e5 starts the second thread at 80^3
+         flops_per_thread=5.12e5,
+         # the unpacked path beat the packed driver on every n^3 up to 256^3
+         # (float32 +10-35%, float64 +7-25%, 1 thread) ...
+         small_mnk=256 ** 3,
+         # ... and at m = k = 512 for every n up to 64 (float32 1.3-2.8x,
+         # float64 1.04-2x): the 32-wide packed tile is padding there
+         narrow_n=64,
+         measured="routing and threading thresholds measured on 2 cores of "
+                  "an Intel Xeon with AMX (KVM); block sizes from the cache "
+                  "model"),
      lambda s: s.vendor == "GenuineIntel" and _avx512(s)
      and (s.has("amx_tile") or s.has("avx512_fp16")),
      "Intel with AVX-512 and AMX or AVX512-FP16"),
