@@ -38,13 +38,8 @@ def _routing_cap(request):
         yield
         return
     from fastmm import _linalg
-    saved = _linalg.routing()
-    _linalg.set_routing(**dict(saved, small_mnk=min(saved["small_mnk"],
-                                                    TEST_SMALL_MNK_CAP)))
-    try:
+    with small_mnk(min(_linalg.routing()["small_mnk"], TEST_SMALL_MNK_CAP)):
         yield
-    finally:
-        _linalg.set_routing(**saved)
 
 
 @pytest.fixture(params=_context.available_kernels())
