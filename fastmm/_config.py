@@ -86,7 +86,9 @@ def show_config():
     for dt in ("float32", "float64"):
         b = kern[dt]
         print(f"    {dt}: MR x NR = {b['MR']} x {b['NR']}, "
-              f"MC = {b['MC']}, KC = {b['KC']}, NC = {b['NC']}")
+              f"MC = {b['MC']}, KC = {b['KC']}, NC = {b['NC']}"
+              + ("; streaming kernel (panels prefetched in the k loop)"
+                 if b["stream"] else ""))
     lp = cfg["lowp_kernels"]
     print(f"  low precision: int8 -> int32 {lp['int8']}, bfloat16 -> float32 "
           f"{lp['bfloat16']} (AMX and AVX-VNNI kernels: not in this build)")
@@ -107,7 +109,9 @@ def show_config():
               f"fall on too few of L1's {sets} sets ({ways}-way, {line}-byte "
               f"lines) for 96+ rows of A")
     ahead, stride = row["pack_prefetch"]
-    print(f"    packed path: per-thread B chunks when m <= 2 MC and "
+    one = {dt: kern[dt]["one_block_m"] for dt in ("float32", "float64")}
+    print(f"    packed path: one A block and per-thread B chunks when m <= "
+          f"{one['float32']} (float32) / {one['float64']} (float64) and "
           f"n >= {row['short_n']} or threads > 1"
           + (f"; packed with a prefetch {ahead} rows ahead where B's rows "
              f"are >= {stride // 1024} KiB apart" if ahead else ""))

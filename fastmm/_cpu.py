@@ -82,10 +82,19 @@ A_BLOCK_FREE_WAYS = 2          # L2 ways left to the B micro-panel and C
 KC_MIN, KC_MAX = 128, 512
 
 
+def l2_budget(caches=None):
+    """Bytes of L2 a packed A block may fill: all but the ways left to the B
+    micro-panel and the C tiles."""
+    l2 = (caches or read_caches())[2]
+    return max(1, l2.ways - A_BLOCK_FREE_WAYS) * l2.sets * l2.line
+
+
 def block_sizes(mr, nr, itemsize, caches=None, kc_max=KC_MAX,
-                b_panel_l2_fraction=B_PANEL_L2_FRACTION):
+                b_panel_l2_fraction=B_PANEL_L2_FRACTION,
+                a_block_l2_fraction=None):
     """(MC, KC, NC) for an MR x NR kernel on elements of ``itemsize`` bytes
-    (kc_max and the B panel's L2 share: a configuration row's rule)."""
+    (kc_max, the B panel's and the A block's L2 shares: a configuration
+    row's rule; no A block share: all of L2 but A_BLOCK_FREE_WAYS ways)."""
     caches = caches or read_caches()
     l2, l3 = caches[2], caches.get(3, caches[2])
     # KC: the B micro-panel (KC x NR) takes a fixed share of L2, from where the
@@ -94,8 +103,11 @@ def block_sizes(mr, nr, itemsize, caches=None, kc_max=KC_MAX,
     kc = min(kc_max, max(KC_MIN, _round_down(kc, 8)))
     # MC: the packed A block (MC x KC) fills L2 but for the ways left to the
     # B micro-panel and the C tiles, so it is not evicted while reused.
-    ways_a = max(1, l2.ways - A_BLOCK_FREE_WAYS)
-    mc = (ways_a * l2.sets * l2.line) // (kc * itemsize)
+    if a_block_l2_fraction is None:
+        a_bytes = l2_budget(caches)
+    else:
+        a_bytes = int(l2.size * a_block_l2_fraction)
+    mc = a_bytes // (kc * itemsize)
     mc = min(4096, _round_down(mc, mr))
     # NC: the packed B panel (KC x NC, shared by all threads) takes at most
     # half of the shared L3.

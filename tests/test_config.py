@@ -6,7 +6,7 @@ import pytest
 import fastmm
 from fastmm.driver import _context, _packed, _unpacked, _threads
 from fastmm import _linalg, config
-from fastmm._cpu import read_caches
+from fastmm._cpu import Cache, block_sizes, l2_budget, read_caches
 from fastmm.config.registry import ROWS, Signature, parse_signature, select
 from conftest import assert_close, random, reference
 
@@ -99,6 +99,8 @@ def test_the_row_in_force_drives_every_path():
     for dt in ("float32", "float64"):
         mc, kc, nc = blocks[dt]
         assert (info[dt]["KC"], info[dt]["NC"] >= 1) == (kc, True)
+        assert info[dt]["stream"] == (row.stream_prefetch and
+                                      _context.has_stream(cur["isa"], dt))
 
 
 def test_float64_kc_cap_of_the_zen_avx2_row():
@@ -152,7 +154,67 @@ def test_every_runnable_row_gives_correct_results(row):
     saved = config.current()
     try:
         config.apply(row, "test", "test")
-        assert _context.kernel_info()["name"] == row.isa == _unpacked.small_kernel()
+        info = _context.kernel_info()
+        assert info["name"] == row.isa == _unpacked.small_kernel()
+        for dt in ("float32", "float64"):
+            assert info[dt]["stream"] == (row.stream_prefetch and
+                                          _context.has_stream(row.isa, dt))
         _products_are_right()
+    finally:
+        config.apply(saved["row"], saved["reason"], saved["source"])
+
+
+INTEL_AMX_CACHES = {1: Cache(48 << 10, 12, 64), 2: Cache(2 << 20, 16, 64),
+                    3: Cache(480 << 20, 16, 64)}
+
+
+def test_the_sapphirerapids_row_keeps_its_a_block_to_a_quarter_of_l2():
+    # measured: an A block filling L2 (MC 888 / 444) ran 5-15% behind
+    row = next(r for r, _, _ in ROWS if r.name == "sapphirerapids")
+    assert row.a_block_l2_fraction == 1 / 4 and row.stream_prefetch
+    got = [block_sizes(12, nr, size, INTEL_AMX_CACHES, kc_max=row.kc_max,
+                       b_panel_l2_fraction=row.b_panel_l2_fraction,
+                       a_block_l2_fraction=row.a_block_l2_fraction)
+           for nr, size in ((32, 4), (16, 8))]
+    assert got == [(252, 512, 8192), (120, 512, 8192)]
+    # without the share: all of L2 but two ways, as on the other rows
+    assert block_sizes(12, 32, 4, INTEL_AMX_CACHES)[0] == 888
+    assert l2_budget(INTEL_AMX_CACHES) == 14 << 17
+
+
+@pytest.mark.parametrize("fraction", [None, 1 / 4])
+def test_the_one_a_block_path_keeps_the_l2_budget(fraction):
+    # rows of few rows (m <= one_block_m) run in one A block with B chunks
+    # sized from the cache model's L2 budget, not from a smaller MC: chunks
+    # from MC = 120 (float64) ran 20-30% behind at m = 32
+    isa = config.current()["isa"]
+    row = config.current()["row"].with_(isa=isa, blocks=None,
+                                        a_block_l2_fraction=fraction)
+    saved = config.current()
+    try:
+        config.apply(row, "test", "test")
+        info = _context.kernel_info()
+        for dt, size in (("float32", 4), ("float64", 8)):
+            b = info[dt]
+            budget = (b["MC"] * b["KC"] * size if fraction is None
+                      else l2_budget())
+            assert b["one_block_m"] == max(
+                b["MR"], 2 * budget // (b["KC"] * size) // b["MR"] * b["MR"])
+            assert b["chunk"] == max(1, budget // (2 * b["NR"] * b["KC"]
+                                                   * size))
+            if fraction is None:      # as before rows had an A block share
+                assert b["one_block_m"] == 2 * b["MC"]
+                assert b["chunk"] == max(1, b["MC"] // (2 * b["NR"]))
+        # the products on the few-rows path, both sides of its limit
+        for dtype, dt in ((np.float32, "float32"), (np.float64, "float64")):
+            lim = info[dt]["one_block_m"]
+            for m in (32, lim, lim + 1):
+                a = random((m, 70), dtype, m)
+                b = random((70, 2 * info[dt]["NR"] + 5), dtype, 1)
+                for nt in (1, 2):
+                    c = np.full((m, b.shape[1]), np.nan, dtype)
+                    with fastmm.threads(nt):
+                        _packed.run_packed(1.0, a, b, 0.0, c, nthreads=nt)
+                    assert_close(c, reference(a, b), a, b)
     finally:
         config.apply(saved["row"], saved["reason"], saved["source"])

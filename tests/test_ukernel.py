@@ -329,3 +329,46 @@ def test_select_kernel_warns_and_falls_back():
             assert _context.select_kernel("no-such-kernel") == KERNELS[0]
     finally:
         _context.select_kernel(None)
+
+
+# ---- streaming kernels: the same arithmetic, panels prefetched ahead -----
+
+STREAMING = [(name, dt) for name in KERNELS for dt in ("float32", "float64")
+             if _context.has_stream(name, dt)]
+
+
+@pytest.mark.skipif(not STREAMING, reason="no streaming kernel runs here")
+@pytest.mark.parametrize("name,dt", STREAMING)
+def test_streaming_kernels_give_the_plain_kernels_bits(name, dt):
+    # the prefetches may not change a single FMA: every k around the
+    # prefetch distance and the C prefetch point, every beta path
+    dtype = np.dtype(dt)
+    mr, nr = _context.kernel_shapes(name)[dt]
+    for k in (1, 2, 7, 23, 24, 25, 63, 64, 65, 129, 700):
+        a = np.ascontiguousarray(random((mr, k), dtype, k).T)
+        b = random((k, nr), dtype, k + 1)
+        for alpha, beta in ((1.0, 0.0), (-0.5, 1.0), (2.0, 0.375)):
+            c0 = random((mr, nr), dtype, 3)
+            plain = c0.copy()
+            stream = c0.copy()
+            if beta == 0:
+                plain[:] = stream[:] = np.nan      # never read
+            _context.run_ukernel(name, k, alpha, a, b, beta, plain)
+            _context.run_ukernel(name, k, alpha, a, b, beta, stream,
+                                 stream=True)
+            np.testing.assert_array_equal(stream, plain)
+            assert_within_bound(stream, np.ascontiguousarray(a.T), b, alpha,
+                                beta, c0)
+
+
+def test_streaming_kernel_requests_are_checked(dtype):
+    for name in KERNELS:
+        mr, nr = _context.kernel_shapes(name)[dtype.name]
+        args = (1, 1, np.zeros((1, mr), dtype), np.zeros((1, nr), dtype), 0,
+                np.zeros((mr, nr), dtype))
+        if not _context.has_stream(name, dtype.name):
+            with pytest.raises(ValueError, match="no streaming kernel"):
+                _context.run_ukernel(name, *args, stream=True)
+        with pytest.raises(ValueError,
+                           match="no streaming kernel for edge rows"):
+            _context.run_ukernel(name, *args, rows=1, stream=True)

@@ -10,7 +10,7 @@ import os
 from fastmm.config.registry import ROWS, Row, Signature, select, signature
 
 __all__ = ["ROWS", "Row", "Signature", "select", "signature", "apply",
-           "current", "blocks_for"]
+           "current", "blocks_for", "set_blocks"]
 
 _in_force = {}
 
@@ -27,10 +27,25 @@ def blocks_for(row, isa=None):
     shapes = _context.kernel_shapes(isa)
     kc64 = row.kc_max_float64 or row.kc_max
     return {dt: block_sizes(mr, nr, size, kc_max=kc_max,
-                            b_panel_l2_fraction=row.b_panel_l2_fraction)
+                            b_panel_l2_fraction=row.b_panel_l2_fraction,
+                            a_block_l2_fraction=row.a_block_l2_fraction)
             for dt, (mr, nr), size, kc_max in (
                 ("float32", shapes["float32"], 4, row.kc_max),
                 ("float64", shapes["float64"], 8, kc64))}
+
+
+def set_blocks(row, isa=None):
+    """Put ``row``'s block sizes and kernel variant for kernel family
+    ``isa`` (default: the row's) in force in the packed driver."""
+    from fastmm.driver import _context
+    from fastmm._cpu import l2_budget
+    isa = isa or row.isa
+    blocks = blocks_for(row, isa)
+    # a row whose A block takes a share of L2 keeps the one-A-block path's
+    # budget at the cache model's (see _packed._one_a_block)
+    budget = None if row.a_block_l2_fraction is None else l2_budget()
+    _context.set_blocking(isa, blocks["float32"], blocks["float64"],
+                          row.stream_prefetch, budget)
 
 
 def apply(row=None, reason=None, source="built-in"):
@@ -49,8 +64,7 @@ def apply(row=None, reason=None, source="built-in"):
             row, source = found
     forced = os.environ.get("FASTMM_KERNEL") or None
     isa = _context.select_kernel(forced or row.isa)
-    blocks = blocks_for(row, isa)
-    _context.set_blocking(isa, blocks["float32"], blocks["float64"])
+    set_blocks(row, isa)
     _packed.set_short_n(row.short_n)
     _packed.set_pack_prefetch(*row.pack_prefetch)
     _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,

@@ -10,7 +10,7 @@ from fastmm.config.registry import select as select
 from fastmm.config.registry import signature as signature
 
 __all__ = ["ROWS", "Row", "Signature", "select", "signature", "apply",
-           "current", "blocks_for"]
+           "current", "blocks_for", "set_blocks"]
 
 class _InForce(TypedDict):
     row: Row
@@ -20,5 +20,6 @@ class _InForce(TypedDict):
     forced_isa: str | None   # FASTMM_KERNEL, when set
 
 def blocks_for(row: Row, isa: str | None = None) -> dict[str, tuple[int, int, int]]: ...
+def set_blocks(row: Row, isa: str | None = None) -> None: ...
 def apply(row: Row | None = None, reason: str | None = None, source: str = "built-in") -> Row: ...
 def current() -> _InForce: ...

@@ -43,6 +43,12 @@ class Row:
     # bytes of A per flop, and may need the B micro-panel kept in L1
     kc_max_float64: Optional[int] = None
     b_panel_l2_fraction: float = 1 / 16
+    # the packed A block's share of L2; None: all of L2 but the ways left to
+    # the B micro-panel and C (the cache model's A_BLOCK_FREE_WAYS)
+    a_block_l2_fraction: Optional[float] = None
+    # the packed driver calls the kernel family's streaming kernels, which
+    # prefetch both packed micro-panels ahead in the k loop (ukernel.h)
+    stream_prefetch: bool = False
     blocks: Optional[dict] = None
     # threads: one per this many float32 flops of a product (team start +
     # barriers against the kernel's speed); a float64 flop counts twice
@@ -61,8 +67,8 @@ class Row:
     skinny_kn: int = 512 * 512
     shallow_k: int = 16
     narrow_n: int = 16
-    # with m <= 2 MC (one A block), products of n >= short_n columns let each
-    # thread pack its own B chunks, consumed from L2, instead of one shared
+    # with m <= one_block_m (one A block), products of n >= short_n columns
+    # let each thread pack its own B chunks, consumed from L2, not one shared
     # B panel: ahead by 5-35% at n = 4096 on Zen 4 (m = 32..256, k = 1024,
     # 1 thread), mixed at n <= 1024; on more than one thread always
     short_n: int = 2048
@@ -148,9 +154,16 @@ ROWS = [
          # ... and at m = k = 512 for every n up to 64 (float32 1.3-2.8x,
          # float64 1.04-2x): the 32-wide packed tile is padding there
          narrow_n=64,
-         measured="routing and threading thresholds measured on 2 cores of "
-                  "an Intel Xeon with AMX (KVM); block sizes from the cache "
-                  "model"),
+         # an A block filling L2 (14 of 16 ways: MC 888 float32, 444
+         # float64 at KC 512) ran 5-15% behind one of a quarter of it on
+         # n^3 squares, float64 most (2048^3, 1 thread: 62 -> 74 GFLOP/s;
+         # 2 threads 124 -> 133); a half was level with the quarter
+         a_block_l2_fraction=1 / 4,
+         # in-loop prefetch of both panels (see kernels/avx512.h)
+         stream_prefetch=True,
+         measured="routing and threading thresholds and the A block's L2 "
+                  "share measured on 2 cores of an Intel Xeon with AMX "
+                  "(KVM); other block sizes from the cache model"),
      lambda s: s.vendor == "GenuineIntel" and _avx512(s)
      and (s.has("amx_tile") or s.has("avx512_fp16")),
      "Intel with AVX-512 and AMX or AVX512-FP16"),

@@ -5,9 +5,12 @@ times fastmm's own products (float32 and float64) in four stages and a
 validation, each in a fixed share of the time budget (a stage that ends
 early leaves its time to the next ones):
 
-  kernel    15%  the kernel family, among those this CPU runs (768², 1 thread)
+  kernel    15%  the kernel family, among those this CPU runs, with and
+                 without its streaming kernels where it has them
+                 (768², 1 thread)
   blocks    40%  MC x KC per dtype: KC in 256..512, MC so that the packed A
-                 block fills 0.5 / 0.75 / 0.9 of L2; NC the model's (1024², 1 thread)
+                 block fills 0.25 / 0.5 / 0.75 / 0.9 of L2; NC the model's
+                 (1024², 1 thread)
   routing   15%  small_mnk and narrow_n: the unpacked path against the packed
                  driver on squares and on 512 x 512 @ 512 x n around the thresholds
   threads   15%  flops_per_thread: the smallest float32 square where 2 threads
@@ -45,7 +48,7 @@ STAGES = (("kernel", 0.15), ("blocks", 0.35), ("prefetch", 0.05),
 # the few-row products with B far wider than a page that decide it
 PREFETCH_CANDIDATES = ((0, 1 << 14), (4, 1 << 14), (8, 1 << 14), (4, 1 << 12))
 PREFETCH_SHAPES = ((32, 1024, 2048), (64, 512, 4096))
-L2_FRACTIONS = (0.5, 0.75, 0.9)
+L2_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
 KC_CANDIDATES = (256, 320, 384, 448, 512)
 DTYPES = ("float32", "float64")
 
@@ -264,11 +267,10 @@ def installer(row):
     fastmm.config.apply does (without FASTMM_KERNEL and the bookkeeping)."""
     from fastmm.driver import _context, _packed, _threads
     from fastmm import _linalg
-    from fastmm.config import blocks_for
-    blocks = blocks_for(row)
+    from fastmm.config import set_blocks
 
     def install():
-        _context.set_blocking(row.isa, blocks["float32"], blocks["float64"])
+        set_blocks(row)
         _context.select_kernel(row.isa)
         _linalg.set_routing(row.small_mnk, row.skinny_m, row.narrow_n,
                             row.shallow_k, row.skinny_kn)
@@ -290,44 +292,59 @@ def _cell(e):
 
 # ---- (a) kernel family ----
 
+def _kernel_text(cand):
+    fam, stream = cand
+    return fam + ("+stream" if stream else "")
+
+
 def stage_kernel(s, row, out):
+    """The kernel family, and for a family with streaming kernels (which
+    prefetch the packed panels in the k loop) whether to use them."""
     from fastmm.driver import _context
-    from fastmm.config import blocks_for
+    from fastmm.config import set_blocks
     families = _context.available_kernels()
+    cands = [(fam, stream) for fam in families for stream in (False, True)
+             if not stream or _context.has_stream(fam, "float32")]
+    base = (row.isa, bool(row.stream_prefetch))
     installer(row)()
     probe = {dt: s.probe(256, dt) for dt in DTYPES}
     # the other families: assumed 3x slower on average (generic is ~5x)
-    n = s.fit(768, sum(probe.values()) * (1 + 3 * (len(families) - 1)), 4)
+    n = s.fit(768, sum(probe.values()) * (1 + 3 * (len(cands) - 1)), 4)
     entries = []
-    for fam in families:
-        blocks = blocks_for(row, fam)
+    for cand in cands:
+        fam, stream = cand
 
-        def setup(fam=fam, blocks=blocks):
-            _context.set_blocking(fam, blocks["float32"], blocks["float64"])
+        def setup(fam=fam, stream=stream):
+            set_blocks(row.with_(stream_prefetch=stream), fam)
             _context.select_kernel(fam)
         for dt in DTYPES:
-            entries.append(Entry(dt, fam, ("kernel", fam), setup, (n, n, n),
-                                 dt, keep=fam == row.isa,
+            entries.append(Entry(dt, _kernel_text(cand), ("kernel", cand),
+                                 setup, (n, n, n), dt, keep=cand == base,
                                  guess=probe[dt] * (n / 256) ** 3
                                  * (1 if fam == row.isa else 3)))
     s.race(entries, reserve=CONFIRM_SHARE * s.length)
-    groups = {fam: [e for e in entries if e.label == fam] for fam in families}
-    chosen, again = s.pick(groups, row.isa)
-    out.append(f"kernel family ({n}³, 1 thread; GFLOP/s)     float32  float64")
-    for fam in families:
+    groups = {c: [e for e in entries if e.key == ("kernel", c)]
+              for c in cands}
+    chosen, again = s.pick(groups, base)
+    out.append(f"kernel family ({n}³, 1 thread; GFLOP/s)        float32  "
+               f"float64")
+    for cand in cands:
         note = " ".join(w for w, on in (
-            ("built-in", fam == row.isa), ("chosen", fam == chosen != row.isa),
-            ("(dropped)", any(e.dropped for e in groups[fam]))) if on)
-        out.append(f"  {fam:<10} {note:<28} " + "  ".join(
-            f"{_cell(e):>7}" for e in groups[fam]))
-    out.append(_verdict(chosen, row.isa, again))
-    result = {"shape": [n, n, n], "builtin": row.isa, "chosen": chosen,
-              "gflops": {fam: {e.dtype: e.gflops and round(e.gflops, 2)
-                               for e in groups[fam]} for fam in families},
+            ("built-in", cand == base), ("chosen", cand == chosen != base),
+            ("(dropped)", any(e.dropped for e in groups[cand]))) if on)
+        out.append(f"  {_kernel_text(cand):<14} {note:<27} " + "  ".join(
+            f"{_cell(e):>7}" for e in groups[cand]))
+    out.append(_verdict(chosen, base, again, _kernel_text))
+    result = {"shape": [n, n, n], "builtin": _kernel_text(base),
+              "chosen": _kernel_text(chosen),
+              "gflops": {_kernel_text(c): {e.dtype: e.gflops
+                                           and round(e.gflops, 2)
+                                           for e in groups[c]}
+                         for c in cands},
               "confirmation": again}
-    if chosen != row.isa:
-        row = row.with_(isa=chosen, blocks=None)   # the rule, for this family
-    return row, result
+    if chosen[0] != row.isa:
+        row = row.with_(blocks=None)          # the rule, for this family
+    return row.with_(isa=chosen[0], stream_prefetch=chosen[1]), result
 
 
 def _verdict(chosen, base, again, show=str):
@@ -361,7 +378,7 @@ def block_candidates(builtin, mr, itemsize, l2_bytes):
 def stage_blocks(s, row, out):
     from fastmm.driver import _context
     from fastmm._cpu import read_caches
-    from fastmm.config import blocks_for
+    from fastmm.config import blocks_for, set_blocks
     isa, l2 = row.isa, read_caches()[2].size
     builtin = blocks_for(row)
     shapes = _context.kernel_shapes(isa)
@@ -376,7 +393,7 @@ def stage_blocks(s, row, out):
             blocks = dict(builtin, **{dt: cand})
 
             def setup(blocks=blocks):
-                _context.set_blocking(isa, blocks["float32"], blocks["float64"])
+                set_blocks(row.with_(blocks=blocks))
             entries.append(Entry(dt, "x".join(map(str, cand)),
                                  ("blocks", dt, cand), setup, (n, n, n), dt,
                                  keep=cand == builtin[dt],

@@ -32,14 +32,14 @@ import os
 import tempfile
 import warnings
 
-FORMAT = 2
+FORMAT = 3
 ENV = "FASTMM_TUNED"
 OFF = ("off", "0", "none", "false", "no")
 
 # The row fields the tuner measures; the others (name, summary, the block
-# rule's kc_max, kc_max_float64 and b_panel_l2_fraction) stay the base row's.
-FIELDS = ("isa", "blocks", "flops_per_thread", "small_mnk", "skinny_m",
-          "narrow_n", "shallow_k", "pack_prefetch")
+# rule's kc_max, kc_max_float64 and L2 shares) stay the base row's.
+FIELDS = ("isa", "stream_prefetch", "blocks", "flops_per_thread",
+          "small_mnk", "skinny_m", "narrow_n", "shallow_k", "pack_prefetch")
 
 # Sane bounds: the driver accepts block sizes up to 2**20, but no cache
 # hierarchy makes such blocks useful: the packed A block (MC x KC) is sized
@@ -161,8 +161,12 @@ def validate_row(fields, runnable):
             or not math.isfinite(fpt) or not lo <= fpt <= hi):
         raise Invalid(f"flops_per_thread = {fpt!r} is not a number in "
                       f"[{lo:g}, {hi:g}]")
+    stream = fields["stream_prefetch"]
+    if not isinstance(stream, bool):
+        raise Invalid(f"stream_prefetch must be true or false, got {stream!r}")
     return {
         "isa": isa,
+        "stream_prefetch": stream,
         "blocks": _blocks(fields["blocks"], runnable[isa]),
         "flops_per_thread": float(fpt),
         "small_mnk": _int(fields["small_mnk"], "small_mnk", 0, SMALL_MNK_MAX),
@@ -273,7 +277,8 @@ def row_fields(row):
     blocks = row.blocks
     if blocks is not None:
         blocks = {dt: [int(x) for x in blocks[dt]] for dt in ITEMSIZE}
-    return {"isa": row.isa, "blocks": blocks,
+    return {"isa": row.isa, "stream_prefetch": bool(row.stream_prefetch),
+            "blocks": blocks,
             "flops_per_thread": float(row.flops_per_thread),
             "small_mnk": int(row.small_mnk), "skinny_m": int(row.skinny_m),
             "narrow_n": int(row.narrow_n), "shallow_k": int(row.shallow_k),

@@ -20,6 +20,10 @@ ctypedef void (*dgemm_rows_t)(Py_ssize_t k, double alpha, const double* a,
 cdef struct Blocking:
     int MR, NR
     Py_ssize_t MC, KC, NC
+    # products of m <= one_block_m rows run in one A block, each thread
+    # packing chunk B micro-panels at a time (driver/_packed.pyx); both from
+    # the L2 budget set_blocking is given, by default MC x KC's
+    Py_ssize_t one_block_m, chunk
     void* ukr
     void* ukr_rows     # edge-row kernel (kernels/ukernel.h), or NULL
     int split_rows     # a last strip this short joins the one before (ukernel.h)

@@ -25,6 +25,8 @@ cdef extern from "kernels/dispatch.h" nogil:
         sgemm_rows_t sgemm_rows
         dgemm_rows_t dgemm_rows
         int split_rows
+        sgemm_ukr_t sgemm_stream
+        dgemm_ukr_t dgemm_stream
     const fmm_kernel_t* fmm_kernels
     int fmm_kernel_count()
     int FMM_MAX_TILE
@@ -117,21 +119,32 @@ cdef int _family(str name) except -1:
                      f"{compiled_kernels()}")
 
 
-def set_blocking(name, float32, float64):
+def set_blocking(name, float32, float64, stream=False, l2_budget=None):
     """Use cache block sizes (MC, KC, NC) per dtype for kernel family
     ``name`` from now on (fastmm.config applies its row's; the tuner tries
     candidates).  MC and NC are rounded down to multiples of the kernel's
-    MR and NR.  Safe while other threads multiply."""
+    MR and NR.  ``stream``: use the family's streaming kernels (which
+    prefetch the packed panels ahead; kernels/ukernel.h) where it has them.
+    ``l2_budget``: bytes of L2 that size the packed driver's one-A-block
+    path for few rows (up to twice this in A, B chunks of half of it);
+    None: the A block's, MC x KC.  Safe while other threads multiply."""
     cdef int i = _family(name)
+    cdef const fmm_kernel_t* kern = &fmm_kernels[i]
+    cdef void* sgemm = <void*>kern.sgemm
+    cdef void* dgemm = <void*>kern.dgemm
+    if stream and kern.sgemm_stream != NULL:
+        sgemm = <void*>kern.sgemm_stream
+    if stream and kern.dgemm_stream != NULL:
+        dgemm = <void*>kern.dgemm_stream
     cdef Config* cfg = <Config*>malloc(sizeof(Config))
     if cfg == NULL:
         raise MemoryError()
-    cfg.kernel = &fmm_kernels[i]
+    cfg.kernel = kern
     try:
-        _fill_blocking(&cfg.s, cfg.kernel.s_mr, cfg.kernel.s_nr,
-                       <void*>cfg.kernel.sgemm, float32)
-        _fill_blocking(&cfg.d, cfg.kernel.d_mr, cfg.kernel.d_nr,
-                       <void*>cfg.kernel.dgemm, float64)
+        _fill_blocking(&cfg.s, cfg.kernel.s_mr, cfg.kernel.s_nr, sgemm,
+                       float32, 4, l2_budget)
+        _fill_blocking(&cfg.d, cfg.kernel.d_mr, cfg.kernel.d_nr, dgemm,
+                       float64, 8, l2_budget)
         cfg.s.ukr_rows = <void*>cfg.kernel.sgemm_rows
         cfg.d.ukr_rows = <void*>cfg.kernel.dgemm_rows
         cfg.s.split_rows = cfg.kernel.split_rows if cfg.s.ukr_rows else 0
@@ -145,7 +158,7 @@ def set_blocking(name, float32, float64):
 
 
 cdef int _fill_blocking(Blocking* blk, int mr, int nr, void* ukr,
-                        sizes) except -1:
+                        sizes, int itemsize, l2_budget) except -1:
     mc, kc, nc = (int(x) for x in sizes)
     if min(mc, kc, nc) < 1 or max(mc, kc, nc) > 1 << 20:
         raise ValueError(f"block sizes must lie in [1, 2**20], got {sizes}")
@@ -153,6 +166,11 @@ cdef int _fill_blocking(Blocking* blk, int mr, int nr, void* ukr,
     blk.MC = max(mr, mc // mr * mr)
     blk.KC = kc
     blk.NC = max(nr, nc // nr * nr)
+    budget = blk.MC * kc * itemsize if l2_budget is None else int(l2_budget)
+    if not 1 <= budget <= 1 << 40:
+        raise ValueError(f"l2_budget must lie in [1, 2**40], got {l2_budget}")
+    blk.one_block_m = max(mr, 2 * budget // (kc * itemsize) // mr * mr)
+    blk.chunk = max(1, budget // (2 * nr * kc * itemsize))
     return 0
 
 
@@ -177,23 +195,29 @@ def kernel_shapes(name):
 def kernel_info():
     """The kernel family in use and its register and cache block sizes."""
     cdef const Config* cfg = _config()
-    return {"name": cfg.kernel.name.decode(), "float32": _blocking_dict(&cfg.s),
-            "float64": _blocking_dict(&cfg.d)}
+    return {"name": cfg.kernel.name.decode(),
+            "float32": _blocking_dict(&cfg.s,
+                                      <void*>cfg.kernel.sgemm_stream),
+            "float64": _blocking_dict(&cfg.d,
+                                      <void*>cfg.kernel.dgemm_stream)}
 
 
-cdef dict _blocking_dict(const Blocking* blk):
+cdef dict _blocking_dict(const Blocking* blk, void* stream_ukr):
     return {"MR": blk.MR, "NR": blk.NR, "MC": blk.MC, "KC": blk.KC,
-            "NC": blk.NC, "split_rows": blk.split_rows}
+            "NC": blk.NC, "split_rows": blk.split_rows,
+            "one_block_m": blk.one_block_m, "chunk": blk.chunk,
+            "stream": stream_ukr != NULL and blk.ukr == stream_ukr}
 
 
 def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c,
-                rows=None):
+                rows=None, stream=False):
     """Call kernel family ``name``'s micro-kernel once (for tests).
 
     a_packed: (k, MR), b_packed: (k, NR), c: (MR, NR) with unit column stride;
     all of one dtype, float32 or float64.  Updates c in place.  ``rows``
     (1..MR): call the family's edge-row kernel instead, which may touch only
-    c's first ``rows`` rows; ValueError if the family has none.
+    c's first ``rows`` rows; ``stream``: its streaming kernel; ValueError if
+    the family has none.
     """
     import numpy as np
     cdef int i
@@ -219,6 +243,12 @@ def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c,
     cdef float[:, :] sc
     cdef double[:, :] dc
     cdef int r = mr if rows is None else rows
+    cdef sgemm_ukr_t sgemm = kern.sgemm_stream if stream else kern.sgemm
+    cdef dgemm_ukr_t dgemm = kern.dgemm_stream if stream else kern.dgemm
+    if stream and (rows is not None or
+                   (sgemm if dtype == np.float32 else dgemm) == NULL):
+        raise ValueError(f"kernel {name!r} has no streaming kernel"
+                         + (" for edge rows" if rows is not None else ""))
     if rows is not None:
         if (kern.sgemm_rows if dtype == np.float32 else kern.dgemm_rows) == NULL:
             raise ValueError(f"kernel {name!r} has no edge-row kernel")
@@ -227,16 +257,16 @@ def run_ukernel(name, Py_ssize_t k, alpha, a_packed, b_packed, beta, c,
     if dtype == np.float32:
         sa, sb, sc = ap, bp, c
         if rows is None:
-            kern.sgemm(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
-                       c.strides[0] // 4)
+            sgemm(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
+                  c.strides[0] // 4)
         else:
             kern.sgemm_rows(k, alpha, &sa[0, 0], &sb[0, 0], beta, &sc[0, 0],
                             c.strides[0] // 4, r)
     else:
         da, db, dc = ap, bp, c
         if rows is None:
-            kern.dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
-                       c.strides[0] // 8)
+            dgemm(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
+                  c.strides[0] // 8)
         else:
             kern.dgemm_rows(k, alpha, &da[0, 0], &db[0, 0], beta, &dc[0, 0],
                             c.strides[0] // 8, r)
@@ -247,6 +277,12 @@ def has_edge_rows(name, dtype):
     """Whether kernel family ``name`` has an edge-row kernel for dtype."""
     cdef const fmm_kernel_t* k = &fmm_kernels[_family(name)]
     return (k.sgemm_rows if dtype == "float32" else k.dgemm_rows) != NULL
+
+
+def has_stream(name, dtype):
+    """Whether kernel family ``name`` has a streaming kernel for dtype."""
+    cdef const fmm_kernel_t* k = &fmm_kernels[_family(name)]
+    return (k.sgemm_stream if dtype == "float32" else k.dgemm_stream) != NULL
 
 
 def _aligned_copy(np, arr, dtype):

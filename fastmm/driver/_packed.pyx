@@ -80,9 +80,9 @@ cdef void _scale_c(Py_ssize_t m, Py_ssize_t n, real beta, real* c,
                 c[i * rs_c + j * cs_c] = beta * c[i * rs_c + j * cs_c]
 
 
-# With m <= 2 MC, products of at least this many columns, and all products run
-# by more than one thread, take the packed driver's per-thread B chunks (see
-# _gemm_thread); the config row's short_n
+# With m <= one_block_m, products of at least this many columns, and all
+# products run by more than one thread, take the packed driver's per-thread B
+# chunks (see _gemm_thread); the config row's short_n
 cdef Py_ssize_t _short_n = 2048
 
 
@@ -92,13 +92,14 @@ def short_n():
 
 
 def set_short_n(columns):
-    """Fewest columns n for which, with m <= 2 MC, each thread packs its own
-    chunks of B (fastmm.config sets the row's short_n)."""
+    """Fewest columns n for which, with m <= one_block_m (2 MC by default),
+    each thread packs its own chunks of B (fastmm.config sets the row's
+    short_n)."""
     global _short_n
     _short_n = int(columns)
 
 
-# B chunks of the m <= 2 MC loop are short runs of B's rows; where rows lie
+# B chunks of the one-A-block loop are short runs of B's rows; where rows lie
 # at least _pf_stride bytes apart the hardware prefetchers miss them, and
 # pack_b asks for the rows _pf_ahead ahead (the config row's pack_prefetch)
 cdef Py_ssize_t _pf_ahead = 0
@@ -112,9 +113,9 @@ def pack_prefetch():
 
 
 def set_pack_prefetch(ahead, min_stride):
-    """Software prefetch while packing B chunks with m <= 2 MC: ``ahead`` rows
-    ahead (0: off) where B's rows lie at least ``min_stride`` bytes apart
-    (fastmm.config sets the row's pack_prefetch)."""
+    """Software prefetch while packing the one-A-block path's B chunks:
+    ``ahead`` rows ahead (0: off) where B's rows lie at least ``min_stride``
+    bytes apart (fastmm.config sets the row's pack_prefetch)."""
     global _pf_ahead, _pf_stride
     ahead, min_stride = int(ahead), int(min_stride)
     if not (0 <= ahead <= 64 and min_stride >= 0):
@@ -149,21 +150,20 @@ def set_stack_ahead(Py_ssize_t max_bytes):
     _ahead_bytes = max_bytes
 
 
-cdef inline Py_ssize_t _short_chunk(const Blocking* blk) noexcept nogil:
-    # micro-panels of B packed together when m <= 2 MC: about half the L2
-    # budget of an A block (MC x KC), so the chunk and the A block share L2
-    return max(1, blk.MC // (2 * blk.NR))
-
-
 cdef inline bint _one_a_block(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                               int nt) noexcept nogil:
     # All of C's rows in one A block, each thread packing its own B chunks
-    # (see _gemm_thread), up to twice MC rows: such an A block overflows L2,
-    # but B is then packed once and never goes through L3, where two A
-    # blocks over a shared B panel stream the panel from L3 once each.
-    # Zen 4, m in (MC, 2 MC]: float64 256..320 x 1024 @ 1024 x 4096 +4-25%
-    # on 1 thread and +5-19% on 2, float32 512..700 rows +7-12% on 1.
-    return m <= 2 * blk.MC and (n >= _short_n or nt > 1)
+    # (see _gemm_thread), up to twice the L2 budget's rows (blk.one_block_m;
+    # by default 2 MC): such an A block overflows L2, but B is then packed
+    # once and never goes through L3, where two A blocks over a shared B
+    # panel stream the panel from L3 once each.  Zen 4, m in (MC, 2 MC]:
+    # float64 256..320 x 1024 @ 1024 x 4096 +4-25% on 1 thread and +5-19%
+    # on 2, float32 512..700 rows +7-12% on 1.  The chunks (blk.chunk
+    # micro-panels) take half of the budget, sharing L2 with the A block.
+    # A row whose A block is a small share of L2 keeps the budget of one
+    # filling it: with 32 rows, chunks sized by a quarter-of-L2 A block
+    # ran 20-30% behind (Intel Xeon with AMX, float64, k = 1024..4096).
+    return m <= blk.one_block_m and (n >= _short_n or nt > 1)
 
 
 cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
@@ -248,7 +248,7 @@ cdef void _gemm_thread(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
         # panel's row split (a few MR strips each) is unbalanced and its
         # barriers dominate: this way was 1.2-1.5x faster at m = 32..64,
         # n = 1024 on 2 Zen 4 threads, and level with it at m = MC.
-        cp = _short_chunk(blk)
+        cp = blk.chunk
         ahead = _pf_ahead if (cs_b == 1 and rs_b * <Py_ssize_t>sizeof(real)
                               >= _pf_stride) else 0
         n_panels = _ceil_div(n, NR)
@@ -379,14 +379,15 @@ cdef int _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, real alpha,
         rs_c, cs_c = cs_c, rs_c
     blk = active_blocking(real is double)[0]
     kc_max = min(blk.KC, k)
-    mc_max = min(2 * blk.MC if _one_a_block(&blk, m, n, nthreads) else blk.MC,
+    mc_max = min(blk.one_block_m if _one_a_block(&blk, m, n, nthreads)
+                 else blk.MC,
                  _ceil_div(m, blk.MR) * blk.MR)
     nc_max = min(blk.NC, _ceil_div(n, blk.NR) * blk.NR)
     nt = max(1, nthreads)
     # one scratch block, B panel first; both parts 64-byte aligned
     # (a B panel, or with one A block a slot of micro-panels per thread)
     b_size = sizeof(real) * kc_max * blk.NR * max(
-        _ceil_div(nc_max, blk.NR), max(1, nthreads) * _short_chunk(&blk))
+        _ceil_div(nc_max, blk.NR), max(1, nthreads) * blk.chunk)
     b_size = (b_size + 63) & ~(<size_t>63)
     a_size = sizeof(real) * nt * kc_max * _ceil_div(mc_max, blk.MR) * blk.MR
     scratch = fmm_scratch_get(b_size + a_size)

@@ -12,8 +12,12 @@
  *   FMM_ROWS defined: the kernel takes `int rows` (<= FMM_MR) and reads and
  *            writes only that many rows of C
  *
+ * and for a streaming kernel
+ *
+ *   FMM_AHEAD the k steps ahead at which it prefetches both packed panels
+ *
  * They are undefined at the end, ready for the next kernel.  The shape and
- * the C prefetch are explained in avx512.h.
+ * the prefetches are explained in avx512.h.
  */
 #ifndef FMM_MRA
 #define FMM_MRA FMM_MR
@@ -50,6 +54,18 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
     for (int pass = 0; pass < 2; pass++, stop = k) {
         for (; p < stop; p++) {
             FMM_V bv[NV];
+#ifdef FMM_AHEAD
+            /* every line of both panels FMM_AHEAD steps on: B's NV lines,
+             * and A's step (MRA elements, 48 or 96 bytes) a line at a time */
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++)
+                _mm_prefetch((const char *)(b + W * (NV * FMM_AHEAD + j)),
+                             _MM_HINT_T0);
+#pragma GCC unroll 2
+            for (int off = 0; off < FMM_MRA * (int)sizeof(FMM_T); off += 64)
+                _mm_prefetch((const char *)(a + FMM_MRA * FMM_AHEAD) + off,
+                             _MM_HINT_T0);
+#endif
 #pragma GCC unroll 4
             for (int j = 0; j < NV; j++)
                 bv[j] = fmm512_load(b + W * j);
@@ -97,3 +113,4 @@ FMM_UKR(ptrdiff_t k, FMM_T alpha, const FMM_T *a, const FMM_T *b, FMM_T beta,
 #undef FMM_ROWS
 #undef FMM_ROWS_PARAM
 #undef FMM_LIVE_ROWS
+#undef FMM_AHEAD

@@ -64,17 +64,19 @@ static const fmm_kernel_t fmm_kernels[] = {
 #ifdef FMM_HAVE_AVX512_KERNELS
     {"avx512", fmm_cpu_has_avx512, FMM_AVX512_S_MR, FMM_AVX512_S_NR,
      FMM_AVX512_SGEMM, FMM_AVX512_D_MR, FMM_AVX512_D_NR, FMM_AVX512_DGEMM,
-     FMM_AVX512_SGEMM_ROWS, FMM_AVX512_DGEMM_ROWS, 0},
+     FMM_AVX512_SGEMM_ROWS, FMM_AVX512_DGEMM_ROWS, 0, FMM_AVX512_SGEMM_STREAM,
+     FMM_AVX512_DGEMM_STREAM},
 #endif
 #ifdef FMM_HAVE_AVX2_KERNELS
     {"avx2", fmm_cpu_has_avx2_fma, FMM_AVX2_S_MR, FMM_AVX2_S_NR,
      FMM_AVX2_SGEMM, FMM_AVX2_D_MR, FMM_AVX2_D_NR, FMM_AVX2_DGEMM,
-     FMM_AVX2_SGEMM_ROWS, FMM_AVX2_DGEMM_ROWS, FMM_AVX2_SPLIT_ROWS},
+     FMM_AVX2_SGEMM_ROWS, FMM_AVX2_DGEMM_ROWS, FMM_AVX2_SPLIT_ROWS, NULL,
+     NULL},
 #endif
 #endif
     {"generic", fmm_ref_supported, FMM_REF_S_MR, FMM_REF_S_NR,
      fmm_sgemm_ref_4x16, FMM_REF_D_MR, FMM_REF_D_NR, fmm_dgemm_ref_4x8, NULL,
-     NULL, 0},
+     NULL, 0, NULL, NULL},
 };
 
 static int fmm_kernel_count(void)

@@ -79,6 +79,12 @@ typedef struct {
      * 0: never.  Any split gives the same bits: every element of C is the
      * same FMA chain whichever body computes it. */
     int split_rows;
+    /* The full kernels again, prefetching both packed micro-panels into L1
+     * a fixed number of k steps ahead, for cores whose hardware prefetchers
+     * leave the kernel waiting on L2 (a configuration row asks for them);
+     * NULL: the family has none. */
+    fmm_sgemm_ukr_t sgemm_stream;
+    fmm_dgemm_ukr_t dgemm_stream;
 } fmm_kernel_t;
 
 /* Largest MR*NR any kernel uses: sizes the driver's private edge tile. */
