@@ -159,6 +159,13 @@ ROWS = [
          # n^3 squares, float64 most (2048^3, 1 thread: 62 -> 74 GFLOP/s;
          # 2 threads 124 -> 133); a half was level with the quarter
          a_block_l2_fraction=1 / 4,
+         # with the streaming kernels the B micro-panel comes from L2
+         # anyway: float32 KC 1024 (a 128 KiB micro-panel, MC 120) halves
+         # the C updates; 2048^3 +5% on 1 and 2 threads (interleaved, best
+         # of 4: 162 -> 171, 314 -> 328 GFLOP/s), 32..64-row products
+         # 0-5% behind; float64 was level at 2048^3 and 5-12% behind on
+         # few-row products (32 x 4096 @ 4096 x 4096, 256 x 4096 @ ..)
+         kc_max=1024, kc_max_float64=512,
          # in-loop prefetch of both panels (see kernels/avx512.h)
          stream_prefetch=True,
          measured="routing and threading thresholds and the A block's L2 "
