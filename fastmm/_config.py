@@ -109,10 +109,14 @@ def show_config():
               f"fall on too few of L1's {sets} sets ({ways}-way, {line}-byte "
               f"lines) for 96+ rows of A")
     ahead, stride = row["pack_prefetch"]
-    one = {dt: kern[dt]["one_block_m"] for dt in ("float32", "float64")}
-    print(f"    packed path: one A block and per-thread B chunks when m <= "
-          f"{one['float32']} (float32) / {one['float64']} (float64) and "
-          f"n >= {row['short_n']} or threads > 1"
+    chunk = {dt: kern[dt]["chunk"] for dt in ("float32", "float64")}
+    wide = {dt: kern[dt]["one_block_m"] for dt in ("float32", "float64")}
+    print(f"    packed path: per-thread B chunks ({chunk['float32']} / "
+          f"{chunk['float64']} micro-panels, float32 / float64) when "
+          f"m <= 2 MC and n >= {row['short_n']} or threads > 1"
+          + (f", or m <= {wide['float32']} / {wide['float64']} and "
+             f"n >= {row['short_n']}"
+             if any(wide[dt] > 2 * kern[dt]["MC"] for dt in wide) else "")
           + (f"; packed with a prefetch {ahead} rows ahead where B's rows "
              f"are >= {stride // 1024} KiB apart" if ahead else ""))
     if row["stack_ahead"]:

@@ -185,10 +185,10 @@ def test_the_sapphirerapids_row_keeps_its_a_block_to_a_quarter_of_l2():
 
 
 @pytest.mark.parametrize("fraction", [None, 1 / 4])
-def test_the_one_a_block_path_keeps_the_l2_budget(fraction):
-    # rows of few rows (m <= one_block_m) run in one A block with B chunks
-    # sized from the cache model's L2 budget, not from a smaller MC: chunks
-    # from MC = 120 (float64) ran 20-30% behind at m = 32
+def test_the_one_a_block_path_keeps_its_b_chunks(fraction):
+    # products of few rows (m <= 2 MC) run in one A block with B chunks sized
+    # from the cache model's L2 budget, not from a smaller MC: chunks from
+    # MC = 120 (float64) ran 20-30% behind at m = 32
     isa = config.current()["isa"]
     row = config.current()["row"].with_(isa=isa, blocks=None,
                                         a_block_l2_fraction=fraction)
@@ -200,19 +200,21 @@ def test_the_one_a_block_path_keeps_the_l2_budget(fraction):
             b = info[dt]
             budget = (b["MC"] * b["KC"] * size if fraction is None
                       else l2_budget())
-            assert b["one_block_m"] == max(
-                b["MR"], 2 * budget // (b["KC"] * size) // b["MR"] * b["MR"])
             assert b["chunk"] == max(1, budget // (2 * b["NR"] * b["KC"]
                                                    * size))
+            assert b["one_block_m"] == max(
+                2 * b["MC"], 2 * budget // (b["KC"] * size) // b["MR"]
+                * b["MR"])
             if fraction is None:      # as before rows had an A block share
-                assert b["one_block_m"] == 2 * b["MC"]
                 assert b["chunk"] == max(1, b["MC"] // (2 * b["NR"]))
-        # the products on the few-rows path, both sides of its limit
+                assert b["one_block_m"] == 2 * b["MC"]
+        # the products on the few-rows path, both sides of its limits (B
+        # wide enough for the second: n >= short_n)
         for dtype, dt in ((np.float32, "float32"), (np.float64, "float64")):
-            lim = info[dt]["one_block_m"]
-            for m in (32, lim, lim + 1):
+            lims = {2 * info[dt]["MC"], info[dt]["one_block_m"]}
+            for m in sorted({32} | lims | {x + 1 for x in lims}):
                 a = random((m, 70), dtype, m)
-                b = random((70, 2 * info[dt]["NR"] + 5), dtype, 1)
+                b = random((70, _packed.short_n() + 5), dtype, 1)
                 for nt in (1, 2):
                     c = np.full((m, b.shape[1]), np.nan, dtype)
                     with fastmm.threads(nt):

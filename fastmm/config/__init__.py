@@ -42,7 +42,7 @@ def set_blocks(row, isa=None):
     isa = isa or row.isa
     blocks = blocks_for(row, isa)
     # a row whose A block takes a share of L2 keeps the one-A-block path's
-    # budget at the cache model's (see _packed._one_a_block)
+    # B chunks at the cache model's budget (see _packed._one_a_block)
     budget = None if row.a_block_l2_fraction is None else l2_budget()
     _context.set_blocking(isa, blocks["float32"], blocks["float64"],
                           row.stream_prefetch, budget)

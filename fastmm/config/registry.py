@@ -67,8 +67,8 @@ class Row:
     skinny_kn: int = 512 * 512
     shallow_k: int = 16
     narrow_n: int = 16
-    # with m <= one_block_m (one A block), products of n >= short_n columns
-    # let each thread pack its own B chunks, consumed from L2, not one shared
+    # with m <= 2 MC (one A block), products of n >= short_n columns let
+    # each thread pack its own B chunks, consumed from L2, not one shared
     # B panel: ahead by 5-35% at n = 4096 on Zen 4 (m = 32..256, k = 1024,
     # 1 thread), mixed at n <= 1024; on more than one thread always
     short_n: int = 2048

@@ -20,9 +20,10 @@ ctypedef void (*dgemm_rows_t)(Py_ssize_t k, double alpha, const double* a,
 cdef struct Blocking:
     int MR, NR
     Py_ssize_t MC, KC, NC
-    # products of m <= one_block_m rows run in one A block, each thread
-    # packing chunk B micro-panels at a time (driver/_packed.pyx); both from
-    # the L2 budget set_blocking is given, by default MC x KC's
+    # products of few rows run in one A block, each thread packing `chunk`
+    # B micro-panels at a time (driver/_packed.pyx): half of the L2 budget
+    # set_blocking is given (by default MC x KC's); with B wide, up to
+    # one_block_m rows (twice the budget's; >= 2 MC)
     Py_ssize_t one_block_m, chunk
     void* ukr
     void* ukr_rows     # edge-row kernel (kernels/ukernel.h), or NULL

@@ -126,8 +126,9 @@ def set_blocking(name, float32, float64, stream=False, l2_budget=None):
     MR and NR.  ``stream``: use the family's streaming kernels (which
     prefetch the packed panels ahead; kernels/ukernel.h) where it has them.
     ``l2_budget``: bytes of L2 that size the packed driver's one-A-block
-    path for few rows (up to twice this in A, B chunks of half of it);
-    None: the A block's, MC x KC.  Safe while other threads multiply."""
+    path for few rows (B chunks of half of it; with wide B, A blocks up to
+    twice it); None: the A block's, MC x KC.  Safe while other threads
+    multiply."""
     cdef int i = _family(name)
     cdef const fmm_kernel_t* kern = &fmm_kernels[i]
     cdef void* sgemm = <void*>kern.sgemm
@@ -169,7 +170,8 @@ cdef int _fill_blocking(Blocking* blk, int mr, int nr, void* ukr,
     budget = blk.MC * kc * itemsize if l2_budget is None else int(l2_budget)
     if not 1 <= budget <= 1 << 40:
         raise ValueError(f"l2_budget must lie in [1, 2**40], got {l2_budget}")
-    blk.one_block_m = max(mr, 2 * budget // (kc * itemsize) // mr * mr)
+    blk.one_block_m = max(2 * blk.MC,
+                          2 * budget // (kc * itemsize) // mr * mr)
     blk.chunk = max(1, budget // (2 * nr * kc * itemsize))
     return 0
 

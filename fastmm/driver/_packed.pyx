@@ -80,9 +80,9 @@ cdef void _scale_c(Py_ssize_t m, Py_ssize_t n, real beta, real* c,
                 c[i * rs_c + j * cs_c] = beta * c[i * rs_c + j * cs_c]
 
 
-# With m <= one_block_m, products of at least this many columns, and all
-# products run by more than one thread, take the packed driver's per-thread B
-# chunks (see _gemm_thread); the config row's short_n
+# With m <= 2 MC, products of at least this many columns, and all products run
+# by more than one thread, take the packed driver's per-thread B chunks (see
+# _gemm_thread); the config row's short_n
 cdef Py_ssize_t _short_n = 2048
 
 
@@ -92,9 +92,8 @@ def short_n():
 
 
 def set_short_n(columns):
-    """Fewest columns n for which, with m <= one_block_m (2 MC by default),
-    each thread packs its own chunks of B (fastmm.config sets the row's
-    short_n)."""
+    """Fewest columns n for which, with m <= 2 MC, each thread packs its own
+    chunks of B (fastmm.config sets the row's short_n)."""
     global _short_n
     _short_n = int(columns)
 
@@ -153,17 +152,22 @@ def set_stack_ahead(Py_ssize_t max_bytes):
 cdef inline bint _one_a_block(const Blocking* blk, Py_ssize_t m, Py_ssize_t n,
                               int nt) noexcept nogil:
     # All of C's rows in one A block, each thread packing its own B chunks
-    # (see _gemm_thread), up to twice the L2 budget's rows (blk.one_block_m;
-    # by default 2 MC): such an A block overflows L2, but B is then packed
-    # once and never goes through L3, where two A blocks over a shared B
-    # panel stream the panel from L3 once each.  Zen 4, m in (MC, 2 MC]:
-    # float64 256..320 x 1024 @ 1024 x 4096 +4-25% on 1 thread and +5-19%
-    # on 2, float32 512..700 rows +7-12% on 1.  The chunks (blk.chunk
-    # micro-panels) take half of the budget, sharing L2 with the A block.
-    # A row whose A block is a small share of L2 keeps the budget of one
-    # filling it: with 32 rows, chunks sized by a quarter-of-L2 A block
-    # ran 20-30% behind (Intel Xeon with AMX, float64, k = 1024..4096).
-    return m <= blk.one_block_m and (n >= _short_n or nt > 1)
+    # (see _gemm_thread), up to twice MC rows: such an A block overflows L2,
+    # but B is then packed once and never goes through L3, where two A
+    # blocks over a shared B panel stream the panel from L3 once each.
+    # Zen 4, m in (MC, 2 MC]: float64 256..320 x 1024 @ 1024 x 4096 +4-25%
+    # on 1 thread and +5-19% on 2, float32 512..700 rows +7-12% on 1.  The
+    # chunks (blk.chunk micro-panels) take half of an L2 budget, by default
+    # the A block's; a row whose A block is a small share of L2 keeps the
+    # budget of one filling it: with 32 rows, chunks sized by a
+    # quarter-of-L2 A block ran 20-30% behind (Intel Xeon with AMX,
+    # float64, k = 1024..4096).  Such a row also takes up to one_block_m
+    # rows (twice that budget's) this way when B is wide (n >= short_n):
+    # 256 x 1024 @ 1024 x 4096 on 2 threads float32 +20%, float64 +10%
+    # over the shared B panel, but 512^3 float64 -10%, 768 x 1024 @ 1024 x
+    # 1024 float32 -5%.
+    return ((m <= 2 * blk.MC and (n >= _short_n or nt > 1))
+            or (m <= blk.one_block_m and n >= _short_n))
 
 
 cdef inline void _strips(const Blocking* blk, Py_ssize_t kc, real alpha,
