@@ -174,9 +174,10 @@ ROWS = [
          # 1 thread; +4% on 2), 64 x 4096 @ 4096 x 1024 float64 +3%, level
          # at 32 x 1024 @ 1024 x 4096 and 256 rows
          pack_prefetch=(4, 1 << 12),
-         measured="routing and threading thresholds and the A block's L2 "
-                  "share measured on 2 cores of an Intel Xeon with AMX "
-                  "(KVM); other block sizes from the cache model"),
+         measured="routing and threading thresholds, the A block's L2 "
+                  "share, float32 KC, the streaming kernels and the B-chunk "
+                  "prefetch measured on 2 cores of an Intel Xeon with AMX "
+                  "(KVM); NC from the cache model"),
      lambda s: s.vendor == "GenuineIntel" and _avx512(s)
      and (s.has("amx_tile") or s.has("avx512_fp16")),
      "Intel with AVX-512 and AMX or AVX512-FP16"),
