@@ -186,9 +186,9 @@ def test_the_sapphirerapids_row_keeps_its_a_block_to_a_quarter_of_l2():
 
 @pytest.mark.parametrize("fraction", [None, 1 / 4])
 def test_the_one_a_block_path_keeps_its_b_chunks(fraction):
-    # products of few rows (m <= 2 MC) run in one A block with B chunks sized
-    # from the cache model's L2 budget, not from a smaller MC: chunks from
-    # MC = 120 (float64) ran 20-30% behind at m = 32
+    # products of few rows run in one A block with B chunks sized from the
+    # cache model's L2 budget, not from a smaller MC: chunks from MC = 120
+    # (float64) ran 20-30% behind at m = 32
     isa = config.current()["isa"]
     row = config.current()["row"].with_(isa=isa, blocks=None,
                                         a_block_l2_fraction=fraction)
@@ -208,6 +208,21 @@ def test_the_one_a_block_path_keeps_its_b_chunks(fraction):
             if fraction is None:      # as before rows had an A block share
                 assert b["chunk"] == max(1, b["MC"] // (2 * b["NR"]))
                 assert b["one_block_m"] == 2 * b["MC"]
+        # which products take the path: up to 2 MC rows on 2 threads
+        # whatever n (and on 1 thread with wide B); past 2 MC, up to
+        # one_block_m rows only with wide B: on 2 threads 512^3 float64 ran
+        # 10% behind the shared B panel that way (Intel Xeon with AMX)
+        wide = _packed.short_n()
+        for dt in ("float32", "float64"):
+            mc2, lim = 2 * info[dt]["MC"], info[dt]["one_block_m"]
+            takes = lambda m, n, nt: _packed.takes_one_a_block(m, n, nt, dt)
+            assert takes(mc2, 64, 2) and not takes(mc2, 64, 1)
+            assert takes(mc2, wide, 1)
+            assert takes(lim, wide, 1) and takes(lim, wide, 2)
+            assert not takes(lim + 1, wide, 2)
+            if lim > mc2:
+                assert not takes(mc2 + 1, wide - 1, 2)
+                assert not takes(lim, 512, 2)
         # the products on the few-rows path, both sides of its limits (B
         # wide enough for the second: n >= short_n)
         for dtype, dt in ((np.float32, "float32"), (np.float64, "float64")):

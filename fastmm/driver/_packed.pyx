@@ -463,6 +463,15 @@ def strips(Py_ssize_t mc, dtype):
     return out
 
 
+def takes_one_a_block(Py_ssize_t m, Py_ssize_t n, int nthreads, dtype):
+    """Whether an m-row, n-column product on nthreads threads runs in one A
+    block with per-thread B chunks (_one_a_block) under the blocking in force
+    for dtype, "float32" or "float64" (for tests).  Decided before the swap
+    a column-major C takes: pass the m and n the driver sees."""
+    return bool(_one_a_block(active_blocking(dtype == "float64"), m, n,
+                             nthreads))
+
+
 def run_packed(alpha, a, b, beta, c, int nthreads=1):
     """c := alpha * a @ b + beta * c through this driver alone (for tests).
 
