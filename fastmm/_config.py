@@ -91,7 +91,7 @@ def show_config():
                  if b["stream"] else ""))
     lp = cfg["lowp_kernels"]
     print(f"  low precision: int8 -> int32 {lp['int8']}, bfloat16 -> float32 "
-          f"{lp['bfloat16']} (AMX and AVX-VNNI kernels: not in this build)")
+          f"{lp['bfloat16']}")
     row = cfg["config"]
     print(f"  config row:  {row['row']} ({row['summary']})")
     print(f"    chosen:    {row['reason']}")

@@ -43,6 +43,8 @@ cdef extern from "driver/_lowp.h" nogil:
     int fmm_lp_gemm(const fmm_lp_problem_t* P, Py_ssize_t m, Py_ssize_t n,
                     int nt)
     void fmm_lp_select(const char* isa)
+    int fmm_lp_amx_allowed
+    int fmm_lp_amx_runnable()
     const fmm_lp_kernels_t* fmm_lp_kernels()
     const char* fmm_act_select(const char* isa)
     void fmm_lp_quantize_rows(const float* x, Py_ssize_t rs, Py_ssize_t m,
@@ -69,6 +71,20 @@ def select_lowp(name):
     fmm_lp_select(key)
     fmm_act_select(key)      # this module's copy of the write-back's ISA
     return lowp_kernels()
+
+
+def amx_available():
+    """Whether this build has AMX kernels and this CPU and OS run them."""
+    return bool(fmm_lp_amx_runnable())
+
+
+def allow_amx(bint allowed, family):
+    """Take the AMX kernels where the CPU has them (``allowed``, the
+    default) or the AVX-512 ones; re-selects the kernels for kernel family
+    ``family`` (the one in force), as select_lowp.  Tests run both."""
+    global fmm_lp_amx_allowed
+    fmm_lp_amx_allowed = allowed
+    return select_lowp(family)
 
 
 def lowp_kernels():

@@ -106,21 +106,32 @@ def check_bf16_product(c, a, b, out_rounding=0.0):
                            f"{np.max(err / bound):.3g} x")
 
 
-@pytest.fixture
-def lowp_kernel(kernel):
+@pytest.fixture(params=[True, False], ids=["amx", "no-amx"])
+def lowp_kernel(kernel, request):
     """The kernel fixture (every family this CPU runs) and the low-precision
-    kernels that family must bring: VNNI/BF16 with avx512 where the CPU has
-    them, AVX2 with avx512 or avx2 where not, the portable ones with
-    generic."""
+    kernels that family must bring: AMX with avx512 where the CPU and OS run
+    it, else VNNI/BF16 with avx512 where the CPU has them, AVX2 with avx512
+    or avx2 where not, the portable ones with generic.  Where AMX would be
+    chosen, once more with it refused (the AVX-512 kernels); elsewhere that
+    run would repeat the first, and is skipped."""
     from fastmm._config import cpu_features
-    names = _lowp.lowp_kernels()
-    feats = set(cpu_features())
-    vnni = kernel == "avx512" and "avx512_vnni" in feats
-    bf16 = kernel == "avx512" and "avx512_bf16" in feats
-    simd = "avx2" if kernel in ("avx512", "avx2") else "generic"
-    assert names == {"int8": "avx512-vnni" if vnni else simd,
-                     "bfloat16": "avx512-bf16" if bf16 else simd}
-    return names
+    amx_here = kernel == "avx512" and _lowp.amx_available()
+    if not request.param and not amx_here:
+        pytest.skip("AMX is not what this family would run here")
+    _lowp.allow_amx(request.param, kernel)
+    try:
+        names = _lowp.lowp_kernels()
+        feats = set(cpu_features())
+        amx = amx_here and request.param
+        vnni = kernel == "avx512" and "avx512_vnni" in feats
+        bf16 = kernel == "avx512" and "avx512_bf16" in feats
+        simd = "avx2" if kernel in ("avx512", "avx2") else "generic"
+        assert names == {
+            "int8": "amx-int8" if amx else "avx512-vnni" if vnni else simd,
+            "bfloat16": "amx-bf16" if amx else "avx512-bf16" if bf16 else simd}
+        yield names
+    finally:
+        _lowp.allow_amx(True, kernel)
 
 
 # ---- int8 / uint8 -> int32 ----------------------------------------------------

@@ -99,11 +99,19 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
     const int uB = !P->bf16 && P->kind_b == FMM_SRC_U8;
     const uint32_t flip_a = sA ? 0x80u : 0, flip_b = uB ? 0x80u : 0;
     ptrdiff_t kcg = (KC + G - 1) / G;       /* groups per full k block */
+#ifdef FMM_LP_AMX
+    const int amx = K->amx;
+#else
+    const int amx = 0;
+#endif
+    /* an A panel's groups: AMX steps are whole (lowp_amx.h) */
+#define FMM_LP_A_GROUPS(g) (amx ? fmm_amx_groups(g) : (g))
     ptrdiff_t mc_max = ((m < FMM_LP_MC ? m : FMM_LP_MC) + FMM_LP_MR - 1) /
                        FMM_LP_MR * FMM_LP_MR;
     ptrdiff_t nc_max = ((n < FMM_LP_NC ? n : FMM_LP_NC) + FMM_LP_NR - 1) /
                        FMM_LP_NR * FMM_LP_NR;
-    size_t a_words = (size_t)mc_max * kcg, b_words = (size_t)nc_max * kcg;
+    size_t a_words = (size_t)mc_max * FMM_LP_A_GROUPS(kcg);
+    size_t b_words = (size_t)nc_max * kcg;
     size_t bytes = 4 * (a_words + b_words) + 4 * (size_t)(mc_max + nc_max) +
                    4 * FMM_LP_MR * FMM_LP_NR + 64;
     bytes = (bytes + 63) & ~(size_t)63;
@@ -116,12 +124,17 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
     int32_t *colc = rowc + mc_max;
     uint32_t *tile = (uint32_t *)(colc + nc_max);
     const size_t csz = 4;      /* int32 and float32 */
+#ifdef FMM_LP_AMX
+    if (amx)
+        fmm_lp_amx_begin();
+#endif
 
     for (ptrdiff_t jc = 0; jc < n; jc += FMM_LP_NC) {         /* n in NC */
         ptrdiff_t nc = n - jc < FMM_LP_NC ? n - jc : FMM_LP_NC;
         for (ptrdiff_t pc = 0; pc < k; pc += KC) {             /* k in KC */
             ptrdiff_t kc = k - pc < KC ? k - pc : KC;
             ptrdiff_t groups = (kc + G - 1) / G;
+            ptrdiff_t groups_a = FMM_LP_A_GROUPS(groups);
             int finish = P->ep && pc + kc >= k;
             const ptrdiff_t b_size = P->kind_b == FMM_SRC_F32 ? 4
                                    : P->kind_b == FMM_SRC_BF16 ? 2 : 1;
@@ -158,6 +171,12 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
                     if (wide)
                         fmm_lp_pack_a_wide(as, P->rs_a, P->cs_a, mr, kc,
                                            P->kind_a, a_packed + ir * groups);
+#ifdef FMM_LP_AMX
+                    else if (amx)
+                        fmm_lp_pack_a_amx(as, P->rs_a, P->cs_a, mr, kc,
+                                          P->kind_a, flip_a,
+                                          a_packed + ir * groups_a);
+#endif
                     else
                         fmm_lp_pack_a(as, P->rs_a, P->cs_a, mr, kc, P->kind_a,
                                       flip_a, a_packed + ir * groups);
@@ -182,7 +201,7 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
                         ptrdiff_t mr = mc - ir < FMM_LP_MR ? mc - ir : FMM_LP_MR;
                         char *cij = c + ((ic + ir) * P->rs_c +
                                          (jc + jr) * P->cs_c) * csz;
-                        const uint32_t *ap = a_packed + ir * groups;
+                        const uint32_t *ap = a_packed + ir * groups_a;
                         const uint32_t *bp = b_packed + jr * groups;
                         /* whole columns: C itself, its first mr rows */
                         int direct = nr == FMM_LP_NR && P->cs_c == 1;
@@ -230,8 +249,13 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
             }
         }
     }
+#ifdef FMM_LP_AMX
+    if (amx)
+        fmm_lp_amx_end();
+#endif
     fmm_lp_scratch_release(mem, bytes);
     return 0;
+#undef FMM_LP_A_GROUPS
 }
 
 /* The whole product on nt threads: C is split into nt independent row or
