@@ -45,6 +45,7 @@ cdef extern from "driver/_lowp.h" nogil:
     void fmm_lp_select(const char* isa)
     int fmm_lp_amx_allowed
     int fmm_lp_amx_runnable()
+    long fmm_lp_amx_parts
     const fmm_lp_kernels_t* fmm_lp_kernels()
     const char* fmm_act_select(const char* isa)
     void fmm_lp_quantize_rows(const float* x, Py_ssize_t rs, Py_ssize_t m,
@@ -76,6 +77,12 @@ def select_lowp(name):
 def amx_available():
     """Whether this build has AMX kernels and this CPU and OS run them."""
     return bool(fmm_lp_amx_runnable())
+
+
+def amx_parts():
+    """Test hook: how many products (or thread shares of one) the calling
+    thread has run on AMX tiles."""
+    return fmm_lp_amx_parts
 
 
 def allow_amx(bint allowed, family):

@@ -561,6 +561,29 @@ def test_precision_bf16_nan_inf():
     assert np.allclose(c[fin], ref[fin], rtol=0, atol=k * 2.0 ** -20 * 64)
 
 
+@pytest.mark.parametrize("nt", [1, 2])
+def test_amx_products_run_on_tiles(kernel, nt):
+    # where AMX is chosen, int8 and bfloat16 products configure the tiles
+    # (the calling thread's share counts); refused, or absent, they do not
+    bf16 = bf16_type()
+    a8, b8 = ints((30, 70), I8, 1), ints((70, 40), I8, 2)
+    a16, b16 = bf16_random((30, 70), 3), bf16_random((70, 40), 4)
+    amx = kernel == "avx512" and _lowp.amx_available()
+    for allowed in (True, False):
+        _lowp.allow_amx(allowed, kernel)
+        try:
+            with forced_threads(nt) as seen:
+                before = _lowp.amx_parts()
+                check_int(a8, b8)
+                check_bf16_product(fastmm.matmul(a16, b16, dtype=F32),
+                                   a16, b16)
+                ran = _lowp.amx_parts() - before
+            assert_ran(seen, "lowp", nt)
+        finally:
+            _lowp.allow_amx(True, kernel)
+        assert ran == (2 if amx and allowed else 0)
+
+
 def test_precision_bf16_subnormals(lowp_kernel):
     # README: AVX512-BF16 treats subnormal inputs and results as zero (the
     # instruction's rule); the portable kernel keeps them

@@ -26,6 +26,9 @@ static void *fmm_lp_fresh(size_t size)
 }
 static void fmm_lp_free(void *p, size_t size) { (void)size; free(p); }
 static void *(*fmm_lp_scratch_get)(size_t) = fmm_lp_fresh;
+/* Test hook: products (or thread shares) the calling thread ran on AMX
+ * tiles. */
+static __thread long fmm_lp_amx_parts = 0;
 static void (*fmm_lp_scratch_release)(void *, size_t) = fmm_lp_free;
 
 /* The write-back of a dense layer, applied to each tile of C after its last
@@ -125,8 +128,10 @@ static int fmm_lp_part(const fmm_lp_problem_t *P, const fmm_lp_kernels_t *K,
     uint32_t *tile = (uint32_t *)(colc + nc_max);
     const size_t csz = 4;      /* int32 and float32 */
 #ifdef FMM_LP_AMX
-    if (amx)
+    if (amx) {
         fmm_lp_amx_begin();
+        fmm_lp_amx_parts++;
+    }
 #endif
 
     for (ptrdiff_t jc = 0; jc < n; jc += FMM_LP_NC) {         /* n in NC */

@@ -98,29 +98,29 @@ FMM_TARGET_AMX static void fmm_lp_amx_begin(void)
 
 FMM_TARGET_AMX static void fmm_lp_amx_end(void) { _tile_release(); }
 
-/* The step loop, into tiles 0 and 1, with TDP the tile multiply-add; the
- * last step's B from a zero-padded copy when `groups` ends inside it. */
+/* One step: A's tile at A0, B's two halves from B0 (rows 128 bytes
+ * apart), into tiles 0 and 1 with TDP the tile multiply-add. */
+#define FMM_AMX_STEP_AT(TDP, A0, B0)                                         \
+    _tile_loadd(2, A0, 4 * FMM_AMX_STEP);                                    \
+    _tile_loadd(3, B0, 4 * FMM_LP_NR);                                       \
+    _tile_loadd(4, (B0) + 16, 4 * FMM_LP_NR);                                \
+    TDP(0, 2, 3);                                                            \
+    TDP(1, 2, 4);
+/* The step loop, the sums stored to t (FMM_LP_NR a row); the last step's B
+ * from a zero-padded copy when `groups` ends inside it. */
 #define FMM_AMX_STEPS(TDP)                                                   \
     _tile_zero(0);                                                           \
     _tile_zero(1);                                                           \
     ptrdiff_t full = groups / FMM_AMX_STEP * FMM_AMX_STEP;                   \
     for (ptrdiff_t g = 0; g < full; g += FMM_AMX_STEP) {                     \
-        _tile_loadd(2, a + g * FMM_LP_MR, 4 * FMM_AMX_STEP);                 \
-        _tile_loadd(3, b + g * FMM_LP_NR, 4 * FMM_LP_NR);                    \
-        _tile_loadd(4, b + g * FMM_LP_NR + 16, 4 * FMM_LP_NR);               \
-        TDP(0, 2, 3);                                                        \
-        TDP(1, 2, 4);                                                        \
+        FMM_AMX_STEP_AT(TDP, a + g * FMM_LP_MR, b + g * FMM_LP_NR)           \
     }                                                                        \
     if (full < groups) {                                                     \
         uint32_t bt[FMM_AMX_STEP * FMM_LP_NR] __attribute__((aligned(64)));  \
         size_t live = (size_t)(groups - full) * FMM_LP_NR;                   \
         memcpy(bt, b + full * FMM_LP_NR, 4 * live);                          \
         memset(bt + live, 0, 4 * (FMM_AMX_STEP * FMM_LP_NR - live));         \
-        _tile_loadd(2, a + full * FMM_LP_MR, 4 * FMM_AMX_STEP);              \
-        _tile_loadd(3, bt, 4 * FMM_LP_NR);                                   \
-        _tile_loadd(4, bt + 16, 4 * FMM_LP_NR);                              \
-        TDP(0, 2, 3);                                                        \
-        TDP(1, 2, 4);                                                        \
+        FMM_AMX_STEP_AT(TDP, a + full * FMM_LP_MR, bt)                       \
     }                                                                        \
     _tile_stored(0, t, 4 * FMM_LP_NR);                                       \
     _tile_stored(1, t + 16, 4 * FMM_LP_NR);
@@ -172,6 +172,7 @@ fmm_i8_ukr_amx(ptrdiff_t groups, const uint32_t *a, const uint32_t *b,
     }
 }
 #undef FMM_AMX_STEPS
+#undef FMM_AMX_STEP_AT
 
 /* AMX-TILE, -BF16 and -INT8 in CPUID, their state enabled in XCR0, and the
  * kernel's permission for this process (asked for once). */
